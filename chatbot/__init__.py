@@ -1,0 +1,16 @@
+"""hybrid-chatbot: a domain LoRA adapter for the voice, retrieval over your files for the facts."""
+
+import os as _os
+
+# Nothing in this package may reach a model hub or a telemetry endpoint at run time.
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "ANONYMIZED_TELEMETRY": "False",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    _os.environ.setdefault(_key, _value)
+
+__version__ = "0.1.0"

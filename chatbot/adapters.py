@@ -1,0 +1,167 @@
+"""Domain adapters: folders under ``adapters/`` loaded once onto the one base model.
+
+Each request names its adapter and :class:`~chatbot.generation.Generator` routes it with
+PEFT's per-call ``adapter_names``; nothing global is switched. A folder that cannot be
+loaded is listed with its error and the others keep working.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chatbot.generation import BASE_ADAPTER, Generator
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "domain.toml"
+WEIGHTS = "adapter_model.safetensors"
+CONFIG = "adapter_config.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+class UnknownAdapterError(KeyError):
+    """The requested adapter does not exist or failed to load."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass
+class Domain:
+    """An adapter (or "base") as the chain and the UI see it."""
+
+    name: str
+    display_name: str
+    description: str
+    system_prompt: str
+    folder: Path | None = None
+    scope: dict[str, Any] | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    mtime: float = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self.error is None
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """Parse ``domain.toml`` (missing means empty); raise ValueError with the reason."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{MANIFEST} is malformed: {exc}") from exc
+
+
+def scope_filter(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The Chroma where-filter of a domain's knowledge scope (a list of source files)."""
+    scope = manifest.get("knowledge_scope") or {}
+    if not isinstance(scope, dict):
+        raise ValueError("knowledge_scope must be a table")
+    if "filter" in scope:
+        return scope["filter"]
+    return None
+
+
+class AdapterRegistry:
+    """All adapters of one folder, attached to one generator's base model."""
+
+    def __init__(self, folder: Path, generator: Generator, base_system_prompt: str) -> None:
+        self.folder = folder
+        self.generator = generator
+        self.base = Domain(BASE_ADAPTER, "Base model", "The base model without an adapter.", base_system_prompt)
+        self._domains: dict[str, Domain] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Load new or changed adapter folders and drop removed ones."""
+        with self._lock:
+            present = {}
+            if self.folder.is_dir():
+                present = {
+                    path.name: path
+                    for path in sorted(self.folder.iterdir())
+                    if path.is_dir() and not path.name.startswith((".", "_")) and (path / CONFIG).exists()
+                }
+            for name in set(self._domains) - set(present):
+                self._unload(name)
+            for name, path in present.items():
+                mtime = max((p.stat().st_mtime for p in path.iterdir() if p.is_file()), default=0.0)
+                current = self._domains.get(name)
+                if current is not None and current.mtime == mtime:
+                    continue
+                if current is not None:
+                    self._unload(name)
+                self._domains[name] = self._load(name, path, mtime)
+
+    def _load(self, name: str, path: Path, mtime: float) -> Domain:
+        domain = Domain(name, name, "", self.base.system_prompt, folder=path, mtime=mtime)
+        try:
+            if name == BASE_ADAPTER:
+                raise ValueError(f"the name {BASE_ADAPTER!r} is reserved for the model without adapter")
+            manifest = read_manifest(path)
+            domain.manifest = manifest
+            domain.display_name = str(manifest.get("display_name", name))
+            domain.description = str(manifest.get("description", ""))
+            domain.system_prompt = str(manifest.get("system_prompt", self.base.system_prompt))
+            domain.scope = scope_filter(manifest)
+            domain.generation = dict(manifest.get("generation", {}))
+            if not (path / WEIGHTS).is_file():
+                pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
+                if pickles:
+                    raise ValueError(f"pickle weights ({', '.join(pickles)}) are refused; save as {WEIGHTS}")
+                raise ValueError(f"missing {WEIGHTS}")
+            self._attach(name, path)
+        except Exception as exc:  # any failure is this folder's, never the server's
+            domain.error = str(exc) or type(exc).__name__
+            log.warning("adapter %s refused: %s", path, domain.error)
+        return domain
+
+    def _attach(self, name: str, path: Path) -> None:
+        from peft import PeftModel
+
+        model = self.generator.model
+        if isinstance(model, PeftModel):
+            try:
+                model.load_adapter(str(path), adapter_name=name, is_trainable=False, low_cpu_mem_usage=False)
+            except Exception:
+                if name in model.peft_config:
+                    model.delete_adapter(name)
+                raise
+        else:
+            wrapped = PeftModel.from_pretrained(self.generator.base.model, str(path), adapter_name=name)
+            wrapped.eval()
+            self.generator.attach(wrapped)
+
+    def _unload(self, name: str) -> None:
+        domain = self._domains.pop(name, None)
+        model = self.generator.model
+        if domain is not None and domain.ready and name in getattr(model, "peft_config", {}):
+            model.delete_adapter(name)
+
+    def list(self) -> list[Domain]:
+        """"base" first, then every adapter folder with its status."""
+        with self._lock:
+            return [self.base, *self._domains.values()]
+
+    def get(self, name: str | None) -> Domain:
+        """The ready domain called ``name`` ("base" when None)."""
+        if not name or name == BASE_ADAPTER:
+            return self.base
+        with self._lock:
+            domain = self._domains.get(name)
+        if domain is None:
+            available = ", ".join(d.name for d in self.list() if d.ready)
+            raise UnknownAdapterError(f"unknown adapter {name!r}; available: {available}")
+        if domain.error:
+            raise UnknownAdapterError(f"adapter {name!r} failed to load: {domain.error}")
+        return domain

@@ -1,0 +1,124 @@
+"""The retrieval chain: question -> retriever -> numbered blocks -> prompt -> model -> cited answer."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnablePassthrough
+
+from chatbot.answer import Answer, SourceRef
+from chatbot.citations import attribute, cited_numbers
+from chatbot.generation import BASE_ADAPTER, GenerationStats
+from chatbot.prompting import PLAIN_PROMPT, RAG_PROMPT, format_blocks
+
+DONT_KNOW = "I don't know. The knowledge base has nothing relevant to this question."
+_DECLINE = re.compile(r"\bI (?:do not|don't|dont) know\b|\bnot (?:in|mentioned in) the (?:context|blocks)\b", re.I)
+
+
+@dataclass
+class ChainRequest:
+    """One turn: the question and how to answer it."""
+
+    question: str
+    adapter: str = BASE_ADAPTER
+    use_retrieval: bool = True
+    system_prompt: str = ""
+    scope: dict[str, Any] | None = None  # Chroma where-filter of the adapter's knowledge scope
+    generation: dict[str, Any] = field(default_factory=dict)  # GenerationParams overrides
+
+
+def is_decline(text: str) -> bool:
+    """Whether an answer says it does not know."""
+    return bool(_DECLINE.search(text))
+
+
+class RagChain:
+    """LCEL pipelines for the retrieval and the no-retrieval paths, plus citation bookkeeping."""
+
+    def __init__(self, retriever: BaseRetriever, llm: BaseChatModel) -> None:
+        self.retriever = retriever
+        self.llm = llm
+
+    def pipeline(self, use_retrieval: bool, **llm_kwargs: Any) -> Runnable:
+        """The LCEL pipeline of one turn, with the adapter and limits bound to the model call."""
+        llm = self.llm.bind(**llm_kwargs)
+        if use_retrieval:
+            with_context = RunnablePassthrough.assign(context=lambda x: format_blocks(x["blocks"]))
+            return with_context | RAG_PROMPT | llm | StrOutputParser()
+        return PLAIN_PROMPT | llm | StrOutputParser()
+
+    def retrieve(self, question: str, scope: dict[str, Any] | None = None) -> list[Document]:
+        return self.retriever.invoke(question, filter=scope) if scope else self.retriever.invoke(question)
+
+    def stream(self, request: ChainRequest) -> Iterator[str | Answer]:
+        """Yield answer text pieces as they are generated, then the finished :class:`Answer`."""
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        blocks: list[Document] = []
+        if request.use_retrieval:
+            blocks = self.retrieve(request.question, request.scope)
+            timings["retrieval_s"] = time.perf_counter() - started
+            if not blocks:
+                timings["total_s"] = time.perf_counter() - started
+                yield DONT_KNOW
+                yield Answer(request.question, DONT_KNOW, request.adapter, timings=timings, abstained=True)
+                return
+        stats = GenerationStats()
+        config = {"adapter": request.adapter, "stats": stats, **request.generation}
+        inputs = {"question": request.question, "system_prompt": request.system_prompt, "blocks": blocks}
+        runnable = self.pipeline(request.use_retrieval, **config)
+        pieces: list[str] = []
+        for piece in runnable.stream(inputs):
+            pieces.append(piece)
+            yield piece
+        raw = "".join(pieces).strip()
+        timings.update(
+            generation_s=stats.seconds,
+            first_token_s=(stats.first_token_s or stats.seconds) + timings.get("retrieval_s", 0.0),
+            total_s=time.perf_counter() - started,
+        )
+        yield self._finish(request, raw, blocks, timings, stats)
+
+    def _finish(
+        self, request: ChainRequest, raw: str, blocks: list[Document], timings: dict[str, float], stats: GenerationStats
+    ) -> Answer:
+        retrieved = [SourceRef.from_document(n, doc) for n, doc in enumerate(blocks, 1)]
+        model_cited = cited_numbers(raw, len(blocks))
+        text, attributed = raw, []
+        if blocks and not is_decline(raw):
+            text, attributed = attribute(raw, [doc.page_content for doc in blocks])
+        sources = []
+        for number in cited_numbers(text, len(blocks)):
+            origin = "model" if number in model_cited else "attribution"
+            sources.append(replace(retrieved[number - 1], cited_by=origin))
+        answer = Answer(
+            question=request.question,
+            answer=text,
+            adapter=request.adapter,
+            sources=sources,
+            retrieved=retrieved,
+            timings=timings,
+            used_retrieval=request.use_retrieval,
+            abstained=is_decline(raw),
+            model_citations=len(model_cited),
+        )
+        answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}
+        return answer
+
+    def ask(self, request: ChainRequest) -> Answer:
+        """Run the chain to the end and return the answer."""
+        result = None
+        for event in self.stream(request):
+            if isinstance(event, Answer):
+                result = event
+        assert result is not None
+        return result

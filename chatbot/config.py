@@ -1,0 +1,163 @@
+"""One settings object, read from ``chatbot.toml`` (optional) and ``CHATBOT_*`` variables.
+
+Precedence, highest first: keyword arguments, environment variables, ``chatbot.toml``,
+defaults. Unknown keys and bad values fail at start with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "CHATBOT_"
+CONFIG_ENV = "CHATBOT_CONFIG"
+DEFAULT_CONFIG_FILE = "chatbot.toml"
+EMBEDDED = "embedded"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer clearly and concisely."
+)
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a bad value; the message names the key."""
+
+
+class Settings(BaseSettings):
+    """Everything the app can be told. See ``docs/configuration.md`` for each key."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        case_sensitive=False,
+    )
+
+    # Paths
+    knowledge_dir: Path = Field(Path("knowledge"), description="Folder of documents to chat with.")
+    adapters_dir: Path = Field(Path("adapters"), description="Folder of domain adapters.")
+    data_dir: Path = Field(Path(".chatbot"), description="Chroma, record manager, caches.")
+    cache_dir: Path | None = Field(None, description="Converted models; default DATA_DIR/cache.")
+
+    # Models
+    base_model: str = Field(EMBEDDED, description="'embedded', a model folder or a .gguf file.")
+    embedding_model: str = Field(EMBEDDED, description="'embedded' or a sentence-transformers folder.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    threads: int = Field(0, ge=0, description="Torch CPU threads; 0 keeps torch's default.")
+
+    # Knowledge
+    collection: str = Field("knowledge", min_length=1, max_length=60)
+    chunk_size: int = Field(200, ge=16, le=8192, description="Chunk size in embedding tokens.")
+    chunk_overlap: int = Field(30, ge=0, description="Overlap between chunks in tokens.")
+    max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")
+
+    # Retrieval
+    top_k: int = Field(4, ge=1, le=50)
+    min_relevance: float = Field(
+        0.3, ge=-1.0, le=1.0, description="Chunks below this cosine similarity are ignored."
+    )
+
+    # Generation
+    max_new_tokens: int = Field(256, ge=1, le=32768)
+    temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 means greedy decoding.")
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    seed: int | None = None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = Field(7860, ge=1, le=65535)
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", value):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return value
+
+    @field_validator("collection")
+    @classmethod
+    def _check_collection(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,58}[A-Za-z0-9]", value):
+            raise ValueError("3-60 characters: letters, digits, '.', '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_chunking(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_FILE))
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_path)
+
+    # Derived locations
+    @property
+    def models_cache_dir(self) -> Path:
+        """Where converted base models are cached."""
+        return self.cache_dir or self.data_dir / "cache"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def record_db(self) -> Path:
+        return self.data_dir / "records.sqlite"
+
+
+def _unknown_env_keys(environ: dict[str, str]) -> list[str]:
+    known = {name.upper() for name in Settings.model_fields}
+    return sorted(
+        key
+        for key in environ
+        if key.upper().startswith(ENV_PREFIX)
+        and key.upper() != CONFIG_ENV
+        and key.upper()[len(ENV_PREFIX):] not in known
+    )
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"]) or "settings"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting"
+    return f"{key} ({ENV_PREFIX}{key.upper()}): {message}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings, raising :class:`ConfigError` that names every bad key."""
+    problems = [f"{key}: unknown setting" for key in _unknown_env_keys(dict(os.environ))]
+    config_file = os.environ.get(CONFIG_ENV)
+    if config_file and not Path(config_file).is_file():
+        problems.append(f"{CONFIG_ENV}: no such file: {config_file}")
+    settings = None
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems.extend(_describe(error) for error in exc.errors())
+    except ValueError as exc:  # e.g. malformed TOML
+        problems.append(f"{config_file or DEFAULT_CONFIG_FILE}: {exc}")
+    if problems or settings is None:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return settings

@@ -1,0 +1,1 @@
+"""Files in the knowledge folder -> chunks -> a persistent Chroma collection."""

@@ -1,0 +1,254 @@
+"""Make the Chroma collection equal the knowledge folder, with LangChain's indexing API.
+
+Per sync: repair leftovers of an interrupted run, hash every file, parse and chunk only new or
+changed ones, index their chunks (``scoped_full`` clean-up removes a changed file's old chunks
+only after its new ones are in), then delete the chunks of files that are gone. A file that
+fails to load keeps whatever was indexed of it before.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from langchain_chroma import Chroma
+from langchain_core.documents import Document
+from langchain_core.indexing import index
+from langchain_core.indexing.base import RecordManager
+from tqdm.auto import tqdm
+
+from chatbot.knowledge.chunking import Chunker
+from chatbot.knowledge.loaders import LoadError, load_file
+from chatbot.knowledge.manifest import FileRecord, Manifest
+from chatbot.knowledge.scan import scan_folder
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""Called as ``progress(stage, done, total)`` while a sync runs."""
+
+
+@dataclass
+class SyncReport:
+    """What one sync did; ``errors`` and ``skipped`` map relative paths to reasons."""
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    chunks_added: int = 0
+    chunks_deleted: int = 0
+    chunks_skipped: int = 0
+    repaired: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def wrote_nothing(self) -> bool:
+        return not (self.chunks_added or self.chunks_deleted or self.deleted or self.repaired)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class KnowledgeStatus:
+    """Documents, chunks, last sync time and per-file errors, for ``info`` and the UI."""
+
+    documents: int
+    chunks: int
+    last_sync: float | None
+    files: list[FileRecord]
+    errors: dict[str, str]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _chunk_key(document: Document) -> str:
+    return str(document.metadata["chunk_id"])
+
+
+class KnowledgeSync:
+    """The one code path that indexes the knowledge folder (CLI, watcher and UI all call it)."""
+
+    def __init__(
+        self,
+        root: Path,
+        store: Chroma,
+        records: RecordManager,
+        manifest: Manifest,
+        chunker: Chunker,
+        max_bytes: int,
+        lock_path: Path,
+    ) -> None:
+        self.root = root
+        self.store = store
+        self.records = records
+        self.manifest = manifest
+        self.chunker = chunker
+        self.max_bytes = max_bytes
+        self._lock_path = lock_path
+        self._thread_lock = threading.Lock()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One sync at a time, across threads and processes (CLI beside a running server)."""
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._thread_lock, self._lock_path.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def sync(self, progress: Progress | None = None, show_progress: bool = False) -> SyncReport:
+        """Bring the collection in line with the folder; see the module docstring."""
+        started = time.perf_counter()
+        report = SyncReport()
+        with self._exclusive():
+            report.repaired = self._repair()
+            scan = scan_folder(self.root, self.max_bytes)
+            report.skipped = dict(scan.skipped)
+            known = self.manifest.all()
+            changed: list[tuple[str, Path, str, int]] = []
+            for key, path in scan.files.items():
+                try:
+                    sha, size = file_sha256(path), path.stat().st_size
+                except OSError as exc:
+                    report.errors[key] = f"cannot read: {exc.strerror or exc}"
+                    continue
+                previous = known.get(key)
+                if previous is not None and previous.sha256 == sha:
+                    report.unchanged += 1
+                    if previous.error:
+                        report.errors[key] = previous.error
+                    continue
+                changed.append((key, path, sha, size))
+            documents, loaded = self._load(changed, known, report, progress, show_progress)
+            self._index(documents, loaded, known, report, progress, show_progress)
+            gone = sorted(set(known) - set(scan.files))
+            self._delete(gone, report)
+            self.manifest.set_meta("last_sync", str(time.time()))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _load(
+        self,
+        changed: list[tuple[str, Path, str, int]],
+        known: dict[str, FileRecord],
+        report: SyncReport,
+        progress: Progress | None,
+        show_progress: bool,
+    ) -> tuple[list[Document], list[tuple[str, str, int, int | None, int]]]:
+        documents: list[Document] = []
+        loaded: list[tuple[str, str, int, int | None, int]] = []
+        bar = tqdm(changed, desc="reading", unit="file", disable=not show_progress or not changed)
+        for done, (key, path, sha, size) in enumerate(bar, 1):
+            if progress:
+                progress("reading", done, len(changed))
+            try:
+                if size == 0:
+                    raise LoadError("empty file")
+                pages = load_file(path)
+                chunks = self.chunker.split(key, pages, path.suffix.lower().lstrip("."))
+                if not chunks:
+                    raise LoadError("no text found")
+            except LoadError as exc:
+                report.errors[key] = str(exc)
+                self.manifest.record_error(key, sha, size, str(exc))
+                log.warning("not indexed: %s: %s", key, exc)
+                continue
+            page_count = len(pages) if pages and pages[0].number is not None else None
+            documents.extend(chunks)
+            loaded.append((key, sha, size, page_count, len(chunks)))
+        return documents, loaded
+
+    def _index(
+        self,
+        documents: list[Document],
+        loaded: list[tuple[str, str, int, int | None, int]],
+        known: dict[str, FileRecord],
+        report: SyncReport,
+        progress: Progress | None,
+        show_progress: bool,
+    ) -> None:
+        if not documents:
+            return
+
+        def counted(docs: Iterable[Document]) -> Iterator[Document]:
+            bar = tqdm(docs, total=len(documents), desc="embedding", unit="chunk", disable=not show_progress)
+            for done, document in enumerate(bar, 1):
+                if progress and done % 16 == 0:
+                    progress("embedding", done, len(documents))
+                yield document
+
+        result = index(
+            counted(documents),
+            self.records,
+            self.store,
+            cleanup="scoped_full",  # deletes a file's stale chunks only after all its new ones are in
+            source_id_key="source",
+            key_encoder=_chunk_key,
+            batch_size=64,
+        )
+        report.chunks_added += result["num_added"]
+        report.chunks_deleted += result["num_deleted"]
+        report.chunks_skipped += result["num_skipped"]
+        for key, sha, size, pages, chunks in loaded:
+            self.manifest.record_indexed(key, sha, size, pages, chunks)
+            previous = known.get(key)
+            (report.updated if previous is not None and previous.indexed_at else report.added).append(key)
+        if progress:
+            progress("embedding", len(documents), len(documents))
+
+    def _delete(self, paths: list[str], report: SyncReport) -> None:
+        for key in paths:
+            ids = self.records.list_keys(group_ids=[key])
+            if ids:
+                self.store.delete(ids=ids)  # vectors first: a crash here leaves records to retry
+                self.records.delete_keys(ids)
+            self.manifest.forget([key])
+            report.deleted.append(key)
+            report.chunks_deleted += len(ids)
+
+    def _repair(self) -> int:
+        """Undo what an interrupted sync left: vectors with no record, records with no vector."""
+        stored = set(self.store.get(include=[])["ids"])
+        recorded = set(self.records.list_keys())
+        orphans = sorted(stored - recorded)
+        if orphans:
+            self.store.delete(ids=orphans)
+        missing = recorded - stored
+        if missing:
+            # Files that lost chunks are forgotten by the manifest, so this sync re-reads them.
+            dirty = [key for key in self.manifest.all() if missing & set(self.records.list_keys(group_ids=[key]))]
+            self.records.delete_keys(sorted(missing))
+            self.manifest.forget(dirty)
+        if orphans or missing:
+            log.warning("repaired index: %d orphan vectors, %d lost records", len(orphans), len(missing))
+        return len(orphans) + len(missing)
+
+    def status(self) -> KnowledgeStatus:
+        files = sorted(self.manifest.all().values(), key=lambda record: record.path)
+        last = self.manifest.get_meta("last_sync")
+        return KnowledgeStatus(
+            documents=sum(1 for record in files if record.indexed_at),
+            chunks=len(self.records.list_keys()),
+            last_sync=float(last) if last else None,
+            files=files,
+            errors={record.path: record.error for record in files if record.error},
+        )

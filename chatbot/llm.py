@@ -1,0 +1,66 @@
+"""A LangChain chat model over the local :class:`~chatbot.generation.Generator`.
+
+The adapter is a per-call argument (``llm.bind(adapter="finance")``), never model state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict
+
+from chatbot.generation import BASE_ADAPTER, GenerationParams, GenerationStats, Generator
+
+_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
+
+
+def to_chat_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages -> the role/content dicts that chat templates expect."""
+    return [{"role": _ROLES.get(message.type, message.type), "content": str(message.content)} for message in messages]
+
+
+class LocalChatModel(BaseChatModel):
+    """Chat model backed by the in-process transformers model and its LoRA adapters."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    generator: Generator
+    params: GenerationParams = GenerationParams()
+
+    @property
+    def _llm_type(self) -> str:
+        return "hybrid-chatbot-local"
+
+    def _params(self, kwargs: dict[str, Any]) -> GenerationParams:
+        fields = {name: kwargs[name] for name in GenerationParams.__dataclass_fields__ if name in kwargs}
+        return GenerationParams(**{**self.params.__dict__, **fields})
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        stats: GenerationStats = kwargs.get("stats") or GenerationStats()
+        adapter = kwargs.get("adapter", BASE_ADAPTER)
+        for piece in self.generator.stream(to_chat_messages(messages), self._params(kwargs), adapter, stats):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = "".join(chunk.text for chunk in self._stream(messages, stop, run_manager, **kwargs))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])

@@ -1,0 +1,1 @@
+"""Loading the base language model and the embedding model, offline."""

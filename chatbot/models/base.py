@@ -1,0 +1,126 @@
+"""Load the base causal language model offline, converting GGUF files once to safetensors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from chatbot.config import EMBEDDED
+from chatbot.models.device import resolve_device, resolve_dtype
+from chatbot.models.embedded import ModelNotFoundError, smollm2_gguf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BaseModel:
+    """The loaded base model with what the rest of the app needs to know about it."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    folder: Path
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the weights files, so adapters can name the exact base they fit."""
+        return weights_fingerprint(self.folder)
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """sha256 over the names and bytes of the safetensors files in ``folder`` (first 16 hex)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def resolve_model_source(base_model: str) -> Path:
+    """Turn the ``base_model`` setting into a model folder or a ``.gguf`` file on disk."""
+    if base_model == EMBEDDED:
+        return smollm2_gguf()
+    path = Path(base_model).expanduser()
+    if not path.exists():
+        raise ModelNotFoundError(f"base_model: {path} does not exist (a model folder or a .gguf file)")
+    if path.is_dir() and not (path / "config.json").is_file():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) != 1:
+            raise ModelNotFoundError(
+                f"base_model: {path} has no config.json and {len(ggufs)} .gguf files (need exactly one)"
+            )
+        return ggufs[0]
+    if path.is_file() and path.suffix != ".gguf":
+        raise ModelNotFoundError(f"base_model: {path} is a file but not a .gguf file")
+    return path
+
+
+def _gguf_cache_folder(gguf: Path, cache_dir: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return cache_dir / "models" / f"{gguf.stem}-{key}"
+
+
+_convert_lock = threading.Lock()
+
+
+def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
+    """Dequantise a GGUF file into a plain safetensors model folder, once; return the folder.
+
+    transformers marks GGUF-loaded models as quantised (not trainable, not savable), so the
+    weights are copied into a model built from the same config and saved as safetensors.
+    """
+    target = _gguf_cache_folder(gguf, cache_dir)
+    with _convert_lock:
+        if (target / "config.json").is_file():
+            return target
+        log.info("converting %s to safetensors in %s (once)", gguf.name, target)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        config = quantised.config
+        for attribute in ("quantization_config", "_pre_quantization_dtype"):
+            if hasattr(config, attribute):
+                delattr(config, attribute)
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(quantised.state_dict())
+        plain.generation_config.eos_token_id = tokenizer.eos_token_id
+        plain.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
+        staging = target.with_name(target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        plain.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)  # a crash before this line leaves no half-written cache
+        return target
+
+
+def load_base_model(
+    base_model: str, cache_dir: Path, device: str = "auto", dtype: str = "auto"
+) -> BaseModel:
+    """Load the configured base model (embedded, folder or GGUF) for inference."""
+    source = resolve_model_source(base_model)
+    folder = convert_gguf(source, cache_dir) if source.suffix == ".gguf" else source
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.chat_template is None:
+        raise ModelNotFoundError(f"base_model: {folder} has no chat template; use an instruct model")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(torch_device)
+    model.eval()
+    name = "SmolLM2-135M-Instruct" if base_model == EMBEDDED else source.stem if source.is_file() else source.name
+    return BaseModel(model, tokenizer, name, folder, torch_device, torch_dtype)

@@ -1,0 +1,41 @@
+"""The prompts of the retrieval chain and the numbered context blocks they carry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.documents import Document
+from langchain_core.prompts import ChatPromptTemplate
+
+RAG_INSTRUCTIONS = (
+    "Answer the question using only the numbered context blocks. "
+    "After each sentence, cite the block it comes from as [1], [2]. "
+    "If the blocks do not contain the answer, say: I don't know."
+)
+
+RAG_PROMPT = ChatPromptTemplate.from_messages(
+    [
+        ("system", "{system_prompt}\n\n" + RAG_INSTRUCTIONS),
+        ("human", "Context:\n{context}\n\nQuestion: {question}"),
+    ]
+)
+
+PLAIN_PROMPT = ChatPromptTemplate.from_messages([("system", "{system_prompt}"), ("human", "{question}")])
+
+
+def block_label(document: Document) -> str:
+    meta = document.metadata
+    label = str(meta.get("source", "?"))
+    if meta.get("page") is not None:
+        label += f", page {meta['page']}"
+    if meta.get("section"):
+        label += f", {meta['section']}"
+    return label
+
+
+def format_blocks(documents: Sequence[Document]) -> str:
+    """``[n] (source, page)`` followed by the chunk text, one block per retrieved chunk."""
+    return "\n\n".join(
+        f"[{number}] ({block_label(document)})\n{document.page_content.strip()}"
+        for number, document in enumerate(documents, 1)
+    )
