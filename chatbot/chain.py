@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import replace
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.documents import Document
@@ -16,12 +15,13 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnablePassthrough
 
 from chatbot.answer import Answer, SourceRef
-from chatbot.citations import attribute, cited_numbers
+from chatbot.citations import attribute, cited_numbers, collapse_repeats
 from chatbot.generation import BASE_ADAPTER, GenerationStats
 from chatbot.prompting import PLAIN_PROMPT, RAG_PROMPT, format_blocks
 
 DONT_KNOW = "I don't know. The knowledge base has nothing relevant to this question."
-_DECLINE = re.compile(r"\bI (?:do not|don't|dont) know\b|\bnot (?:in|mentioned in) the (?:context|blocks)\b", re.I)
+_ECHO = re.compile(r"\n\s*(?:Question|Context):")  # the model starting to echo the prompt
+_DECLINE = re.compile(r"^\W*(?:I (?:do not|don't|dont) know|I'm not sure|the (?:context|blocks) do(?:es)? not)", re.I)
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ChainRequest:
 
 
 def is_decline(text: str) -> bool:
-    """Whether an answer says it does not know."""
+    """Whether an answer opens by saying it does not know (quoting the phrase later does not count)."""
     return bool(_DECLINE.search(text))
 
 
@@ -80,7 +80,7 @@ class RagChain:
         for piece in runnable.stream(inputs):
             pieces.append(piece)
             yield piece
-        raw = "".join(pieces).strip()
+        raw = collapse_repeats(_ECHO.split("".join(pieces))[0])
         timings.update(
             generation_s=stats.seconds,
             first_token_s=(stats.first_token_s or stats.seconds) + timings.get("retrieval_s", 0.0),

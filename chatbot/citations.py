@@ -15,10 +15,84 @@ _MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[a-z0-9]+(?:['.-][a-z0-9]+)*")
 _STOPWORDS = frozenset(
-    """a an and are as at be but by can do does for from has have how i if in into is it its
-    of on or so that the their then there these this to was were what when where which who
-    will with you your yours we our us not no yes than also any all each more most other
-    such only own same too very just should would could may might must shall""".split()
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "so",
+        "that",
+        "the",
+        "their",
+        "then",
+        "there",
+        "these",
+        "this",
+        "to",
+        "was",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "will",
+        "with",
+        "you",
+        "your",
+        "yours",
+        "we",
+        "our",
+        "us",
+        "not",
+        "no",
+        "yes",
+        "than",
+        "also",
+        "any",
+        "all",
+        "each",
+        "more",
+        "most",
+        "other",
+        "such",
+        "only",
+        "own",
+        "same",
+        "too",
+        "very",
+        "just",
+        "should",
+        "would",
+        "could",
+        "may",
+        "might",
+        "must",
+        "shall",
+    ]
 )
 MIN_CONTENT_WORDS = 3
 MIN_SUPPORT = 0.6
@@ -63,10 +137,25 @@ def attribute(answer: str, blocks: Sequence[str]) -> tuple[str, list[int]]:
                 stripped = sentence.rstrip()
                 tail = stripped[-1] if stripped[-1:] in ".!?" else ""
                 body = stripped[:-1] if tail else stripped
-                sentence = f"{body} [{best + 1}]{tail}" + sentence[len(stripped):]
+                sentence = f"{body} [{best + 1}]{tail}" + sentence[len(stripped) :]
                 if best + 1 not in added:
                     added.append(best + 1)
         out.append(sentence)
         if index < len(separators):
             out.append(separators[index])
     return "".join(out), added
+
+
+def collapse_repeats(text: str) -> str:
+    """Drop sentences that repeat an earlier one word for word (tiny models loop)."""
+    pieces = _SENTENCE_END.split(text)
+    separators = _SENTENCE_END.findall(text) + [""]
+    seen: set[str] = set()
+    out: list[str] = []
+    for sentence, separator in zip(pieces, separators, strict=False):
+        key = " ".join(sentence.lower().split())
+        if key and key in seen:
+            continue
+        seen.add(key)
+        out.append(sentence + separator)
+    return "".join(out).strip()

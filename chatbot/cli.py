@@ -43,7 +43,9 @@ def _chatbot(settings: Settings):  # noqa: ANN202 - lazy import keeps `chatbot -
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False) -> None:
     """hybrid-chatbot: a LoRA adapter for the voice, retrieval over your files for the facts."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 @app.command()

@@ -24,9 +24,7 @@ CONFIG_ENV = "CHATBOT_CONFIG"
 DEFAULT_CONFIG_FILE = "chatbot.toml"
 EMBEDDED = "embedded"
 
-DEFAULT_SYSTEM_PROMPT = (
-    "You are a helpful assistant. Answer clearly and concisely."
-)
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant. Answer clearly and concisely."
 
 
 class ConfigError(ValueError):
@@ -64,9 +62,7 @@ class Settings(BaseSettings):
 
     # Retrieval
     top_k: int = Field(4, ge=1, le=50)
-    min_relevance: float = Field(
-        0.3, ge=-1.0, le=1.0, description="Chunks below this cosine similarity are ignored."
-    )
+    min_relevance: float = Field(0.35, ge=-1.0, le=1.0, description="Chunks below this cosine similarity are ignored.")
 
     # Generation
     max_new_tokens: int = Field(256, ge=1, le=32768)
@@ -94,7 +90,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _check_chunking(self) -> "Settings":
+    def _check_chunking(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError("chunk_overlap must be smaller than chunk_size")
         return self
@@ -133,7 +129,7 @@ def _unknown_env_keys(environ: dict[str, str]) -> list[str]:
         for key in environ
         if key.upper().startswith(ENV_PREFIX)
         and key.upper() != CONFIG_ENV
-        and key.upper()[len(ENV_PREFIX):] not in known
+        and key.upper()[len(ENV_PREFIX) :] not in known
     )
 
 

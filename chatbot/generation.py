@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from chatbot.models.base import BaseModel
 
@@ -24,6 +24,27 @@ class GenerationParams:
     temperature: float = 0.0
     top_p: float = 0.9
     seed: int | None = None
+
+
+class LoopStop(StoppingCriteria):
+    """Stop once the last ``window`` generated tokens already occurred earlier in the reply.
+
+    Tiny models fall into verbatim loops; copying from the prompt is not affected because
+    only the generated part is compared.
+    """
+
+    def __init__(self, prompt_length: int, window: int = 24) -> None:
+        self.prompt_length = prompt_length
+        self.window = window
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        generated = input_ids[:, self.prompt_length :]
+        if generated.shape[1] < 2 * self.window:
+            return done
+        tail = generated[:, -self.window :]
+        earlier = generated[:, : -self.window].unfold(1, self.window, 1)  # (batch, positions, window)
+        return (earlier == tail[:, None, :]).all(-1).any(-1)
 
 
 @dataclass
@@ -89,6 +110,7 @@ class Generator:
         stats.prompt_tokens = int(inputs["input_ids"].shape[1])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = self._generate_kwargs(params, adapter)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([LoopStop(stats.prompt_tokens)])
         failure: list[BaseException] = []
 
         def run() -> None:

@@ -23,19 +23,10 @@ RAG_PROMPT = ChatPromptTemplate.from_messages(
 PLAIN_PROMPT = ChatPromptTemplate.from_messages([("system", "{system_prompt}"), ("human", "{question}")])
 
 
-def block_label(document: Document) -> str:
-    meta = document.metadata
-    label = str(meta.get("source", "?"))
-    if meta.get("page") is not None:
-        label += f", page {meta['page']}"
-    if meta.get("section"):
-        label += f", {meta['section']}"
-    return label
-
-
 def format_blocks(documents: Sequence[Document]) -> str:
-    """``[n] (source, page)`` followed by the chunk text, one block per retrieved chunk."""
-    return "\n\n".join(
-        f"[{number}] ({block_label(document)})\n{document.page_content.strip()}"
-        for number, document in enumerate(documents, 1)
-    )
+    """``[n]`` followed by the chunk text, one block per retrieved chunk, best first.
+
+    File names stay out of the prompt: small models copy them into the answer, and the
+    citations already map each number to its file.
+    """
+    return "\n\n".join(f"[{number}] {document.page_content.strip()}" for number, document in enumerate(documents, 1))

@@ -22,16 +22,19 @@ class ScoredRetriever(BaseRetriever):
 
     store: Chroma
     top_k: int = 4
-    min_relevance: float = 0.3
+    min_relevance: float = 0.35
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        pairs = self.store.similarity_search_with_relevance_scores(
+        pairs = self.store.similarity_search_with_score(
             query, k=kwargs.get("k", self.top_k), filter=kwargs.get("filter")
         )
-        return [
-            Document(page_content=doc.page_content, metadata={**doc.metadata, "score": float(score)}, id=doc.id)
-            for doc, score in pairs
-            if score >= self.min_relevance
-        ]
+        documents = []
+        for doc, distance in pairs:
+            similarity = 1.0 - float(distance)  # the collection uses cosine distance
+            if similarity >= self.min_relevance:
+                documents.append(
+                    Document(page_content=doc.page_content, metadata={**doc.metadata, "score": similarity}, id=doc.id)
+                )
+        return documents

@@ -115,7 +115,9 @@ class Chatbot:
         retriever = ScoredRetriever(store=self.store, top_k=s.top_k, min_relevance=s.min_relevance)
         return RagChain(retriever, LocalChatModel(generator=self.generator, params=params))
 
-    def request(self, question: str, adapter: str | None = None, use_retrieval: bool = True, **generation: Any) -> ChainRequest:
+    def request(
+        self, question: str, adapter: str | None = None, use_retrieval: bool = True, **generation: Any
+    ) -> ChainRequest:
         """A chain request with the domain's system prompt, scope and generation defaults applied."""
         question = question.strip()
         if not question:
@@ -130,7 +132,9 @@ class Chatbot:
             generation={**domain.generation, **{k: v for k, v in generation.items() if v is not None}},
         )
 
-    def stream(self, question: str, adapter: str | None = None, use_retrieval: bool = True, **generation: Any) -> Iterator[str | Answer]:
+    def stream(
+        self, question: str, adapter: str | None = None, use_retrieval: bool = True, **generation: Any
+    ) -> Iterator[str | Answer]:
         """Text pieces as they are generated, then the :class:`Answer`."""
         return self.chain.stream(self.request(question, adapter, use_retrieval, **generation))
 
@@ -147,7 +151,10 @@ class Chatbot:
         status = self.status()
         data: dict[str, Any] = {
             "base_model": {"setting": s.base_model, "source": str(resolve_model_source(s.base_model))},
-            "embedding_model": {"setting": s.embedding_model, "folder": str(resolve_embedding_folder(s.embedding_model))},
+            "embedding_model": {
+                "setting": s.embedding_model,
+                "folder": str(resolve_embedding_folder(s.embedding_model)),
+            },
             "paths": {
                 "knowledge_dir": str(s.knowledge_dir.resolve()),
                 "adapters_dir": str(s.adapters_dir.resolve()),
@@ -163,7 +170,10 @@ class Chatbot:
         if load_model:
             base = self.generator.base
             data["base_model"].update(
-                name=base.name, folder=str(base.folder), device=str(base.device), dtype=str(base.dtype).removeprefix("torch.")
+                name=base.name,
+                folder=str(base.folder),
+                device=str(base.device),
+                dtype=str(base.dtype).removeprefix("torch."),
             )
             data["adapters"] = [
                 {"name": d.name, "description": d.description, "status": "ready" if d.ready else f"error: {d.error}"}

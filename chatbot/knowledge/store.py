@@ -14,9 +14,7 @@ from langchain_core.embeddings import Embeddings
 def open_vector_store(chroma_dir: Path, collection: str, embeddings: Embeddings) -> Chroma:
     """Open (or create) the persistent collection; cosine distance so scores are similarities."""
     chroma_dir.mkdir(parents=True, exist_ok=True)
-    client = chromadb.PersistentClient(
-        path=str(chroma_dir), settings=ChromaSettings(anonymized_telemetry=False)
-    )
+    client = chromadb.PersistentClient(path=str(chroma_dir), settings=ChromaSettings(anonymized_telemetry=False))
     return Chroma(
         client=client,
         collection_name=collection,

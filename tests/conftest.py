@@ -1,0 +1,75 @@
+"""Shared fixtures: real models loaded once per session, a fresh knowledge folder per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from chatbot.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+# Converted base model, reused across test runs (git-ignored).
+MODEL_CACHE = REPO / ".chatbot" / "cache"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No user configuration leaks into a test: no CHATBOT_* variables, no chatbot.toml."""
+    for key in list(os.environ):
+        if key.upper().startswith("CHATBOT_"):
+            monkeypatch.delenv(key)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+
+
+@pytest.fixture
+def knowledge(tmp_path: Path) -> Path:
+    folder = tmp_path / "knowledge"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, knowledge: Path) -> Callable[..., Settings]:
+    def make(**overrides: object) -> Settings:
+        values = {
+            "knowledge_dir": knowledge,
+            "adapters_dir": tmp_path / "adapters",
+            "data_dir": tmp_path / "data",
+            "cache_dir": MODEL_CACHE,
+            "max_new_tokens": 48,
+            **overrides,
+        }
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_bot(make_settings: Callable[..., Settings]):
+    from chatbot.service import Chatbot
+
+    def make(**overrides: object) -> Chatbot:
+        return Chatbot(make_settings(**overrides))
+
+    return make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def user_guide(knowledge: Path) -> Path:
+    """The project's own sample knowledge base, copied into the test's knowledge folder."""
+    shutil.copytree(REPO / "knowledge", knowledge, dirs_exist_ok=True)
+    return knowledge

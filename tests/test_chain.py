@@ -1,0 +1,67 @@
+"""The retrieval chain end to end, with the embedded models."""
+
+import pytest
+
+from chatbot.adapters import UnknownAdapterError
+from chatbot.chain import DONT_KNOW
+
+FACT = "The Zorblax reactor on Kepler station runs at a core temperature of 4812 kelvin."
+
+
+@pytest.fixture
+def fact_bot(make_bot, knowledge):
+    (knowledge / "reactor.txt").write_text(FACT + "\n")
+    (knowledge / "gardening.md").write_text("# Tomatoes\n\nTomatoes need six hours of sun and deep watering.\n")
+    (knowledge / "cooking.md").write_text("# Bread\n\nBread dough rises best at 27 degrees Celsius for two hours.\n")
+    bot = make_bot()
+    bot.sync()
+    return bot
+
+
+def test_fact_in_one_file_is_retrieved_first_and_cited(fact_bot):
+    answer = fact_bot.ask("What core temperature does the Zorblax reactor run at?")
+    assert answer.retrieved[0].source == "reactor.txt"
+    assert "reactor.txt" in {source.source for source in answer.sources}
+    assert "4812" in answer.answer.replace(",", "")
+    cited = next(s for s in answer.sources if s.source == "reactor.txt")
+    assert f"[{cited.n}]" in answer.answer
+    assert cited.cited_by in {"model", "attribution"}
+    assert answer.timings["total_s"] >= answer.timings["generation_s"] > 0
+
+
+def test_unanswerable_question_takes_the_dont_know_path(fact_bot):
+    answer = fact_bot.ask("Who won the 1966 football world cup final?")
+    assert answer.answer == DONT_KNOW and answer.abstained
+    assert answer.sources == [] and answer.retrieved == []
+    assert "generation_s" not in answer.timings  # the model was not even asked
+
+
+def test_no_retrieval_really_skips_retrieval(fact_bot):
+    answer = fact_bot.ask("What core temperature does the Zorblax reactor run at?", use_retrieval=False)
+    assert not answer.used_retrieval
+    assert answer.retrieved == [] and answer.sources == []
+    assert "retrieval_s" not in answer.timings
+    assert "4812" not in answer.answer.replace(",", "")  # only the knowledge base knows this
+
+
+def test_stream_yields_text_pieces_then_the_answer(fact_bot):
+    events = list(fact_bot.stream("How long should bread dough rise?"))
+    pieces, final = events[:-1], events[-1]
+    assert len(pieces) > 1 and all(isinstance(piece, str) for piece in pieces)
+    assert "".join(pieces).strip() in final.answer or final.answer.startswith("".join(pieces).strip()[:20])
+    assert final.retrieved[0].source == "cooking.md"
+
+
+def test_greedy_answers_repeat(fact_bot):
+    question = "How many hours of sun do tomatoes need?"
+    assert fact_bot.ask(question).answer == fact_bot.ask(question).answer
+
+
+def test_unknown_adapter_is_refused_with_the_available_ones(fact_bot):
+    with pytest.raises(UnknownAdapterError, match="unknown adapter 'legal'.*base"):
+        fact_bot.ask("anything", adapter="legal")
+
+
+def test_empty_question_is_refused(fact_bot):
+    with pytest.raises(ValueError, match="empty"):
+        fact_bot.ask("   ")

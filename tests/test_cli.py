@@ -1,0 +1,81 @@
+"""The command line, run in-process so the loaded models are shared with other tests."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from chatbot.cli import app
+
+
+@pytest.fixture
+def cli_env(monkeypatch, make_settings, user_guide):
+    settings = make_settings()
+    for key in ("knowledge_dir", "adapters_dir", "data_dir", "cache_dir", "max_new_tokens"):
+        monkeypatch.setenv(f"CHATBOT_{key.upper()}", str(getattr(settings, key)))
+    return settings
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_ask_json_contract_cites_a_file_of_the_knowledge_folder(cli_env):
+    code, output = run("ask", "How do I refresh the knowledge base?", "--json")
+    assert code == 0, output
+    data = json.loads(output)
+    assert set(data) >= {"answer", "adapter", "sources", "retrieved", "timings"}
+    assert data["adapter"] == "base" and data["answer"]
+    assert data["sources"], "at least one citation"
+    for block in data["sources"] + data["retrieved"]:
+        assert set(block) >= {"n", "source", "page", "snippet", "score"}
+        assert (cli_env.knowledge_dir / block["source"]).is_file()  # relative to the knowledge folder
+        assert isinstance(block["n"], int) and isinstance(block["score"], float)
+    assert data["sources"][0]["source"] == "user-guide/02-knowledge-base.md"
+    cited = {block["n"] for block in data["sources"]}
+    assert cited <= {block["n"] for block in data["retrieved"]}
+    assert all(f"[{n}]" in data["answer"] for n in cited)
+    assert {"retrieval_s", "generation_s", "total_s"} <= set(data["timings"])
+
+
+def test_ask_no_retrieval_json_has_no_sources(cli_env):
+    code, output = run("ask", "Say hello.", "--no-retrieval", "--json")
+    data = json.loads(output)
+    assert code == 0 and data["sources"] == [] and data["retrieved"] == [] and not data["used_retrieval"]
+
+
+def test_sync_json_then_noop(cli_env):
+    code, output = run("sync", "--json")
+    assert code == 0 and len(json.loads(output)["added"]) == 5
+    code, output = run("sync", "--json")
+    report = json.loads(output)
+    assert code == 0 and report["chunks_added"] == 0 and report["unchanged"] == 5
+
+
+def test_sync_exit_code_and_report_name_bad_files(cli_env):
+    (cli_env.knowledge_dir / "junk.txt").write_bytes(bytes(range(256)) * 8)
+    code, output = run("sync")
+    assert code == 1
+    assert "junk.txt: binary content" in output
+
+
+def test_info_reports_models_paths_and_counts(cli_env):
+    run("sync")
+    code, output = run("info", "--json")
+    data = json.loads(output)
+    assert code == 0
+    assert data["base_model"]["name"] == "SmolLM2-135M-Instruct"
+    assert data["knowledge"]["documents"] == 5 and data["knowledge"]["chunks"] > 5
+    assert data["adapters"][0]["name"] == "base"
+
+
+def test_bad_configuration_exits_2_naming_the_key(cli_env, monkeypatch):
+    monkeypatch.setenv("CHATBOT_TOP_K", "-3")
+    code, output = run("ask", "anything")
+    assert code == 2 and "top_k" in output
+
+
+def test_unknown_adapter_exits_1_with_message(cli_env):
+    code, output = run("ask", "anything", "--adapter", "nope", "--no-retrieval")
+    assert code == 1 and "unknown adapter 'nope'" in output

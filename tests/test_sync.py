@@ -1,0 +1,104 @@
+"""Sync against a real persistent Chroma with the real embedding model."""
+
+from collections import Counter
+
+from tests.pdfs import make_pdf
+
+
+def indexed(bot) -> Counter:
+    """Chunk counts per source, read from the Chroma collection itself."""
+    return Counter(meta["source"] for meta in bot.store.get(include=["metadatas"])["metadatas"])
+
+
+def test_second_sync_of_unchanged_files_writes_nothing(make_bot, user_guide):
+    bot = make_bot()
+    first = bot.sync()
+    assert first.chunks_added > 0 and len(first.added) == 5
+    before = bot.store.get(include=[])["ids"]
+    second = bot.sync()
+    assert second.wrote_nothing and second.chunks_added == 0 and second.unchanged == 5
+    assert sorted(bot.store.get(include=[])["ids"]) == sorted(before)
+
+
+def test_chunks_carry_source_page_section_and_stable_id(make_bot, knowledge):
+    (knowledge / "guide.md").write_text("# Setup\n\n## Install\n\nRun make run to install.\n")
+    make_pdf(knowledge / "report.pdf", ["Revenue was 10 million.", "Costs were 4 million."])
+    bot = make_bot()
+    bot.sync()
+    data = bot.store.get(include=["metadatas"])
+    metas = {m["source"] + str(m.get("page")): m for m in data["metadatas"]}
+    assert metas["guide.mdNone"]["section"] == "Setup > Install"
+    assert {metas["report.pdf1"]["page"], metas["report.pdf2"]["page"]} == {1, 2}
+    assert all(m["chunk_id"] == i for m, i in zip(data["metadatas"], data["ids"], strict=True))
+
+
+def test_changed_file_is_reindexed_and_deleted_file_disappears(make_bot, knowledge):
+    (knowledge / "a.txt").write_text("Alpha facts: the alpha value is 1.")
+    (knowledge / "b.txt").write_text("Beta facts: the beta value is 2.")
+    bot = make_bot()
+    bot.sync()
+    old_ids = set(bot.store.get(where={"source": "a.txt"}, include=[])["ids"])
+    (knowledge / "a.txt").write_text("Alpha facts, revised: the alpha value is 11.")
+    (knowledge / "b.txt").unlink()
+    report = bot.sync()
+    assert report.updated == ["a.txt"] and report.deleted == ["b.txt"]
+    docs = bot.store.get(include=["documents", "metadatas"])
+    assert indexed(bot) == Counter({"a.txt": 1})
+    assert docs["documents"] == ["Alpha facts, revised: the alpha value is 11."]
+    assert not old_ids & set(docs["ids"])
+    assert sorted(bot.knowledge.records.list_keys()) == sorted(docs["ids"])
+
+
+def test_bad_files_are_reported_and_the_rest_is_indexed(make_bot, knowledge):
+    (knowledge / "good.md").write_text("A good file about gardening.")
+    (knowledge / "empty.txt").write_text("")
+    (knowledge / "junk.txt").write_bytes(bytes(range(256)) * 20)
+    (knowledge / "broken.pdf").write_bytes(b"%PDF-1.7 this is not really a pdf")
+    make_pdf(knowledge / "locked.pdf", ["locked"], password="pw")
+    bot = make_bot()
+    report = bot.sync()
+    assert set(report.errors) == {"empty.txt", "junk.txt", "broken.pdf", "locked.pdf"}
+    assert "binary" in report.errors["junk.txt"] and "password" in report.errors["locked.pdf"]
+    assert indexed(bot) == Counter({"good.md": 1})
+    assert bot.status().errors.keys() == report.errors.keys()
+
+
+def test_failed_reindex_keeps_the_previous_version_searchable(make_bot, knowledge):
+    path = knowledge / "report.pdf"
+    make_pdf(path, ["The warranty lasts 7 years."])
+    bot = make_bot()
+    bot.sync()
+    path.write_bytes(b"%PDF-1.4 truncated upload")
+    report = bot.sync()
+    assert "report.pdf" in report.errors
+    assert bot.store.get(include=["documents"])["documents"] == ["The warranty lasts 7 years."]
+    make_pdf(path, ["The warranty lasts 9 years."])
+    report = bot.sync()
+    assert report.updated == ["report.pdf"] and not report.errors
+    assert bot.store.get(include=["documents"])["documents"] == ["The warranty lasts 9 years."]
+
+
+def test_rename_moves_the_chunks_to_the_new_name(make_bot, knowledge):
+    (knowledge / "old.md").write_text("Renaming keeps the content searchable.")
+    bot = make_bot()
+    bot.sync()
+    (knowledge / "old.md").rename(knowledge / "new.md")
+    report = bot.sync()
+    assert report.added == ["new.md"] and report.deleted == ["old.md"]
+    assert indexed(bot) == Counter({"new.md": 1})
+
+
+def test_interrupted_sync_leftovers_are_repaired(make_bot, knowledge):
+    (knowledge / "a.txt").write_text("Apples are red.")
+    (knowledge / "b.txt").write_text("Bananas are yellow.")
+    bot = make_bot()
+    bot.sync()
+    # a crash after the vector write but before the record write leaves an orphan vector
+    bot.store.add_texts(["orphan chunk"], metadatas=[{"source": "gone.txt", "chunk_id": "x"}], ids=["x"])
+    # a crash after a vector delete but before the record delete leaves a record without vector
+    lost = bot.store.get(where={"source": "b.txt"}, include=[])["ids"]
+    bot.store.delete(ids=lost)
+    report = bot.sync()
+    assert report.repaired == 2
+    assert indexed(bot) == Counter({"a.txt": 1, "b.txt": 1})
+    assert bot.sync().wrote_nothing
