@@ -35,9 +35,13 @@ def _chunker(embedding_model: str, chunk_size: int, chunk_overlap: int):  # noqa
 
 @cache
 def _runtime(
-    base_model: str, cache_dir: Path, device: str, dtype: str, adapters_dir: Path, system_prompt: str
+    base_model: str, cache_dir: Path, device: str, dtype: str, adapters_dir: Path, system_prompt: str, threads: int
 ) -> tuple[Generator, AdapterRegistry]:
     """Load the base model once per adapter folder (adapters are injected into its modules)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     from transformers.utils import logging as hf_logging
 
     from chatbot.models.base import load_base_model
@@ -94,7 +98,13 @@ class Chatbot:
     def _runtime(self) -> tuple[Generator, AdapterRegistry]:
         s = self.settings
         return _runtime(
-            s.base_model, s.models_cache_dir.resolve(), s.device, s.dtype, s.adapters_dir.resolve(), s.system_prompt
+            s.base_model,
+            s.models_cache_dir.resolve(),
+            s.device,
+            s.dtype,
+            s.adapters_dir.resolve(),
+            s.system_prompt,
+            s.threads,
         )
 
     @property
