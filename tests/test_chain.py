@@ -65,3 +65,12 @@ def test_unknown_adapter_is_refused_with_the_available_ones(fact_bot):
 def test_empty_question_is_refused(fact_bot):
     with pytest.raises(ValueError, match="empty"):
         fact_bot.ask("   ")
+
+
+def test_sampled_generation_repeats_with_a_seed_and_varies_without(fact_bot):
+    question = "Write one sentence about bread."
+    kwargs = {"use_retrieval": False, "temperature": 1.2, "top_p": 1.0, "max_new_tokens": 24}
+    first = fact_bot.ask(question, seed=7, **kwargs).answer
+    assert fact_bot.ask(question, seed=7, **kwargs).answer == first
+    others = {fact_bot.ask(question, seed=seed, **kwargs).answer for seed in (1, 2, 3)}
+    assert len(others | {first}) > 1
