@@ -149,7 +149,7 @@ class AdapterRegistry:
             model.delete_adapter(name)
 
     def list(self) -> list[Domain]:
-        """ "base" first, then every adapter folder with its status."""
+        """The base domain first, then every adapter folder with its status."""
         with self._lock:
             return [self.base, *self._domains.values()]
 

@@ -93,9 +93,10 @@ class RagChain:
     ) -> Answer:
         retrieved = [SourceRef.from_document(n, doc) for n, doc in enumerate(blocks, 1)]
         model_cited = cited_numbers(raw, len(blocks))
-        text, attributed = raw, []
-        if blocks and not is_decline(raw):
-            text, attributed = attribute(raw, [doc.page_content for doc in blocks])
+        declined = is_decline(raw)
+        text = raw
+        if blocks and not declined:
+            text = attribute(raw, [doc.page_content for doc in blocks])[0]
         sources = []
         for number in cited_numbers(text, len(blocks)):
             origin = "model" if number in model_cited else "attribution"
@@ -108,7 +109,7 @@ class RagChain:
             retrieved=retrieved,
             timings=timings,
             used_retrieval=request.use_retrieval,
-            abstained=is_decline(raw),
+            abstained=declined,
             model_citations=len(model_cited),
         )
         answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}

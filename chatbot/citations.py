@@ -15,87 +15,18 @@ _MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _WORD = re.compile(r"[a-z0-9]+(?:['.-][a-z0-9]+)*")
 _STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "so",
-        "that",
-        "the",
-        "their",
-        "then",
-        "there",
-        "these",
-        "this",
-        "to",
-        "was",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "will",
-        "with",
-        "you",
-        "your",
-        "yours",
-        "we",
-        "our",
-        "us",
-        "not",
-        "no",
-        "yes",
-        "than",
-        "also",
-        "any",
-        "all",
-        "each",
-        "more",
-        "most",
-        "other",
-        "such",
-        "only",
-        "own",
-        "same",
-        "too",
-        "very",
-        "just",
-        "should",
-        "would",
-        "could",
-        "may",
-        "might",
-        "must",
-        "shall",
-    ]
+    """a an and are as at be but by can do does for from has have how i if in into is it its of
+    on or so that the their then there these this to was were what when where which who will
+    with you your yours we our us not no yes than also any all each more most other such
+    only own same too very just should would could may might must shall""".split()
 )
 MIN_CONTENT_WORDS = 3
 MIN_SUPPORT = 0.6
+
+
+def sentences(text: str) -> list[tuple[str, str]]:
+    """``text`` as (sentence, following separator) pairs; joining them gives ``text`` back."""
+    return list(zip(_SENTENCE_END.split(text), [*_SENTENCE_END.findall(text), ""], strict=True))
 
 
 def cited_numbers(text: str, block_count: int) -> list[int]:
@@ -125,11 +56,9 @@ def attribute(answer: str, blocks: Sequence[str]) -> tuple[str, list[int]]:
     """Append ``[n]`` to each uncited sentence that block n supports; return text and numbers added."""
     if not blocks:
         return answer, []
-    pieces = _SENTENCE_END.split(answer)
-    separators = _SENTENCE_END.findall(answer)
     added: list[int] = []
     out: list[str] = []
-    for index, sentence in enumerate(pieces):
+    for sentence, separator in sentences(answer):
         if sentence.strip() and not _MARKER.search(sentence) and len(content_words(sentence)) >= MIN_CONTENT_WORDS:
             scores = [support(sentence, block) for block in blocks]
             best = max(range(len(blocks)), key=scores.__getitem__)
@@ -140,19 +69,15 @@ def attribute(answer: str, blocks: Sequence[str]) -> tuple[str, list[int]]:
                 sentence = f"{body} [{best + 1}]{tail}" + sentence[len(stripped) :]
                 if best + 1 not in added:
                     added.append(best + 1)
-        out.append(sentence)
-        if index < len(separators):
-            out.append(separators[index])
+        out.append(sentence + separator)
     return "".join(out), added
 
 
 def collapse_repeats(text: str) -> str:
     """Drop sentences that repeat an earlier one word for word (tiny models loop)."""
-    pieces = _SENTENCE_END.split(text)
-    separators = _SENTENCE_END.findall(text) + [""]
     seen: set[str] = set()
     out: list[str] = []
-    for sentence, separator in zip(pieces, separators, strict=False):
+    for sentence, separator in sentences(text):
         key = " ".join(sentence.lower().split())
         if key and key in seen:
             continue

@@ -138,7 +138,7 @@ class KnowledgeSync:
                         report.errors[key] = previous.error
                     continue
                 changed.append((key, path, sha, size))
-            documents, loaded = self._load(changed, known, report, progress, show_progress)
+            documents, loaded = self._load(changed, report, progress, show_progress)
             self._index(documents, loaded, known, report, progress, show_progress)
             gone = sorted(set(known) - set(scan.files))
             self._delete(gone, report)
@@ -149,7 +149,6 @@ class KnowledgeSync:
     def _load(
         self,
         changed: list[tuple[str, Path, str, int]],
-        known: dict[str, FileRecord],
         report: SyncReport,
         progress: Progress | None,
         show_progress: bool,
