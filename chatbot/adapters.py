@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chatbot.adapter_check import check_adapter, read_manifest
 from chatbot.generation import BASE_ADAPTER, Generator
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "domain.toml"
-WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
 class UnknownAdapterError(KeyError):
@@ -44,6 +39,7 @@ class Domain:
     generation: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
     mtime: float = 0.0
 
     @property
@@ -51,25 +47,26 @@ class Domain:
         return self.error is None
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """Parse ``domain.toml`` (missing means empty); raise ValueError with the reason."""
-    path = folder / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{MANIFEST} is malformed: {exc}") from exc
-
-
 def scope_filter(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """The Chroma where-filter of a domain's knowledge scope (a list of source files)."""
+    """The Chroma where-filter of a domain's knowledge scope.
+
+    ``folder`` (a top-level sub-folder of knowledge/, or a list of them) or ``filter`` (a raw
+    Chroma metadata filter such as ``{file_type = "pdf"}``).
+    """
     scope = manifest.get("knowledge_scope") or {}
     if not isinstance(scope, dict):
         raise ValueError("knowledge_scope must be a table")
     if "filter" in scope:
+        if not isinstance(scope["filter"], dict):
+            raise ValueError("knowledge_scope.filter must be a table")
         return scope["filter"]
-    return None
+    folders = scope.get("folder")
+    if folders is None:
+        return None
+    folders = [folders] if isinstance(folders, str) else folders
+    if not isinstance(folders, list) or not all(isinstance(f, str) and f and "/" not in f for f in folders):
+        raise ValueError("knowledge_scope.folder must name top-level folders of the knowledge folder")
+    return {"folder": folders[0]} if len(folders) == 1 else {"folder": {"$in": folders}}
 
 
 class AdapterRegistry:
@@ -90,7 +87,7 @@ class AdapterRegistry:
                 present = {
                     path.name: path
                     for path in sorted(self.folder.iterdir())
-                    if path.is_dir() and not path.name.startswith((".", "_")) and (path / CONFIG).exists()
+                    if path.is_dir() and not path.name.startswith((".", "_"))
                 }
             for name in set(self._domains) - set(present):
                 self._unload(name)
@@ -115,11 +112,10 @@ class AdapterRegistry:
             domain.system_prompt = str(manifest.get("system_prompt", self.base.system_prompt))
             domain.scope = scope_filter(manifest)
             domain.generation = dict(manifest.get("generation", {}))
-            if not (path / WEIGHTS).is_file():
-                pickles = [p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES]
-                if pickles:
-                    raise ValueError(f"pickle weights ({', '.join(pickles)}) are refused; save as {WEIGHTS}")
-                raise ValueError(f"missing {WEIGHTS}")
+            problems, warnings = check_adapter(path, self.generator.base.model, self.generator.base.fingerprint)
+            if problems:
+                raise ValueError("; ".join(problems))
+            domain.warnings = warnings
             self._attach(name, path)
         except Exception as exc:  # any failure is this folder's, never the server's
             domain.error = str(exc) or type(exc).__name__
@@ -127,6 +123,10 @@ class AdapterRegistry:
         return domain
 
     def _attach(self, name: str, path: Path) -> None:
+        with self.generator.exclusive:  # never inject layers while another request decodes
+            self._inject(name, path)
+
+    def _inject(self, name: str, path: Path) -> None:
         from peft import PeftModel
 
         model = self.generator.model
@@ -146,7 +146,8 @@ class AdapterRegistry:
         domain = self._domains.pop(name, None)
         model = self.generator.model
         if domain is not None and domain.ready and name in getattr(model, "peft_config", {}):
-            model.delete_adapter(name)
+            with self.generator.exclusive:
+                model.delete_adapter(name)
 
     def list(self) -> list[Domain]:
         """The base domain first, then every adapter folder with its status."""

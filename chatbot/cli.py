@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -111,11 +112,154 @@ def ask(
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 7860).")] = None,
+    adapter: Annotated[str | None, typer.Option(help="Adapter new conversations start with.")] = None,
 ) -> None:
-    """Serve the chat page (and sync the knowledge folder first)."""
+    """Serve the chat page; the knowledge and adapters folders are synced and watched."""
     from chatbot.server import run
 
-    run(_settings(host=host, port=port))
+    run(_settings(host=host, port=port, default_adapter=adapter))
+
+
+@app.command()
+def watch(
+    debounce: Annotated[float, typer.Option(help="Seconds of quiet before a sync.")] = 1.0,
+) -> None:
+    """Sync the knowledge folder, then re-sync whenever files are added, changed or deleted."""
+    import time
+
+    bot = _chatbot(_settings())
+
+    def show(report) -> None:  # noqa: ANN001 - SyncReport, imported lazily
+        stamp = time.strftime("%H:%M:%S")
+        typer.echo(
+            f"{stamp} {len(report.added)} added, {len(report.updated)} updated, {len(report.deleted)} deleted; "
+            f"{report.chunks_added} chunks written, {report.chunks_deleted} removed in {report.seconds:.2f}s"
+        )
+        for path, reason in sorted(report.errors.items()):
+            typer.secho(f"  error   {path}: {reason}", fg=typer.colors.RED)
+
+    show(bot.sync(show_progress=sys.stderr.isatty()))
+    bot.watch(on_sync=show, debounce_s=debounce)
+    typer.echo(f"watching {bot.settings.knowledge_dir.resolve()} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        bot.close()
+
+
+adapters_app = typer.Typer(help="List and check domain adapters.", no_args_is_help=True)
+app.add_typer(adapters_app, name="adapters")
+
+
+@adapters_app.command("list")
+def adapters_list(as_json: JsonFlag = False) -> None:
+    """Every adapter folder with description, base model, rank, size and status."""
+    rows = _chatbot(_settings()).adapter_rows()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        size = f"{row['size_bytes'] / 1e6:.1f} MB" if row["size_bytes"] else "-"
+        rank = row["rank"] or "-"
+        line = f"{row['name']:<14} {row['status']:<7} rank {rank:<3} {size:>8}  {row['base_model'] or '-'}"
+        typer.secho(line, fg=typer.colors.RED if row["error"] else None)
+        if row["description"]:
+            typer.echo(f"{'':<15}{row['description']}")
+        for note in [row["error"], *row["warnings"]]:
+            if note:
+                typer.echo(f"{'':<15}{note}")
+
+
+@adapters_app.command("check")
+def adapters_check(folder: Annotated[Path, typer.Argument(help="An adapter folder.")]) -> None:
+    """Say whether an adapter folder fits the configured base model, and why not."""
+    from chatbot.adapter_check import check_adapter
+
+    if not folder.is_dir():
+        raise _fail(f"{folder}: not a folder")
+    base = _chatbot(_settings()).generator.base
+    problems, warnings = check_adapter(folder, base.model, base.fingerprint)
+    for warning in warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
+    if problems:
+        for problem in problems:
+            typer.secho(f"{folder}: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{folder}: fits {base.name} ({base.fingerprint})")
+
+
+@app.command()
+def train(
+    domain: Annotated[str, typer.Option(help="Adapter name: the folder adapters/<domain>/ it is written to.")],
+    data: Annotated[
+        Path | None, typer.Option(help='Chat-format JSONL: {"messages": [system, user, assistant]}.')
+    ] = None,
+    raft: Annotated[
+        Path | None, typer.Option(help="Question file (.jsonl or the SEC .csv): build RAFT examples from it.")
+    ] = None,
+    knowledge: Annotated[
+        Path | None, typer.Option(help="Knowledge folder RAFT retrieves from (default: the app's).")
+    ] = None,
+    display_name: Annotated[str, typer.Option(help="Name shown in the UI.")] = "",
+    description: Annotated[str, typer.Option(help="One line shown in the UI.")] = "",
+    system_prompt: Annotated[str, typer.Option(help="The domain's system prompt (default: the data's).")] = "",
+    scope_folder: Annotated[
+        str | None, typer.Option(help="Limit the domain's retrieval to this top-level knowledge sub-folder.")
+    ] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the training examples.")] = 3.0,
+    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 4,
+    max_tokens: Annotated[int, typer.Option(help="Truncate examples to this many tokens.")] = 1536,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (-1: no cap).")] = -1,
+    eval_every: Annotated[int, typer.Option(help="Steps between validations (0: four per epoch).")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N examples or questions.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for the split, the shuffling and LoRA's init.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a LoRA adapter for a domain on the configured base model."""
+    from chatbot.training.run import TrainRequest, train_domain
+    from chatbot.training.trainer import TrainConfig
+
+    settings = _settings()
+    request = TrainRequest(
+        domain=domain,
+        data=data,
+        raft=raft,
+        knowledge=knowledge,
+        display_name=display_name,
+        description=description,
+        system_prompt=system_prompt,
+        scope_folder=scope_folder,
+        limit=limit,
+    )
+    config = TrainConfig(
+        rank=rank,
+        alpha=2 * rank,
+        learning_rate=learning_rate,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        max_steps=max_steps,
+        eval_every=eval_every,
+        seed=seed,
+    )
+    try:
+        folder, result = train_domain(settings, request, config)
+    except (ValueError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    metrics = result.metrics()
+    if as_json:
+        typer.echo(json.dumps({"folder": str(folder), **metrics}, indent=2))
+        return
+    typer.echo(
+        f"adapter written to {folder}\n"
+        f"  {metrics['train_examples']} training / {metrics['validation_examples']} validation examples, "
+        f"{metrics['steps']} steps, {metrics['seconds']:.0f}s ({metrics['tokens_per_second']:.0f} tokens/s)\n"
+        f"  validation perplexity {metrics['validation_perplexity']} "
+        f"(base model {metrics['base_validation_perplexity']})"
+    )
 
 
 @app.command()

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     seed: int | None = None
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    default_adapter: str = Field("base", description="Adapter a new conversation starts with.")
 
     # Server
     host: str = "127.0.0.1"

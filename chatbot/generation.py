@@ -70,6 +70,11 @@ class Generator:
         self.tokenizer = base.tokenizer
         self._lock = threading.Lock()  # one generate at a time on the shared weights
 
+    @property
+    def exclusive(self) -> threading.Lock:
+        """Held while generating; hold it to change the model's modules (adding or removing adapters)."""
+        return self._lock
+
     def attach(self, model: torch.nn.Module) -> None:
         """Use ``model`` (the PEFT wrapper of the base model) from now on."""
         self.model = model

@@ -39,10 +39,15 @@ def run(settings: Settings) -> None:
     for path, reason in report.errors.items():
         log.warning("not indexed: %s: %s", path, reason)
     bot.chain  # load the model before accepting requests  # noqa: B018
+    bot.watch()
+    bot.watch_adapters()
     app = create_app(bot)
     print(
         f"hybrid-chatbot ready in {time.perf_counter() - started:.1f}s: "
         f"http://{settings.host}:{settings.port}/ ({bot.status().chunks} chunks)",
         flush=True,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        bot.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatbot.adapters import AdapterRegistry, Domain
 from chatbot.answer import Answer
@@ -14,6 +16,9 @@ from chatbot.chain import ChainRequest, RagChain
 from chatbot.config import Settings
 from chatbot.generation import BASE_ADAPTER, GenerationParams, Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
+
+if TYPE_CHECKING:
+    from chatbot.knowledge.watcher import FolderWatcher
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +63,7 @@ class Chatbot:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.watchers: list[FolderWatcher] = []
 
     # Knowledge side (no language model needed)
     @cached_property
@@ -92,6 +98,32 @@ class Chatbot:
 
     def status(self) -> KnowledgeStatus:
         return self.knowledge.status()
+
+    def watch(self, on_sync: Callable[[SyncReport], object] | None = None, debounce_s: float = 1.0) -> FolderWatcher:
+        """Start watching the knowledge folder; each settled burst of changes runs one sync."""
+        from chatbot.knowledge.watcher import FolderWatcher
+
+        def resync() -> None:
+            report = self.sync()
+            if on_sync is not None:
+                on_sync(report)
+
+        watcher = FolderWatcher(self.settings.knowledge_dir, resync, debounce_s=debounce_s).start()
+        self.watchers.append(watcher)
+        return watcher
+
+    def watch_adapters(self, debounce_s: float = 1.0) -> FolderWatcher:
+        """Start watching the adapters folder, so dropped-in or removed adapters show up at once."""
+        from chatbot.knowledge.watcher import FolderWatcher
+
+        watcher = FolderWatcher(self.settings.adapters_dir, self.adapters.refresh, debounce_s=debounce_s).start()
+        self.watchers.append(watcher)
+        return watcher
+
+    def close(self) -> None:
+        """Stop the watchers."""
+        while self.watchers:
+            self.watchers.pop().stop()
 
     # Generation side
     @cached_property
@@ -132,6 +164,7 @@ class Chatbot:
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
+        self.adapters.refresh()  # a few stat calls; picks up adapter folders added or removed
         domain: Domain = self.adapters.get(adapter or BASE_ADAPTER)
         return ChainRequest(
             question=question,
@@ -151,6 +184,36 @@ class Chatbot:
     def ask(self, question: str, adapter: str | None = None, use_retrieval: bool = True, **generation: Any) -> Answer:
         """Answer one question with citations."""
         return self.chain.ask(self.request(question, adapter, use_retrieval, **generation))
+
+    def adapter_rows(self) -> list[dict[str, Any]]:
+        """One row per adapter folder (after a refresh), for ``chatbot adapters list`` and the UI."""
+        from chatbot.adapter_check import CONFIG, WEIGHTS
+
+        self.adapters.refresh()
+        rows = []
+        for domain in self.adapters.list():
+            row: dict[str, Any] = {
+                "name": domain.name,
+                "display_name": domain.display_name,
+                "description": domain.description,
+                "status": "ready" if domain.ready else "refused",
+                "error": domain.error,
+                "warnings": domain.warnings,
+                "base_model": self.generator.base.name if domain.folder is None else None,
+                "rank": None,
+                "size_bytes": 0,
+                "folder": str(domain.folder) if domain.folder else None,
+                "metrics": domain.manifest.get("training", {}),
+            }
+            if domain.folder is not None:
+                trained_on = domain.manifest.get("base_model", {})
+                row["base_model"] = trained_on.get("name") if isinstance(trained_on, dict) else str(trained_on)
+                weights = domain.folder / WEIGHTS
+                row["size_bytes"] = weights.stat().st_size if weights.is_file() else 0
+                with contextlib.suppress(OSError, ValueError, AttributeError):
+                    row["rank"] = json.loads((domain.folder / CONFIG).read_text()).get("r")
+            rows.append(row)
+        return rows
 
     def info(self, load_model: bool = True) -> dict[str, Any]:
         """Models, paths and counts, for ``chatbot info``."""

@@ -41,7 +41,13 @@ def sources_markdown(answer: Answer) -> str:
 
 def build_ui(bot: Chatbot) -> gr.Blocks:
     """The chat page. History lives in each browser session's own ``Chatbot`` state."""
-    choices = [(f"{d.display_name} ({d.name})", d.name) for d in bot.adapters.list() if d.ready]
+
+    def adapter_choices() -> list[tuple[str, str]]:
+        bot.adapters.refresh()
+        return [(f"{d.display_name} ({d.name})", d.name) for d in bot.adapters.list() if d.ready]
+
+    choices = adapter_choices()
+    default = bot.settings.default_adapter if bot.settings.default_adapter in {c[1] for c in choices} else BASE_ADAPTER
 
     def respond(message: str, history: list[dict], adapter: str, use_retrieval: bool) -> Iterator[tuple]:
         history = [*history, {"role": "user", "content": message}]
@@ -71,7 +77,7 @@ def build_ui(bot: Chatbot) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nAsk about the documents in the knowledge folder; every answer lists its sources.")
         with gr.Row():
-            adapter = gr.Dropdown(choices=choices, value=BASE_ADAPTER, label="Domain adapter", scale=3)
+            adapter = gr.Dropdown(choices=choices, value=default, label="Domain adapter", scale=3)
             use_retrieval = gr.Checkbox(value=True, label="Use the knowledge base", scale=1)
         chat = gr.Chatbot(label="Conversation", height=520, elem_id="chat")
         with gr.Row():
@@ -80,4 +86,5 @@ def build_ui(bot: Chatbot) -> gr.Blocks:
         gr.Button("Clear").click(lambda: ([], ""), outputs=[chat, box])
         for trigger in (box.submit, send.click):
             trigger(respond, [box, chat, adapter, use_retrieval], [chat, box], api_name=False)
+        demo.load(lambda: gr.Dropdown(choices=adapter_choices()), outputs=adapter, api_name=False)
     return demo

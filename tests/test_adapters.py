@@ -1,5 +1,7 @@
 """Adapter folders on the one base model: routed per request, bad ones refused."""
 
+import json
+
 import pytest
 import torch
 
@@ -7,21 +9,53 @@ from chatbot.adapters import UnknownAdapterError
 from tests.conftest import MODEL_CACHE
 
 
-@pytest.fixture(scope="session")
-def lora_folder(tmp_path_factory):
-    """A real (randomly initialised, so it visibly changes outputs) LoRA for the embedded model."""
+def random_lora(folder, seed: int, model=None) -> None:
+    """A real LoRA with random weights (so it visibly changes outputs), saved as PEFT does."""
     from peft import LoraConfig, get_peft_model
 
     from chatbot.models.base import load_base_model
 
-    folder = tmp_path_factory.mktemp("lora") / "demo"
-    base = load_base_model("embedded", MODEL_CACHE, "cpu", "float32")  # a private copy to wrap
-    torch.manual_seed(0)
+    if model is None:
+        model = load_base_model("embedded", MODEL_CACHE, "cpu", "float32").model  # a private copy to wrap
+    torch.manual_seed(seed)
     config = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(base.model, config).save_pretrained(folder)
+    get_peft_model(model, config).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def lora_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lora") / "demo"
+    random_lora(folder, seed=0)
     (folder / "domain.toml").write_text(
         'display_name = "Demo"\ndescription = "A test domain"\nsystem_prompt = "You are Demo. Be terse."\n'
     )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def other_lora_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lora") / "other"
+    random_lora(folder, seed=1)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def foreign_lora_folder(tmp_path_factory):
+    """A LoRA for a different (smaller) Llama: same module names, other shapes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("lora") / "foreign"
+    small = LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=256,
+        )
+    )
+    random_lora(folder, seed=2, model=small)
     return folder
 
 
@@ -63,3 +97,87 @@ def test_request_gets_its_adapter_and_base_stays_base(make_bot, adapters_dir):
     assert demo_answer.answer != base_answer.answer
     assert base_answer.answer == plain.ask(question, use_retrieval=False).answer
     assert bot.ask(question, use_retrieval=False).answer == base_answer.answer  # nothing global switched
+
+
+def test_concurrent_requests_on_different_adapters_are_isolated(make_bot, adapters_dir, other_lora_folder):
+    import shutil
+    from concurrent.futures import ThreadPoolExecutor
+
+    shutil.copytree(other_lora_folder, adapters_dir / "other")
+    bot = make_bot(adapters_dir=adapters_dir, max_new_tokens=16)
+    question = "Describe the sea."
+    alone = {name: bot.ask(question, adapter=name, use_retrieval=False).answer for name in ("demo", "other", "base")}
+    assert len(set(alone.values())) == 3  # three different models
+    order = ["demo", "other", "base", "other", "demo", "base"]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda name: bot.ask(question, adapter=name, use_retrieval=False), order))
+    assert [a.adapter for a in answers] == order
+    assert [a.answer for a in answers] == [alone[name] for name in order]
+
+
+def test_adapter_dropped_in_appears_and_removed_one_disappears_without_restart(
+    make_bot, adapters_dir, other_lora_folder
+):
+    import shutil
+
+    bot = make_bot(adapters_dir=adapters_dir, max_new_tokens=8)
+    generator = bot.generator
+    with pytest.raises(UnknownAdapterError):
+        bot.ask("hi", adapter="other", use_retrieval=False)
+    shutil.copytree(other_lora_folder, adapters_dir / "other")
+    assert bot.ask("hi", adapter="other", use_retrieval=False).adapter == "other"
+    shutil.rmtree(adapters_dir / "demo")
+    with pytest.raises(UnknownAdapterError, match="unknown adapter 'demo'"):
+        bot.ask("hi", adapter="demo", use_retrieval=False)
+    assert "demo" not in bot.generator.model.peft_config
+    assert bot.generator is generator  # the same loaded base model throughout
+
+
+def test_incompatible_or_incomplete_adapters_are_refused_while_others_answer(
+    make_bot, adapters_dir, foreign_lora_folder, lora_folder
+):
+    import shutil
+
+    shutil.copytree(foreign_lora_folder, adapters_dir / "foreign")
+    claims = adapters_dir / "claims-qwen"
+    shutil.copytree(lora_folder, claims)
+    (claims / "domain.toml").write_text('[base_model]\nname = "Qwen2"\narchitecture = "Qwen2ForCausalLM"\n')
+    no_weights = adapters_dir / "no-weights"
+    no_weights.mkdir()
+    shutil.copy(lora_folder / "adapter_config.json", no_weights)
+    bad_json = adapters_dir / "bad-json"
+    shutil.copytree(lora_folder, bad_json)
+    (bad_json / "adapter_config.json").write_text("{not json")
+    wrong_targets = adapters_dir / "wrong-targets"
+    shutil.copytree(lora_folder, wrong_targets)
+    config = json.loads((lora_folder / "adapter_config.json").read_text())
+    (wrong_targets / "adapter_config.json").write_text(json.dumps({**config, "target_modules": ["c_attn"]}))
+    bot = make_bot(adapters_dir=adapters_dir, max_new_tokens=8)
+    errors = {d.name: d.error for d in bot.adapters.list()}
+    assert "shape" in errors["foreign"]
+    assert "Qwen2ForCausalLM" in errors["claims-qwen"]
+    assert "missing adapter_model.safetensors" in errors["no-weights"]
+    assert "adapter_config.json is malformed" in errors["bad-json"]
+    assert "c_attn" in errors["wrong-targets"]
+    assert errors["demo"] is None and errors["base"] is None
+    assert bot.ask("hi", adapter="demo", use_retrieval=False).adapter == "demo"
+    for name in ("foreign", "claims-qwen", "no-weights", "bad-json", "wrong-targets"):
+        assert name not in bot.generator.model.peft_config
+
+
+def test_adapters_cli_lists_and_checks(monkeypatch, make_settings, adapters_dir, foreign_lora_folder, lora_folder):
+    from typer.testing import CliRunner
+
+    from chatbot.cli import app
+
+    settings = make_settings(adapters_dir=adapters_dir)
+    for key in ("knowledge_dir", "adapters_dir", "data_dir", "cache_dir"):
+        monkeypatch.setenv(f"CHATBOT_{key.upper()}", str(getattr(settings, key)))
+    result = CliRunner().invoke(app, ["adapters", "list", "--json"])
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert rows["demo"]["status"] == "ready" and rows["demo"]["rank"] == 8 and rows["demo"]["size_bytes"] > 0
+    assert rows["pickled"]["status"] == "refused" and "pickle" in rows["pickled"]["error"]
+    result = CliRunner().invoke(app, ["adapters", "check", str(foreign_lora_folder)])
+    assert result.exit_code == 1 and "shape" in result.output
+    result = CliRunner().invoke(app, ["adapters", "check", str(lora_folder)])
+    assert result.exit_code == 0 and "fits" in result.output

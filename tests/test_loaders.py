@@ -70,3 +70,60 @@ def test_scan_skips_hidden_temporary_unsupported_oversized_and_outside_links(tmp
     assert "unsupported" in result.skipped["image.png"]
     assert "limit" in result.skipped["big.txt"]
     assert not {".hidden.md", "~$lock.md", "notes.md.swp"} & set(result.skipped)
+
+
+def test_html_keeps_visible_text_and_headings_without_markup(tmp_path):
+    path = tmp_path / "page.html"
+    path.write_text(
+        "<html><head><title>t</title><style>p{color:red}</style><script>var x=1;</script></head>"
+        "<body><h1>Returns</h1><p>Items can be returned within <b>30 days</b>.</p></body></html>",
+        encoding="latin-1",
+    )
+    text = load_file(path)[0].text
+    assert text.startswith("# Returns")
+    assert "30 days" in text and "<" not in text and "var x" not in text and "color" not in text
+
+
+def test_docx_paragraphs_headings_and_tables_are_read(tmp_path):
+    import docx
+
+    document = docx.Document()
+    document.add_heading("Warranty", level=1)
+    document.add_paragraph("The warranty lasts two years.")
+    table = document.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text, table.rows[0].cells[1].text = "Model X", "24 months"
+    document.save(tmp_path / "w.docx")
+    text = load_file(tmp_path / "w.docx")[0].text
+    assert "# Warranty" in text and "two years" in text and "Model X | 24 months" in text
+
+
+def test_docx_that_is_not_a_zip_is_refused(tmp_path):
+    (tmp_path / "fake.docx").write_bytes(b"not a word file at all")
+    with pytest.raises(LoadError, match="DOCX"):
+        load_file(tmp_path / "fake.docx")
+
+
+def test_csv_rows_are_labelled_with_their_columns(tmp_path):
+    (tmp_path / "prices.csv").write_text("product;price\nLamp;12 EUR\nDesk;150 EUR\n")
+    assert load_file(tmp_path / "prices.csv")[0].text == "product: Lamp; price: 12 EUR\nproduct: Desk; price: 150 EUR"
+
+
+def test_json_leaves_become_keyed_lines_and_bad_json_is_refused(tmp_path):
+    (tmp_path / "faq.json").write_text('{"shop": {"hours": "9-17", "days": ["Mon", "Tue"]}}')
+    assert load_file(tmp_path / "faq.json")[0].text == "shop.hours: 9-17\nshop.days[0]: Mon\nshop.days[1]: Tue"
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(LoadError, match="invalid JSON"):
+        load_file(tmp_path / "bad.json")
+
+
+def test_utf16_text_with_bom_is_decoded(tmp_path):
+    (tmp_path / "u16.txt").write_bytes("Grüße aus Köln".encode("utf-16"))
+    assert load_file(tmp_path / "u16.txt")[0].text == "Grüße aus Köln"
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["2023 Q1 MSFT.pdf", "2023 Q2 MSFT.pdf", "2023 Q3 AAPL.pdf"])
+def test_sec_filings_that_stop_pypdf_or_are_encrypted_are_read(shared_data, name):
+    pages = load_file(shared_data / "sec10q" / "docs" / name)
+    assert len(pages) > 20 and sum(len(page.text) for page in pages) > 50_000
+    assert any(word in page.text.lower() for page in pages[:3] for word in ("microsoft", "apple"))

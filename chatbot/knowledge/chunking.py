@@ -10,7 +10,7 @@ from langchain_core.documents import Document
 from langchain_text_splitters import MarkdownHeaderTextSplitter, RecursiveCharacterTextSplitter
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from chatbot.knowledge.loaders import Page
+from chatbot.knowledge.loaders import MARKDOWN_TYPES, Page
 
 _MARKDOWN_HEADERS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
 
@@ -18,6 +18,11 @@ _MARKDOWN_HEADERS = [("#", "h1"), ("##", "h2"), ("###", "h3")]
 def chunk_id(source: str, page: int | None, text: str) -> str:
     """Stable id of a chunk: the same text at the same place always gets the same id."""
     return hashlib.sha256(f"{source}\x00{page}\x00{text}".encode()).hexdigest()[:32]
+
+
+def top_folder(source: str) -> str:
+    """The first folder of a relative path ("" for files at the top), used by knowledge scopes."""
+    return source.split("/", 1)[0] if "/" in source else ""
 
 
 class Chunker:
@@ -34,8 +39,8 @@ class Chunker:
         """A chunker that counts tokens with the embedding model's own tokenizer."""
         return cls(AutoTokenizer.from_pretrained(folder), chunk_size, chunk_overlap)
 
-    def _sections(self, source: str, page: Page) -> list[Document]:
-        if source.lower().endswith((".md", ".markdown")):
+    def _sections(self, page: Page, file_type: str) -> list[Document]:
+        if file_type in MARKDOWN_TYPES:
             sections = self._markdown.split_text(page.text)
             for section in sections:
                 titles = [section.metadata.pop(key) for _, key in _MARKDOWN_HEADERS if key in section.metadata]
@@ -50,12 +55,16 @@ class Chunker:
         for page in pages:
             if not page.text.strip():
                 continue
-            for section in self._sections(source, page):
+            for section in self._sections(page, file_type):
                 for piece in self._splitter.split_text(section.page_content):
                     text = piece.strip()
                     if not text:
                         continue
-                    metadata: dict[str, str | int] = {"source": source, "file_type": file_type}
+                    metadata: dict[str, str | int] = {
+                        "source": source,
+                        "folder": top_folder(source),
+                        "file_type": file_type,
+                    }
                     if page.number is not None:
                         metadata["page"] = page.number
                     if "section" in section.metadata:

@@ -7,6 +7,7 @@ import logging
 import shutil
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ class BaseModel:
     device: torch.device
     dtype: torch.dtype
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         """A short hash of the weights files, so adapters can name the exact base they fit."""
         return weights_fingerprint(self.folder)

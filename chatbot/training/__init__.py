@@ -1,0 +1,1 @@
+"""Train LoRA adapters: chat examples, RAFT example building, the training run, its record."""

@@ -1,0 +1,219 @@
+"""Train a LoRA adapter on chat examples with PEFT.
+
+Loss on assistant tokens only, a held-out validation split evaluated during training with
+early stopping (the best weights are kept), a fixed seed, and mixed precision where the
+hardware has it (bf16 on AVX-512-BF16/AMX CPUs and on recent GPUs). A plain loop rather than
+transformers' Trainer: on CPU it runs about twice as fast here (bf16 autocast, no padding).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup, set_seed
+
+from chatbot.models.base import BaseModel
+from chatbot.models.device import cpu_has_bf16
+from chatbot.training.examples import IGNORE, Messages, tokenize
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class TrainConfig:
+    """The recipe; recorded with the adapter so a run can be repeated."""
+
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.0  # LoRA dropout nearly halves CPU training speed; early stopping guards overfitting
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    learning_rate: float = 2e-4
+    epochs: float = 3.0
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    max_tokens: int = 1536
+    validation_share: float = 0.15
+    eval_every: int = 0  # steps between validations; 0 means about four times per epoch
+    patience: int = 4  # validations without improvement before stopping
+    warmup_steps: int = 5
+    seed: int = 0
+    max_steps: int = -1  # a hard cap, for smoke tests
+
+
+@dataclass
+class TrainResult:
+    """Metrics and the loss curve of one training run."""
+
+    train_examples: int
+    validation_examples: int
+    steps: int
+    epochs: float
+    seconds: float
+    tokens_per_second: float
+    train_loss: float
+    validation_loss: float
+    validation_perplexity: float
+    base_validation_loss: float
+    base_validation_perplexity: float
+    stopped_early: bool
+    history: list[dict[str, Any]]
+    model: PeftModel = field(repr=False)
+
+    def metrics(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("model")
+        data.pop("history")
+        return data
+
+
+def split(examples: list[Messages], share: float, seed: int) -> tuple[list[Messages], list[Messages]]:
+    """A seeded train/validation split; at least one validation example when there are two or more."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    count = min(max(1, round(len(examples) * share)), len(examples) - 1) if len(examples) > 1 else 0
+    validation = [examples[i] for i in order[:count]]
+    train = [examples[i] for i in order[count:]]
+    return train, validation
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast where the hardware has it (2x faster on AMX CPUs), else fp16 on old GPUs, else off."""
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_bf16())
+
+
+def _batch(row: dict[str, list[int]], device: torch.device) -> dict[str, torch.Tensor]:
+    return {key: torch.tensor([value], device=device) for key, value in row.items()}
+
+
+def _loss(model: PeftModel, rows: list[dict[str, list[int]]], device: torch.device) -> float:
+    """Mean loss per supervised token over ``rows``."""
+    total = tokens = 0.0
+    with torch.no_grad(), _autocast(device):
+        for row in rows:
+            count = sum(label != IGNORE for label in row["labels"][1:])
+            total += float(model(**_batch(row, device)).loss) * count
+            tokens += count
+    return total / max(tokens, 1)
+
+
+def train_adapter(base: BaseModel, examples: list[Messages], config: TrainConfig) -> TrainResult:
+    """Fit a LoRA adapter named "default" on ``base.model`` (which it wraps in place).
+
+    One example per forward pass (no padding) with gradient accumulation to ``batch_size``; the
+    validation loss is measured every ``eval_every`` optimizer steps and the best LoRA weights
+    are kept; training stops after ``patience`` validations without improvement.
+    """
+    set_seed(config.seed)
+    rng = random.Random(config.seed)
+    train_raw, validation_raw = split(examples, config.validation_share, config.seed)
+    tokenizer, device = base.tokenizer, base.device
+    train = [tokenize(tokenizer, m, config.max_tokens) for m in train_raw]
+    validation = [tokenize(tokenizer, m, config.max_tokens) for m in validation_raw]
+    train = [row for row in train if any(label != IGNORE for label in row["labels"][1:])]
+    if not train:
+        raise ValueError("no training example has an answer within max_tokens")
+
+    model = get_peft_model(
+        base.model,
+        LoraConfig(
+            r=config.rank,
+            lora_alpha=config.alpha,
+            lora_dropout=config.dropout,
+            target_modules=list(config.target_modules),
+            task_type="CAUSAL_LM",
+        ),
+    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = math.ceil(steps_per_epoch * config.epochs)
+    if config.max_steps > 0:
+        total_steps = min(total_steps, config.max_steps)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, total_steps // 4), total_steps)
+    eval_every = config.eval_every or max(1, steps_per_epoch // 4)
+
+    base_loss = float("nan")
+    if validation:
+        with model.disable_adapter():
+            base_loss = _loss(model, validation, device)
+    history: list[dict[str, Any]] = [{"step": 0, "eval_loss": base_loss}] if validation else []
+    best_loss, best_state, waited, stopped_early = float("inf"), None, 0, False
+    trained_tokens, step, running = 0, 0, []
+    started = time.perf_counter()
+    progress = tqdm(total=total_steps, desc="training", unit="step")
+    order: list[int] = []
+    while step < total_steps and not stopped_early:
+        if not order:
+            order = list(range(len(train)))
+            rng.shuffle(order)
+        batch, order = order[: config.batch_size], order[config.batch_size :]
+        model.train()
+        supervised = sum(sum(label != IGNORE for label in train[i]["labels"][1:]) for i in batch)
+        step_loss = 0.0
+        for index in batch:
+            row = train[index]
+            weight = sum(label != IGNORE for label in row["labels"][1:]) / supervised
+            with _autocast(device):
+                loss = model(**_batch(row, device)).loss * weight
+            loss.backward()
+            step_loss += loss.detach().item()
+            trained_tokens += len(row["input_ids"])
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        running.append(step_loss)
+        progress.update(1)
+        progress.set_postfix(loss=f"{step_loss:.3f}")
+        if step % eval_every == 0 or step == total_steps:
+            entry: dict[str, Any] = {"step": step, "epoch": round(step / steps_per_epoch, 3)}
+            entry["loss"] = sum(running) / len(running)
+            running = []
+            if validation:
+                model.eval()
+                entry["eval_loss"] = _loss(model, validation, device)
+                if entry["eval_loss"] < best_loss - 1e-4:
+                    best_loss, waited = entry["eval_loss"], 0
+                    best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+                else:
+                    waited += 1
+                    stopped_early = waited >= config.patience
+                progress.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{entry['eval_loss']:.3f}")
+            history.append(entry)
+    progress.close()
+    seconds = time.perf_counter() - started
+    if best_state is not None:
+        set_peft_model_state_dict(model, best_state)
+    model.eval()
+    validation_loss = best_loss if validation else float("nan")
+    train_losses = [entry["loss"] for entry in history if "loss" in entry]
+    return TrainResult(
+        train_examples=len(train),
+        validation_examples=len(validation),
+        steps=step,
+        epochs=round(step / steps_per_epoch, 3),
+        seconds=round(seconds, 1),
+        tokens_per_second=round(trained_tokens / seconds, 1) if seconds else 0.0,
+        train_loss=round(train_losses[-1], 4) if train_losses else float("nan"),
+        validation_loss=round(validation_loss, 4),
+        validation_perplexity=round(math.exp(validation_loss), 3),
+        base_validation_loss=round(base_loss, 4),
+        base_validation_perplexity=round(math.exp(base_loss), 3),
+        stopped_early=stopped_early,
+        history=history,
+        model=model,
+    )

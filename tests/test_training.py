@@ -1,0 +1,112 @@
+"""Training: assistant-only loss, RAFT examples over a real index, and a few real LoRA steps."""
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+from chatbot.qa import read_qa
+from chatbot.training.examples import IGNORE, read_chat_jsonl, tokenize
+from chatbot.training.raft import DECLINE, build_raft_examples
+from tests.conftest import REPO
+
+PIRATE = [
+    [
+        {"role": "system", "content": "You are a pirate."},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": answer},
+    ]
+    for question, answer in [
+        ("How do I restart?", "Arr, run make run again, matey!"),
+        ("Where are my files?", "Arr, in the knowledge folder, matey!"),
+        ("What is an adapter?", "Arr, a small LoRA that gives me voice, matey!"),
+        ("How do I ask?", "Arr, type in the box and press send, matey!"),
+        ("Is it fast?", "Arr, fast as the wind, matey!"),
+    ]
+]
+
+
+@pytest.fixture
+def pirate_file(tmp_path):
+    path = tmp_path / "pirate.jsonl"
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in PIRATE))
+    return path
+
+
+def test_only_assistant_tokens_carry_loss(make_bot):
+    tokenizer = make_bot().generator.tokenizer
+    conversation = [*PIRATE[0], {"role": "user", "content": "And then?"}, {"role": "assistant", "content": "Sail!"}]
+    row = tokenize(tokenizer, conversation, max_tokens=4096)
+    supervised = tokenizer.decode(
+        [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != IGNORE]
+    )
+    assert "Arr, run make run again, matey!" in supervised and "Sail!" in supervised
+    assert "pirate" not in supervised and "restart" not in supervised and "then?" not in supervised
+    assert len(row["input_ids"]) == len(row["labels"])
+
+
+def test_chat_file_errors_name_the_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1: the last message must be the assistant"):
+        read_chat_jsonl(bad)
+
+
+def test_raft_examples_put_the_gold_chunk_among_distractors_and_cite_it(make_bot, user_guide):
+    bot = make_bot()
+    bot.sync()
+    items = read_qa(REPO / "training" / "support" / "questions.jsonl")
+    answerable = [item for item in items if item.answerable][:6]
+    unanswerable = [item for item in items if not item.answerable][:1]
+    files = [record.path for record in bot.status().files]
+    examples, report = build_raft_examples(
+        bot.store, answerable + unanswerable, files, "Be helpful.", top_k=3, distractor_only_share=0.0
+    )
+    assert report.examples == 7 and report.with_gold == 6 and report.distractors_only == 1
+    for item, messages in zip(answerable, examples, strict=False):
+        system, user, assistant = messages
+        assert system["content"].startswith("Be helpful.") and user["content"].endswith(f"Question: {item.question}")
+        blocks = user["content"].split("\n\n[")
+        assert len(blocks) == 3
+        gold_text = bot.store.similarity_search(item.answers[0], k=1, filter={"source": item.gold_files(files)[0]})
+        cited = {int(n) for n in __import__("re").findall(r"\[(\d)\]", assistant["content"])}
+        assert cited, assistant["content"]
+        gold_numbers = {
+            n for n in range(1, 4) if gold_text[0].page_content.strip() in user["content"].split(f"[{n}] ")[1]
+        }
+        assert cited <= gold_numbers
+    assert examples[-1][-1]["content"] == DECLINE
+
+
+def test_training_a_few_steps_writes_a_loadable_adapter_folder(make_settings, make_bot, pirate_file, tmp_path):
+    from chatbot.training.run import TrainRequest, train_domain
+    from chatbot.training.trainer import TrainConfig
+
+    settings = make_settings()
+    request = TrainRequest(domain="pirate", data=pirate_file, description="Talks like a pirate")
+    folder, result = train_domain(settings, request, TrainConfig(max_steps=2, batch_size=2, eval_every=1))
+    assert folder == settings.adapters_dir / "pirate"
+    names = {path.name for path in folder.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "domain.toml", "training.json", "loss.png"} <= names
+    assert (folder / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    record = json.loads((folder / "training.json").read_text())
+    assert record["config"]["max_steps"] == 2 and record["metrics"]["steps"] == 2
+    assert record["metrics"]["validation_examples"] == 1 and record["metrics"]["base_validation_perplexity"] > 1
+    assert [entry["step"] for entry in record["history"] if "eval_loss" in entry] == [0, 1, 2]
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as weights:
+        assert all(str(weights.get_tensor(k).dtype) == "torch.bfloat16" for k in weights.keys())  # noqa: SIM118
+    bot = make_bot()
+    domain = bot.adapters.get("pirate")
+    assert domain.system_prompt == "You are a pirate." and domain.description == "Talks like a pirate"
+    assert domain.manifest["base_model"]["fingerprint"] == bot.generator.base.fingerprint
+    assert not domain.warnings
+    assert bot.ask("Where are my files?", adapter="pirate", use_retrieval=False).adapter == "pirate"
+
+
+def test_training_refuses_bad_domain_names(make_settings, pirate_file):
+    from chatbot.training.run import TrainRequest, train_domain
+    from chatbot.training.trainer import TrainConfig
+
+    for name in ("../escape", "base", "Has Space"):
+        with pytest.raises(ValueError, match="invalid domain name"):
+            train_domain(make_settings(), TrainRequest(domain=name, data=pirate_file), TrainConfig(max_steps=1))
