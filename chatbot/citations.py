@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 
 _MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)\s+|\n+")  # not after "U.S."
 _WORD = re.compile(r"[a-z0-9]+(?:['.-][a-z0-9]+)*")
 _STOPWORDS = frozenset(
     """a an and are as at be but by can do does for from has have how i if in into is it its of

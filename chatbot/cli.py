@@ -49,6 +49,18 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log deta
     )
 
 
+def _print_report(report, prefix: str = "", skipped: bool = True) -> None:  # noqa: ANN001 - SyncReport
+    typer.echo(
+        f"{prefix}{len(report.added)} added, {len(report.updated)} updated, {len(report.deleted)} deleted, "
+        f"{report.unchanged} unchanged files; {report.chunks_added} chunks written, "
+        f"{report.chunks_deleted} removed in {report.seconds:.2f}s"
+    )
+    for path, reason in sorted(report.errors.items()):
+        typer.secho(f"  error   {path}: {reason}", fg=typer.colors.RED)
+    for path, reason in sorted(report.skipped.items()) if skipped else ():
+        typer.secho(f"  skipped {path}: {reason}", fg=typer.colors.YELLOW)
+
+
 @app.command()
 def sync(as_json: JsonFlag = False) -> None:
     """Index the knowledge folder: add new, re-index changed, drop deleted files."""
@@ -57,15 +69,7 @@ def sync(as_json: JsonFlag = False) -> None:
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        typer.echo(
-            f"{len(report.added)} added, {len(report.updated)} updated, {len(report.deleted)} deleted, "
-            f"{report.unchanged} unchanged files; {report.chunks_added} chunks written, "
-            f"{report.chunks_deleted} removed in {report.seconds:.2f}s"
-        )
-        for path, reason in sorted(report.errors.items()):
-            typer.secho(f"  error   {path}: {reason}", fg=typer.colors.RED)
-        for path, reason in sorted(report.skipped.items()):
-            typer.secho(f"  skipped {path}: {reason}", fg=typer.colors.YELLOW)
+        _print_report(report)
     if report.errors:
         raise typer.Exit(1)
 
@@ -130,15 +134,9 @@ def watch(
     bot = _chatbot(_settings())
 
     def show(report) -> None:  # noqa: ANN001 - SyncReport, imported lazily
-        stamp = time.strftime("%H:%M:%S")
-        typer.echo(
-            f"{stamp} {len(report.added)} added, {len(report.updated)} updated, {len(report.deleted)} deleted; "
-            f"{report.chunks_added} chunks written, {report.chunks_deleted} removed in {report.seconds:.2f}s"
-        )
-        for path, reason in sorted(report.errors.items()):
-            typer.secho(f"  error   {path}: {reason}", fg=typer.colors.RED)
+        _print_report(report, prefix=time.strftime("%H:%M:%S "), skipped=False)
 
-    show(bot.sync(show_progress=sys.stderr.isatty()))
+    _print_report(bot.sync(show_progress=sys.stderr.isatty()))
     bot.watch(on_sync=show, debounce_s=debounce)
     typer.echo(f"watching {bot.settings.knowledge_dir.resolve()} (Ctrl-C to stop)")
     try:

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
 
     # Knowledge
     collection: str = Field("knowledge", min_length=1, max_length=60)
+    chroma_url: str | None = Field(None, description="A Chroma server (chroma run) instead of the embedded store.")
+    record_db_url: str | None = Field(
+        None, description="SQLAlchemy URL of the record manager; share it between instances of one Chroma server."
+    )
     chunk_size: int = Field(200, ge=16, le=8192, description="Chunk size in embedding tokens.")
     chunk_overlap: int = Field(30, ge=0, description="Overlap between chunks in tokens.")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")

@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 @cache
 def _embeddings(embedding_model: str, device: str):  # noqa: ANN202 - HuggingFaceEmbeddings
-    from chatbot.models.embeddings import load_embeddings
+    from chatbot.models.embeddings import LazyEmbeddings
 
-    return load_embeddings(embedding_model, device)
+    return LazyEmbeddings(embedding_model, device)
 
 
 @cache
@@ -74,7 +74,8 @@ class Chatbot:
     def store(self):  # noqa: ANN201
         from chatbot.knowledge.store import open_vector_store
 
-        return open_vector_store(self.settings.chroma_dir, self.settings.collection, self.embeddings)
+        s = self.settings
+        return open_vector_store(s.chroma_dir, s.collection, self.embeddings, s.chroma_url)
 
     @cached_property
     def knowledge(self) -> KnowledgeSync:
@@ -85,7 +86,7 @@ class Chatbot:
         return KnowledgeSync(
             root=s.knowledge_dir,
             store=self.store,
-            records=open_record_manager(s.record_db, s.collection),
+            records=open_record_manager(s.record_db, s.collection, s.record_db_url),
             manifest=Manifest(s.data_dir / "manifest.sqlite"),
             chunker=_chunker(s.embedding_model, s.chunk_size, s.chunk_overlap),
             max_bytes=int(s.max_file_mb * 1_000_000),

@@ -181,3 +181,20 @@ def test_adapters_cli_lists_and_checks(monkeypatch, make_settings, adapters_dir,
     assert result.exit_code == 1 and "shape" in result.output
     result = CliRunner().invoke(app, ["adapters", "check", str(lora_folder)])
     assert result.exit_code == 0 and "fits" in result.output
+
+
+def test_an_adapter_applies_its_system_prompt_and_knowledge_scope(make_bot, adapters_dir, knowledge):
+    (knowledge / "kitchen").mkdir()
+    (knowledge / "garage").mkdir()
+    (knowledge / "kitchen" / "oven.md").write_text("The oven must be cleaned every Friday.")
+    (knowledge / "garage" / "car.md").write_text("The car must be cleaned every Monday.")
+    with (adapters_dir / "demo" / "domain.toml").open("a") as manifest:
+        manifest.write('\n[knowledge_scope]\nfolder = "garage"\n')
+    bot = make_bot(adapters_dir=adapters_dir, max_new_tokens=8)
+    bot.sync()
+    request = bot.request("What must be cleaned?", adapter="demo")
+    assert request.system_prompt == "You are Demo. Be terse." and request.scope == {"folder": "garage"}
+    scoped = bot.ask("When must the oven be cleaned?", adapter="demo")
+    assert {source.source for source in scoped.retrieved} == {"garage/car.md"}
+    unscoped = bot.ask("When must the oven be cleaned?")
+    assert unscoped.retrieved[0].source == "kitchen/oven.md"

@@ -22,3 +22,12 @@ def test_attribute_leaves_cited_and_unsupported_sentences_alone():
     blocks = ["Apples are red fruit grown in orchards."]
     answer = "Apples are red fruit [1]. Quantum chromodynamics describes quarks and gluons."
     assert attribute(answer, blocks) == (answer, [])
+
+
+def test_sentences_do_not_end_at_initials():
+    from chatbot.citations import sentences
+
+    assert [s for s, _ in sentences("Sales in the U.S. rose 5%. Costs fell.")] == [
+        "Sales in the U.S. rose 5%.",
+        "Costs fell.",
+    ]

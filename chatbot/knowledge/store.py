@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import chromadb
+from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaSettings
 from langchain_chroma import Chroma
 from langchain_classic.indexes import SQLRecordManager
 from langchain_core.embeddings import Embeddings
 
 
-def open_vector_store(chroma_dir: Path, collection: str, embeddings: Embeddings) -> Chroma:
-    """Open (or create) the persistent collection; cosine distance so scores are similarities."""
+def open_client(chroma_dir: Path, chroma_url: str | None = None) -> ClientAPI:
+    """Embedded persistent Chroma in ``chroma_dir``, or a Chroma server (``chroma run``) at ``chroma_url``."""
+    settings = ChromaSettings(anonymized_telemetry=False)
+    if chroma_url:
+        url = urlsplit(chroma_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"chroma_url must look like http://host:port, not {chroma_url!r}")
+        port = url.port or (443 if url.scheme == "https" else 8000)
+        return chromadb.HttpClient(host=url.hostname, port=port, ssl=url.scheme == "https", settings=settings)
     chroma_dir.mkdir(parents=True, exist_ok=True)
-    client = chromadb.PersistentClient(path=str(chroma_dir), settings=ChromaSettings(anonymized_telemetry=False))
+    return chromadb.PersistentClient(path=str(chroma_dir), settings=settings)
+
+
+def open_vector_store(
+    chroma_dir: Path, collection: str, embeddings: Embeddings, chroma_url: str | None = None
+) -> Chroma:
+    """Open (or create) the collection; cosine distance so scores are similarities."""
+    client = open_client(chroma_dir, chroma_url)
     return Chroma(
         client=client,
         collection_name=collection,
@@ -23,9 +39,14 @@ def open_vector_store(chroma_dir: Path, collection: str, embeddings: Embeddings)
     )
 
 
-def open_record_manager(record_db: Path, collection: str) -> SQLRecordManager:
-    """The record manager of LangChain's indexing API, in SQLite beside the vectors."""
-    record_db.parent.mkdir(parents=True, exist_ok=True)
-    manager = SQLRecordManager(f"chroma/{collection}", db_url=f"sqlite:///{record_db}")
+def open_record_manager(record_db: Path, collection: str, db_url: str | None = None) -> SQLRecordManager:
+    """The record manager of LangChain's indexing API: SQLite beside the vectors, or ``db_url``.
+
+    Instances that share one Chroma server must share the record manager too (one SQLAlchemy URL).
+    """
+    if not db_url:
+        record_db.parent.mkdir(parents=True, exist_ok=True)
+        db_url = f"sqlite:///{record_db}"
+    manager = SQLRecordManager(f"chroma/{collection}", db_url=db_url)
     manager.create_schema()
     return manager

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+from langchain_core.embeddings import Embeddings
 from langchain_huggingface import HuggingFaceEmbeddings
 
 from chatbot.config import EMBEDDED
@@ -34,3 +36,26 @@ def load_embeddings(embedding_model: str, device: str = "auto", batch_size: int 
         model_kwargs={"device": str(resolve_device(device)), "local_files_only": True},
         encode_kwargs={"normalize_embeddings": True, "batch_size": batch_size},
     )
+
+
+class LazyEmbeddings(Embeddings):
+    """Loads the embedding model on the first text to embed, so a no-op sync never loads it."""
+
+    def __init__(self, embedding_model: str, device: str = "auto") -> None:
+        self.embedding_model = embedding_model
+        self.device = device
+        self._model: HuggingFaceEmbeddings | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> HuggingFaceEmbeddings:
+        with self._lock:
+            if self._model is None:
+                self._model = load_embeddings(self.embedding_model, self.device)
+            return self._model
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.model.embed_documents(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.model.embed_query(text)
