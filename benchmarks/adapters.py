@@ -44,7 +44,7 @@ def rss_mb() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapters", type=Path, default=REPO / "adapters")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "adapters.json")
     args = parser.parse_args()
     settings = load_settings(adapters_dir=args.adapters, cache_dir=REPO / ".chatbot" / "cache")
@@ -62,13 +62,16 @@ def main() -> None:
 
     for name in (first, second, "base"):
         request(name)  # warm up
-    same = timed(lambda: request(first), args.repeats * 2)
-
-    def alternate() -> None:
-        request(first)
-        request(second)
-
-    switching = timed(alternate, args.repeats) / 2
+    # Interleave blocks of same-adapter and alternating requests so drift hits both alike.
+    same_samples: list[float] = []
+    switch_samples: list[float] = []
+    for _ in range(args.repeats):
+        for samples, sequence in ((same_samples, [first] * 4), (switch_samples, [second, first] * 2)):
+            for name in sequence:
+                started = time.perf_counter()
+                request(name)
+                samples.append(time.perf_counter() - started)
+    same, switching = statistics.median(same_samples), statistics.median(switch_samples)
 
     def reload_with_adapter() -> None:
         from peft import PeftModel
