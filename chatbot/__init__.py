@@ -1,6 +1,7 @@
 """hybrid-chatbot: a domain LoRA adapter for the voice, retrieval over your files for the facts."""
 
 import os as _os
+import warnings as _warnings
 
 # Nothing in this package may reach a model hub or a telemetry endpoint at run time.
 for _key, _value in {
@@ -14,3 +15,6 @@ for _key, _value in {
     _os.environ.setdefault(_key, _value)
 
 __version__ = "0.1.0"
+
+# PEFT 0.21 still calls an attribute transformers 5 renamed; harmless, but it prints on every load.
+_warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
