@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     default_adapter: str = Field("base", description="Adapter a new conversation starts with.")
 
     # Server
+    api_key: str | None = Field(None, description="When set, /v1 requests need 'Authorization: Bearer <key>'.")
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65535)
 

@@ -17,9 +17,12 @@ def create_app(bot: Chatbot) -> FastAPI:
     """The ASGI app for ``bot`` (the knowledge folder is synced before this is called)."""
     import gradio as gr
 
+    from chatbot.openai_api import APIError, create_router
     from chatbot.ui import build_ui
 
     api = FastAPI(title="hybrid-chatbot")
+    api.include_router(create_router(bot))
+    api.add_exception_handler(APIError, lambda _request, exc: exc.response())
 
     @api.get("/health")
     def health() -> dict:

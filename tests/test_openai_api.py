@@ -1,0 +1,52 @@
+"""The OpenAI-compatible API, driven by the official openai client over the real FastAPI app."""
+
+import pytest
+from fastapi.testclient import TestClient
+from openai import APIStatusError, AuthenticationError, NotFoundError, OpenAI
+
+
+@pytest.fixture
+def api(make_bot, user_guide):
+    from chatbot.server import create_app
+
+    bot = make_bot(api_key="sesame", max_new_tokens=40)
+    bot.sync()
+    http = TestClient(create_app(bot))
+    return OpenAI(base_url="http://testserver/v1", api_key="sesame", http_client=http), http
+
+
+def test_models_lists_base_and_needs_the_key(api):
+    client, http = api
+    assert [model.id for model in client.models.list()] == ["base"]
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url="http://testserver/v1", api_key="wrong", http_client=http).models.list()
+
+
+def test_completion_answers_from_the_knowledge_base_with_citations(api):
+    client, _ = api
+    response = client.chat.completions.create(
+        model="base", messages=[{"role": "user", "content": "How do I refresh the knowledge base?"}]
+    )
+    extra = response.model_extra
+    assert response.choices[0].message.content and response.usage.completion_tokens > 0
+    assert extra["citations"] and extra["citations"][0]["source"] == "user-guide/02-knowledge-base.md"
+    assert all(f"[{c['n']}]" in response.choices[0].message.content for c in extra["citations"])
+
+
+def test_streamed_completion_equals_the_whole_one_and_ends_with_citations(api):
+    client, _ = api
+    messages = [{"role": "user", "content": "How do I refresh the knowledge base?"}]
+    whole = client.chat.completions.create(model="base", messages=messages)
+    chunks = list(client.chat.completions.create(model="base", messages=messages, stream=True))
+    assert len(chunks) > 3 and chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].model_extra["answer"] == whole.choices[0].message.content
+    assert chunks[-1].model_extra["citations"] == whole.model_extra["citations"]
+
+
+def test_unknown_model_and_bad_requests_get_openai_errors(api):
+    client, _ = api
+    with pytest.raises(NotFoundError, match="unknown adapter 'nope'"):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(APIStatusError) as error:
+        client.chat.completions.create(model="base", messages=[{"role": "system", "content": "only a system"}])
+    assert error.value.status_code == 400
