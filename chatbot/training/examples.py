@@ -49,6 +49,11 @@ def write_chat_jsonl(path: Path, examples: Sequence[Messages]) -> None:
     path.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in examples), encoding="utf-8")
 
 
+def supervised_tokens(row: dict[str, list[int]]) -> int:
+    """Tokens of a tokenized example that carry loss (the first label is never predicted)."""
+    return sum(label != IGNORE for label in row["labels"][1:])
+
+
 def _ids(tokenizer: PreTrainedTokenizerBase, messages: Messages, add_generation_prompt: bool) -> list[int]:
     encoded = tokenizer.apply_chat_template(
         messages, add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True

@@ -22,7 +22,7 @@ from transformers import get_cosine_schedule_with_warmup, set_seed
 
 from chatbot.models.base import BaseModel
 from chatbot.models.device import cpu_has_bf16
-from chatbot.training.examples import IGNORE, Messages, tokenize
+from chatbot.training.examples import Messages, supervised_tokens, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _loss(model: PeftModel, rows: list[dict[str, list[int]]], device: torch.devi
     total = tokens = 0.0
     with torch.no_grad(), _autocast(device):
         for row in rows:
-            count = sum(label != IGNORE for label in row["labels"][1:])
+            count = supervised_tokens(row)
             total += float(model(**_batch(row, device)).loss) * count
             tokens += count
     return total / max(tokens, 1)
@@ -122,7 +122,7 @@ def train_adapter(base: BaseModel, examples: list[Messages], config: TrainConfig
     tokenizer, device = base.tokenizer, base.device
     train = [tokenize(tokenizer, m, config.max_tokens) for m in train_raw]
     validation = [tokenize(tokenizer, m, config.max_tokens) for m in validation_raw]
-    train = [row for row in train if any(label != IGNORE for label in row["labels"][1:])]
+    train = [row for row in train if supervised_tokens(row)]
     if not train:
         raise ValueError("no training example has an answer within max_tokens")
 
@@ -161,11 +161,11 @@ def train_adapter(base: BaseModel, examples: list[Messages], config: TrainConfig
             rng.shuffle(order)
         batch, order = order[: config.batch_size], order[config.batch_size :]
         model.train()
-        supervised = sum(sum(label != IGNORE for label in train[i]["labels"][1:]) for i in batch)
+        supervised = sum(supervised_tokens(train[i]) for i in batch)
         step_loss = 0.0
         for index in batch:
             row = train[index]
-            weight = sum(label != IGNORE for label in row["labels"][1:]) / supervised
+            weight = supervised_tokens(row) / supervised
             with _autocast(device):
                 loss = model(**_batch(row, device)).loss * weight
             loss.backward()
