@@ -22,21 +22,37 @@ class SourceRef:
     section: str | None = None
     chunk_id: str | None = None
     cited_by: Literal["model", "attribution"] | None = None
+    quote: str | None = None  # the sentence of the block that best supports the answer's claims
+    support: float | None = None  # citation check: lowest share of a citing sentence found in the block
+    supported: bool | None = None  # support >= citations.SUPPORTED
 
     @classmethod
-    def from_document(cls, n: int, document: Document) -> SourceRef:
+    def from_document(cls, n: int, document: Document, quote: str | None = None) -> SourceRef:
+        """The block ``n``; with a ``quote`` the snippet is the text around it."""
         meta = document.metadata
-        text = " ".join(document.page_content.split())
-        snippet = text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1].rstrip() + "…"
         return cls(
             n=n,
             source=str(meta.get("source", "")),
             page=meta.get("page"),
-            snippet=snippet,
+            snippet=focus_snippet(document.page_content, quote),
             score=round(float(meta.get("score", 0.0)), 4),
             section=meta.get("section"),
             chunk_id=meta.get("chunk_id"),
+            quote=quote,
         )
+
+
+def focus_snippet(content: str, quote: str | None = None, limit: int = SNIPPET_CHARS) -> str:
+    """About ``limit`` characters of ``content`` (whitespace collapsed), centred on ``quote`` if found."""
+    text = " ".join(content.split())
+    if len(text) <= limit:
+        return text
+    start = 0
+    at = text.find(quote) if quote else -1
+    if at > 0:
+        start = max(0, min(at - (limit - len(quote)) // 2, len(text) - limit))
+    end = start + limit
+    return ("…" if start else "") + text[start:end].strip() + ("…" if end < len(text) else "")
 
 
 @dataclass
@@ -53,6 +69,12 @@ class Answer:
     abstained: bool = False
     model_citations: int = 0
     usage: dict[str, int] = field(default_factory=dict)
+    search_query: str | None = None  # what was searched, when a follow-up was made standalone
+
+    @property
+    def unsupported(self) -> list[int]:
+        """Cited block numbers that the citation check flagged."""
+        return [source.n for source in self.sources if source.supported is False]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,4 +88,6 @@ class Answer:
             "abstained": self.abstained,
             "model_citations": self.model_citations,
             "usage": self.usage,
+            "search_query": self.search_query,
+            "unsupported_citations": self.unsupported,
         }

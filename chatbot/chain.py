@@ -15,7 +15,16 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnablePassthrough
 
 from chatbot.answer import Answer, SourceRef
-from chatbot.citations import attribute, cited_numbers, collapse_repeats
+from chatbot.citations import (
+    SUPPORTED,
+    attribute,
+    check_citations,
+    cited_numbers,
+    claims_by_block,
+    collapse_repeats,
+    supporting_passage,
+)
+from chatbot.conversation import CONDENSE_PROMPT, Turn, conversation_text, history_messages, usable_rewrite
 from chatbot.generation import BASE_ADAPTER, GenerationStats
 from chatbot.prompting import PLAIN_PROMPT, RAG_PROMPT, format_blocks
 
@@ -34,6 +43,9 @@ class ChainRequest:
     system_prompt: str = ""
     scope: dict[str, Any] | None = None  # Chroma where-filter of the adapter's knowledge scope
     generation: dict[str, Any] = field(default_factory=dict)  # GenerationParams overrides
+    history: list[Turn] = field(default_factory=list)  # earlier exchanges, oldest first
+    history_turns: int = 2  # how many of them the model sees
+    search_query: str | None = None  # the standalone query of a follow-up (None: the question)
 
 
 def is_decline(text: str) -> bool:
@@ -59,22 +71,41 @@ class RagChain:
     def retrieve(self, question: str, scope: dict[str, Any] | None = None) -> list[Document]:
         return self.retriever.invoke(question, filter=scope) if scope else self.retriever.invoke(question)
 
+    def condense(self, history: list[Turn], question: str, turns: int = 2, max_new_tokens: int = 48) -> str | None:
+        """The model's standalone rewrite of a follow-up question (None when unusable)."""
+        pipeline = CONDENSE_PROMPT | self.llm.bind(max_new_tokens=max_new_tokens, temperature=0.0) | StrOutputParser()
+        return usable_rewrite(
+            pipeline.invoke({"conversation": conversation_text(history, turns), "question": question}), question
+        )
+
     def stream(self, request: ChainRequest) -> Iterator[str | Answer]:
         """Yield answer text pieces as they are generated, then the finished :class:`Answer`."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         blocks: list[Document] = []
         if request.use_retrieval:
-            blocks = self.retrieve(request.question, request.scope)
+            blocks = self.retrieve(request.search_query or request.question, request.scope)
             timings["retrieval_s"] = time.perf_counter() - started
             if not blocks:
                 timings["total_s"] = time.perf_counter() - started
                 yield DONT_KNOW
-                yield Answer(request.question, DONT_KNOW, request.adapter, timings=timings, abstained=True)
+                yield Answer(
+                    request.question,
+                    DONT_KNOW,
+                    request.adapter,
+                    timings=timings,
+                    abstained=True,
+                    search_query=request.search_query,
+                )
                 return
         stats = GenerationStats()
         config = {"adapter": request.adapter, "stats": stats, **request.generation}
-        inputs = {"question": request.question, "system_prompt": request.system_prompt, "blocks": blocks}
+        inputs = {
+            "question": request.question,
+            "system_prompt": request.system_prompt,
+            "blocks": blocks,
+            "history": history_messages(request.history, request.history_turns),
+        }
         runnable = self.pipeline(request.use_retrieval, **config)
         pieces: list[str] = []
         for piece in runnable.stream(inputs):
@@ -98,9 +129,14 @@ class RagChain:
         if blocks and not declined:
             text = attribute(raw, [doc.page_content for doc in blocks])[0]
         sources = []
+        claims = claims_by_block(text, len(blocks))
+        checks = check_citations(claims, [doc.page_content for doc in blocks])
         for number in cited_numbers(text, len(blocks)):
             origin = "model" if number in model_cited else "attribution"
-            sources.append(replace(retrieved[number - 1], cited_by=origin))
+            quote = supporting_passage(claims.get(number, []), blocks[number - 1].page_content)
+            source = SourceRef.from_document(number, blocks[number - 1], quote)
+            score = checks.get(number, 1.0)
+            sources.append(replace(source, cited_by=origin, support=score, supported=score >= SUPPORTED))
         answer = Answer(
             question=request.question,
             answer=text,
@@ -111,6 +147,7 @@ class RagChain:
             used_retrieval=request.use_retrieval,
             abstained=declined,
             model_citations=len(model_cited),
+            search_query=request.search_query,
         )
         answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}
         return answer

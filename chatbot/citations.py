@@ -84,3 +84,43 @@ def collapse_repeats(text: str) -> str:
         seen.add(key)
         out.append(sentence + separator)
     return "".join(out).strip()
+
+
+def claims_by_block(text: str, block_count: int) -> dict[int, list[str]]:
+    """The answer sentences that cite each block number."""
+    claims: dict[int, list[str]] = {}
+    for sentence, _separator in sentences(text):
+        for number in cited_numbers(sentence, block_count):
+            claims.setdefault(number, []).append(_MARKER.sub("", sentence).strip())
+    return claims
+
+
+def supporting_passage(claims: Sequence[str], block: str) -> str | None:
+    """The sentence of ``block`` that shares the most content words with ``claims`` (None if none)."""
+    wanted = set().union(*(content_words(claim) for claim in claims)) if claims else set()
+    best, best_overlap = None, 0
+    for sentence, _separator in sentences(block):
+        if sentence.lstrip().startswith("#"):  # a Markdown heading is not evidence
+            continue
+        overlap = len(content_words(sentence) & wanted)
+        if overlap > best_overlap:
+            best, best_overlap = " ".join(sentence.split()), overlap
+    return best
+
+
+SUPPORTED = 0.5  # share of a citing sentence's content words that its block must contain
+
+
+def check_citations(claims: dict[int, list[str]], blocks: Sequence[str]) -> dict[int, float]:
+    """For each cited block, the lowest support any sentence citing it gets from it (0..1).
+
+    Sentences too short to judge (fewer than ``MIN_CONTENT_WORDS`` content words) count as
+    supported; a block is flagged when some sentence citing it scores below ``SUPPORTED``.
+    """
+    scores: dict[int, float] = {}
+    for number, sentences_citing in claims.items():
+        judged = [
+            support(s, blocks[number - 1]) for s in sentences_citing if len(content_words(s)) >= MIN_CONTENT_WORDS
+        ]
+        scores[number] = round(min(judged), 3) if judged else 1.0
+    return scores

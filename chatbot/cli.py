@@ -260,6 +260,50 @@ def train(
     )
 
 
+@app.command("eval")
+def evaluate(
+    questions: Annotated[Path, typer.Option(help="Questions: .jsonl, the SEC 10-Q .csv, or SQuAD 2.0 .json.")],
+    knowledge: Annotated[Path | None, typer.Option(help="Folder the questions are about (SQuAD: made).")] = None,
+    adapters: Annotated[str, typer.Option(help="Comma-separated adapters to compare.")] = "base",
+    ablation: Annotated[bool, typer.Option(help="Also run every adapter without retrieval (2x2).")] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many questions (SQuAD: half unanswerable).")] = None,
+    only: Annotated[str, typer.Option(help="Keep questions whose gold sources mention one of these.")] = "",
+    articles: Annotated[int, typer.Option(help="SQuAD: how many articles (from the end of the file).")] = 3,
+    out: Annotated[Path, typer.Option(help="Folder for results.json, summary.md, report.html.")] = Path("eval-results"),
+    max_new_tokens: Annotated[int, typer.Option(help="Answer length limit.")] = 128,
+    retrieval_only: Annotated[bool, typer.Option(help="Only measure retrieval (no answers).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure retrieval, answers, citations and abstention, per adapter and with/without retrieval."""
+    from chatbot.adapters import UnknownAdapterError
+    from chatbot.evaluation.command import EvalRequest
+    from chatbot.evaluation.command import evaluate as run_eval
+    from chatbot.evaluation.report import markdown_summary
+
+    request = EvalRequest(
+        questions=questions,
+        knowledge=knowledge,
+        adapters=[name.strip() for name in adapters.split(",") if name.strip()],
+        ablation=ablation,
+        limit=limit,
+        only=[key.strip() for key in only.split(",") if key.strip()],
+        articles=articles,
+        out=out,
+        max_new_tokens=max_new_tokens,
+        retrieval_only=retrieval_only,
+    )
+    try:
+        result = run_eval(_settings(), request, show_progress=not as_json and sys.stderr.isatty())
+    except (UnknownAdapterError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    typer.echo(markdown_summary(result["summary"], f"{questions.name}"))
+    for kind, path in result["reports"].items():
+        typer.echo(f"{kind}: {path}")
+
+
 @app.command()
 def info(as_json: JsonFlag = False) -> None:
     """Show models, paths, adapters and knowledge counts."""

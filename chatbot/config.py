@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     # Retrieval
     top_k: int = Field(4, ge=1, le=50)
     min_relevance: float = Field(0.35, ge=-1.0, le=1.0, description="Chunks below this cosine similarity are ignored.")
+    retrieval_mode: Literal["vector", "hybrid"] = Field(
+        "vector", description="vector: embeddings only; hybrid: BM25 keywords + vectors, fused by rank."
+    )
+    followup_query: Literal["history", "model", "off"] = Field(
+        "history", description="How a follow-up becomes a standalone search query (see docs/configuration.md)."
+    )
+    history_turns: int = Field(2, ge=0, le=20, description="Earlier exchanges the model sees in a conversation.")
 
     # Generation
     max_new_tokens: int = Field(256, ge=1, le=32768)
@@ -76,8 +83,20 @@ class Settings(BaseSettings):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     default_adapter: str = Field("base", description="Adapter a new conversation starts with.")
 
+    # Remote generation (an OpenAI-compatible server that serves the adapters by model name)
+    generation_url: str | None = Field(None, description="Base URL such as http://gpu-box:8000/v1; None: local.")
+    generation_api_key: str | None = None
+    generation_base_model: str = Field("base", description="The remote model id used for 'base'.")
+    generation_extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra JSON fields sent with every remote completion request."
+    )
+
     # Server
     api_key: str | None = Field(None, description="When set, /v1 requests need 'Authorization: Bearer <key>'.")
+    ui_auth: dict[str, str] | None = Field(None, description="user = password pairs; when set the UI needs a login.")
+    max_upload_mb: float = Field(50.0, gt=0, description="Largest file the Knowledge tab accepts.")
+    concurrency_limit: int = Field(1, ge=1, le=64, description="Chat requests worked on at once; others queue.")
+    queue_size: int = Field(64, ge=1, description="Chat requests that may wait; more are refused.")
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65535)
 

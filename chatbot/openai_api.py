@@ -3,7 +3,11 @@
 ``model`` names the adapter ("base" for none). The answer comes from the same retrieval chain
 as the chat page; its citations travel in an extra ``citations`` field (the cited sources, in
 the same shape as ``chatbot ask --json``'s ``sources``), on the response or on the last stream
-chunk. Send ``"use_retrieval": false`` in the body to skip the knowledge base.
+chunk, with ``usage``. Send ``"use_retrieval": false`` in the body to skip the knowledge base.
+
+The message list is a conversation: system messages replace the domain's system prompt,
+earlier user/assistant pairs are the history (follow-ups are searched with it), and the last
+message is the question.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from chatbot.adapters import UnknownAdapterError
 from chatbot.answer import Answer
+from chatbot.conversation import Turn
 from chatbot.service import Chatbot
 
 
@@ -58,6 +63,32 @@ def _citations(answer: Answer) -> list[dict[str, Any]]:
     return [asdict(source) for source in answer.sources]
 
 
+def _usage(answer: Answer) -> dict[str, int]:
+    prompt, completion = answer.usage.get("prompt_tokens", 0), answer.usage.get("completion_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def split_conversation(messages: list[ChatMessage]) -> tuple[str | None, list[Turn], str | None]:
+    """(system prompt, earlier exchanges, last question) of an OpenAI message list.
+
+    System/developer messages replace the domain's system prompt; user/assistant pairs become
+    the history; the last message must be the user's question.
+    """
+    system = [m.content for m in messages if m.role in ("system", "developer") and m.content]
+    dialogue = [m for m in messages if m.role in ("user", "assistant")]
+    if not dialogue or dialogue[-1].role != "user" or not (dialogue[-1].content or "").strip():
+        return None, [], None
+    history: list[Turn] = []
+    pending: str | None = None
+    for message in dialogue[:-1]:
+        if message.role == "user":
+            pending = message.content or ""
+        elif pending is not None:
+            history.append(Turn(pending, message.content or ""))
+            pending = None
+    return ("\n\n".join(system) or None), history, dialogue[-1].content
+
+
 def create_router(bot: Chatbot) -> APIRouter:
     """The ``/v1`` routes for ``bot``; an API key is required when the ``api_key`` setting is set."""
     expected = bot.settings.api_key
@@ -83,9 +114,9 @@ def create_router(bot: Chatbot) -> APIRouter:
 
     @router.post("/chat/completions", response_model=None)
     def chat_completions(request: ChatCompletionRequest) -> dict[str, Any] | StreamingResponse:
-        question = next((m.content for m in reversed(request.messages) if m.role == "user" and m.content), None)
+        system_prompt, history, question = split_conversation(request.messages)
         if not question:
-            raise APIError(400, "messages must contain a user message with content", "missing_user_message")
+            raise APIError(400, "the last message must be a user message with content", "missing_user_message")
         generation = {
             "max_new_tokens": request.max_completion_tokens or request.max_tokens,
             "temperature": request.temperature,
@@ -93,7 +124,14 @@ def create_router(bot: Chatbot) -> APIRouter:
             "seed": request.seed,
         }
         try:
-            events = bot.stream(question, adapter=request.model, use_retrieval=request.use_retrieval, **generation)
+            events = bot.stream(
+                question,
+                adapter=request.model,
+                use_retrieval=request.use_retrieval,
+                history=history,
+                system_prompt=system_prompt,
+                **generation,
+            )
         except UnknownAdapterError as exc:
             raise APIError(404, str(exc), "model_not_found") from exc
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -111,11 +149,7 @@ def create_router(bot: Chatbot) -> APIRouter:
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": answer.answer}, "finish_reason": "stop"}
             ],
-            "usage": {
-                "prompt_tokens": answer.usage.get("prompt_tokens", 0),
-                "completion_tokens": answer.usage.get("completion_tokens", 0),
-                "total_tokens": sum(answer.usage.values()),
-            },
+            "usage": _usage(answer),
             "citations": _citations(answer),
         }
 
@@ -144,7 +178,7 @@ def _stream(events: Iterator[str | Answer], completion_id: str, created: int, mo
             tail = event.answer[len(streamed) :] if event.answer.startswith(streamed) else ""
             if tail:
                 yield chunk({"content": tail})
-            yield chunk({}, "stop", citations=_citations(event), answer=event.answer)
+            yield chunk({}, "stop", citations=_citations(event), answer=event.answer, usage=_usage(event))
         else:
             streamed += event
             yield chunk({"content": event})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from langchain_core.documents import Document
-from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
 RAG_INSTRUCTIONS = (
     "Answer the question using only the numbered context blocks. "
@@ -16,11 +16,14 @@ RAG_INSTRUCTIONS = (
 RAG_PROMPT = ChatPromptTemplate.from_messages(
     [
         ("system", "{system_prompt}\n\n" + RAG_INSTRUCTIONS),
+        MessagesPlaceholder("history", optional=True),
         ("human", "Context:\n{context}\n\nQuestion: {question}"),
     ]
 )
 
-PLAIN_PROMPT = ChatPromptTemplate.from_messages([("system", "{system_prompt}"), ("human", "{question}")])
+PLAIN_PROMPT = ChatPromptTemplate.from_messages(
+    [("system", "{system_prompt}"), MessagesPlaceholder("history", optional=True), ("human", "{question}")]
+)
 
 
 def format_blocks(documents: Sequence[Document]) -> str:

@@ -1,7 +1,13 @@
-"""Top-k retrieval from Chroma with similarity scores and a relevance floor."""
+"""Top-k retrieval from Chroma with similarity scores and a relevance floor, optionally hybrid.
+
+Hybrid mode fuses the vector ranking with a BM25 keyword ranking (SQLite FTS5, kept up to
+date by the sync) by reciprocal rank fusion. Every candidate still needs a cosine similarity
+of at least ``min_relevance``, so "nothing relevant, I don't know" keeps its meaning.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from langchain_chroma import Chroma
@@ -10,12 +16,27 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
+from chatbot.knowledge.keywords import KeywordIndex
+
+RRF_K = 60  # the usual reciprocal-rank-fusion constant
+
+
+def _cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
+def _scored(doc: Document, similarity: float, doc_id: str | None = None) -> Document:
+    return Document(page_content=doc.page_content, metadata={**doc.metadata, "score": similarity}, id=doc_id or doc.id)
+
 
 class ScoredRetriever(BaseRetriever):
     """Returns at most ``top_k`` chunks whose cosine similarity is at least ``min_relevance``.
 
     Each document carries its similarity in ``metadata["score"]``. Pass ``filter=`` (a Chroma
-    ``where`` clause) to ``invoke`` to limit the search, e.g. to a domain's part of the folder.
+    ``where`` clause) to ``invoke`` to limit the search, e.g. to a domain's part of the folder,
+    and ``k=`` to change how many come back. With ``keywords`` the ranking is hybrid.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -23,18 +44,39 @@ class ScoredRetriever(BaseRetriever):
     store: Chroma
     top_k: int = 4
     min_relevance: float = 0.35
+    keywords: KeywordIndex | None = None
+    candidates: int = 20  # per ranking, before fusion
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        pairs = self.store.similarity_search_with_score(
-            query, k=kwargs.get("k", self.top_k), filter=kwargs.get("filter")
+        k, where = kwargs.get("k", self.top_k), kwargs.get("filter")
+        if self.keywords is None:
+            pairs = self.store.similarity_search_with_score(query, k=k, filter=where)
+            scored = [_scored(doc, 1.0 - float(distance)) for doc, distance in pairs]  # cosine distance
+            return [doc for doc in scored if doc.metadata["score"] >= self.min_relevance]
+        return self._hybrid(query, k, where)
+
+    def _hybrid(self, query: str, k: int, where: dict | None) -> list[Document]:
+        embedding = self.store.embeddings.embed_query(query)
+        pairs = self.store.similarity_search_by_vector_with_relevance_scores(
+            embedding, k=max(k, self.candidates), filter=where
         )
-        documents = []
-        for doc, distance in pairs:
-            similarity = 1.0 - float(distance)  # the collection uses cosine distance
-            if similarity >= self.min_relevance:
-                documents.append(
-                    Document(page_content=doc.page_content, metadata={**doc.metadata, "score": similarity}, id=doc.id)
+        vector = [_scored(doc, 1.0 - float(distance)) for doc, distance in pairs]
+        by_id = {doc.id: doc for doc in vector}
+        keyword_ids = self.keywords.search(query, self.candidates)
+        unseen = [i for i in keyword_ids if i not in by_id]
+        if unseen:
+            got = self.store.get(ids=unseen, where=where, include=["documents", "metadatas", "embeddings"])
+            for doc_id, text, meta, vec in zip(
+                got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
+            ):
+                by_id[doc_id] = _scored(
+                    Document(page_content=text, metadata=meta or {}), _cosine(embedding, list(vec)), doc_id
                 )
-        return documents
+        fused: dict[str, float] = {}
+        for ranking in ([doc.id for doc in vector], [i for i in keyword_ids if i in by_id]):
+            for rank, doc_id in enumerate(ranking, 1):
+                fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (RRF_K + rank)
+        ranked = sorted(fused, key=lambda doc_id: -fused[doc_id])
+        return [by_id[i] for i in ranked if by_id[i].metadata["score"] >= self.min_relevance][:k]

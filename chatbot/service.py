@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,11 +15,13 @@ from chatbot.adapters import AdapterRegistry, Domain
 from chatbot.answer import Answer
 from chatbot.chain import ChainRequest, RagChain
 from chatbot.config import Settings
+from chatbot.conversation import Turn, joined_query
 from chatbot.generation import BASE_ADAPTER, GenerationParams, Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
 
 if TYPE_CHECKING:
     from chatbot.knowledge.watcher import FolderWatcher
+    from chatbot.remote import RemoteAdapters, RemoteChatModel
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +61,25 @@ def _runtime(
     return generator, registry
 
 
+@dataclass
+class SyncActivity:
+    """The sync running now (if any) and the last one's result, for the Knowledge tab."""
+
+    running: bool = False
+    stage: str = ""
+    done: int = 0
+    total: int = 0
+    last_report: SyncReport | None = None
+    last_error: str | None = None
+
+
 class Chatbot:
     """The application: ``sync`` the knowledge folder, ``ask`` or ``stream`` answers, ``info``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.watchers: list[FolderWatcher] = []
+        self.activity = SyncActivity()
 
     # Knowledge side (no language model needed)
     @cached_property
@@ -91,11 +107,34 @@ class Chatbot:
             chunker=_chunker(s.embedding_model, s.chunk_size, s.chunk_overlap),
             max_bytes=int(s.max_file_mb * 1_000_000),
             lock_path=s.data_dir / "sync.lock",
+            keywords=self.keywords,
         )
 
+    @cached_property
+    def keywords(self):  # noqa: ANN201 - KeywordIndex
+        from chatbot.knowledge.keywords import KeywordIndex
+
+        return KeywordIndex(self.settings.data_dir / "keywords.sqlite")
+
     def sync(self, progress: Progress | None = None, show_progress: bool = False) -> SyncReport:
-        """Make the index equal the knowledge folder."""
-        return self.knowledge.sync(progress=progress, show_progress=show_progress)
+        """Make the index equal the knowledge folder (``activity`` shows how far it got)."""
+        activity = self.activity
+
+        def track(stage: str, done: int, total: int) -> None:
+            activity.stage, activity.done, activity.total = stage, done, total
+            if progress is not None:
+                progress(stage, done, total)
+
+        activity.running, activity.stage, activity.done, activity.total = True, "scanning", 0, 0
+        try:
+            report = self.knowledge.sync(progress=track, show_progress=show_progress)
+        except Exception as exc:
+            activity.last_error = str(exc) or type(exc).__name__
+            raise
+        finally:
+            activity.running = False
+        activity.last_report, activity.last_error = report, None
+        return report
 
     def status(self) -> KnowledgeStatus:
         return self.knowledge.status()
@@ -140,13 +179,39 @@ class Chatbot:
             s.threads,
         )
 
+    @cached_property
+    def _remote(self) -> tuple[RemoteChatModel, RemoteAdapters]:
+        from chatbot.remote import RemoteAdapters, RemoteChatModel
+
+        s = self.settings
+        llm = RemoteChatModel(
+            base_url=s.generation_url,
+            api_key=s.generation_api_key,
+            base_model=s.generation_base_model,
+            extra_body=s.generation_extra_body,
+            params=self._params,
+        )
+        return llm, RemoteAdapters(llm, s.adapters_dir.resolve(), s.system_prompt)
+
+    @property
+    def remote(self) -> bool:
+        """Whether generation runs on a remote server (``generation_url``)."""
+        return bool(self.settings.generation_url)
+
     @property
     def generator(self) -> Generator:
+        if self.remote:
+            raise RuntimeError("generation is remote (generation_url is set); there is no local model")
         return self._runtime[0]
 
     @property
-    def adapters(self) -> AdapterRegistry:
-        return self._runtime[1]
+    def adapters(self) -> AdapterRegistry | RemoteAdapters:
+        return self._remote[1] if self.remote else self._runtime[1]
+
+    @property
+    def _params(self) -> GenerationParams:
+        s = self.settings
+        return GenerationParams(s.max_new_tokens, s.temperature, s.top_p, s.seed)
 
     @cached_property
     def chain(self) -> RagChain:
@@ -154,37 +219,80 @@ class Chatbot:
         from chatbot.retrieval import ScoredRetriever
 
         s = self.settings
-        params = GenerationParams(s.max_new_tokens, s.temperature, s.top_p, s.seed)
-        retriever = ScoredRetriever(store=self.store, top_k=s.top_k, min_relevance=s.min_relevance)
-        return RagChain(retriever, LocalChatModel(generator=self.generator, params=params))
+        llm = self._remote[0] if self.remote else LocalChatModel(generator=self.generator, params=self._params)
+        retriever = ScoredRetriever(
+            store=self.store,
+            top_k=s.top_k,
+            min_relevance=s.min_relevance,
+            keywords=self.keywords if s.retrieval_mode == "hybrid" else None,
+        )
+        return RagChain(retriever, llm)
 
     def request(
-        self, question: str, adapter: str | None = None, use_retrieval: bool = True, **generation: Any
+        self,
+        question: str,
+        adapter: str | None = None,
+        use_retrieval: bool = True,
+        history: Sequence[Turn] = (),
+        system_prompt: str | None = None,
+        **generation: Any,
     ) -> ChainRequest:
-        """A chain request with the domain's system prompt, scope and generation defaults applied."""
+        """A chain request with the domain's system prompt, scope and generation defaults applied.
+
+        ``history`` is the conversation so far; ``system_prompt`` replaces the domain's.
+        """
         question = question.strip()
         if not question:
             raise ValueError("the question is empty")
         self.adapters.refresh()  # a few stat calls; picks up adapter folders added or removed
         domain: Domain = self.adapters.get(adapter or BASE_ADAPTER)
+        history = list(history)
         return ChainRequest(
             question=question,
             adapter=domain.name,
             use_retrieval=use_retrieval,
-            system_prompt=domain.system_prompt,
+            system_prompt=domain.system_prompt if system_prompt is None else system_prompt,
             scope=domain.scope,
             generation={**domain.generation, **{k: v for k, v in generation.items() if v is not None}},
+            history=history,
+            history_turns=self.settings.history_turns,
+            search_query=self.search_query(history, question) if use_retrieval else None,
         )
 
+    def search_query(self, history: Sequence[Turn], question: str) -> str | None:
+        """The standalone search query of a follow-up (None for a first question or when turned off)."""
+        mode = self.settings.followup_query
+        if not history or mode == "off":
+            return None
+        if mode == "model":
+            rewrite = self.chain.condense(list(history), question, self.settings.history_turns)
+            if rewrite:
+                return rewrite
+        return joined_query(history, question)
+
     def stream(
-        self, question: str, adapter: str | None = None, use_retrieval: bool = True, **generation: Any
+        self,
+        question: str,
+        adapter: str | None = None,
+        use_retrieval: bool = True,
+        history: Sequence[Turn] = (),
+        system_prompt: str | None = None,
+        **generation: Any,
     ) -> Iterator[str | Answer]:
         """Text pieces as they are generated, then the :class:`Answer`."""
-        return self.chain.stream(self.request(question, adapter, use_retrieval, **generation))
+        return self.chain.stream(self.request(question, adapter, use_retrieval, history, system_prompt, **generation))
 
-    def ask(self, question: str, adapter: str | None = None, use_retrieval: bool = True, **generation: Any) -> Answer:
-        """Answer one question with citations."""
-        return self.chain.ask(self.request(question, adapter, use_retrieval, **generation))
+    def ask(
+        self,
+        question: str,
+        adapter: str | None = None,
+        use_retrieval: bool = True,
+        history: Sequence[Turn] = (),
+        system_prompt: str | None = None,
+        **generation: Any,
+    ) -> Answer:
+        """Answer one question with citations (``history``: the conversation so far)."""
+        return self.chain.ask(self.request(question, adapter, use_retrieval, history, system_prompt, **generation))
 
     def adapter_rows(self) -> list[dict[str, Any]]:
         """One row per adapter folder (after a refresh), for ``chatbot adapters list`` and the UI."""
@@ -200,7 +308,7 @@ class Chatbot:
                 "status": "ready" if domain.ready else "refused",
                 "error": domain.error,
                 "warnings": domain.warnings,
-                "base_model": self.generator.base.name if domain.folder is None else None,
+                "base_model": self.base_model_name if domain.folder is None else None,
                 "rank": None,
                 "size_bytes": 0,
                 "folder": str(domain.folder) if domain.folder else None,
@@ -215,6 +323,12 @@ class Chatbot:
                     row["rank"] = json.loads((domain.folder / CONFIG).read_text()).get("r")
             rows.append(row)
         return rows
+
+    @property
+    def base_model_name(self) -> str:
+        if self.remote:
+            return f"{self.settings.generation_base_model} at {self.settings.generation_url}"
+        return self.generator.base.name
 
     def info(self, load_model: bool = True) -> dict[str, Any]:
         """Models, paths and counts, for ``chatbot info``."""
@@ -241,7 +355,12 @@ class Chatbot:
                 "errors": status.errors,
             },
         }
-        if load_model:
+        if load_model and self.remote:
+            data["base_model"].update(remote=self.settings.generation_url, name=self.settings.generation_base_model)
+            data["adapters"] = [
+                {"name": d.name, "description": d.description, "status": "ready"} for d in self.adapters.list()
+            ]
+        elif load_model:
             base = self.generator.base
             data["base_model"].update(
                 name=base.name,

@@ -1,92 +1,236 @@
-"""`chatbot serve` for real: a subprocess on a free loopback port, driven by HTTP and a browser."""
+"""`chatbot serve` for real: a subprocess on a free loopback port, driven by HTTP clients and a browser."""
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import MODEL_CACHE
+from tests.conftest import REPO
+from tests.servers import running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = Path(__file__).parent / "artifacts"
+QUESTION = "How do I refresh the knowledge base?"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One server for the module: the user guide as knowledge, the shipped support adapter."""
+    folder = tmp_path_factory.mktemp("served")
+    shutil.copytree(REPO / "knowledge", folder / "knowledge")
+    shutil.copytree(REPO / "adapters" / "support", folder / "adapters" / "support")
+    with running_server(folder, folder / "knowledge", folder / "adapters") as url:
+        yield url, folder
 
 
-@pytest.fixture
-def server(tmp_path, user_guide):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
-    env.update(
-        CHATBOT_KNOWLEDGE_DIR=str(user_guide),
-        CHATBOT_ADAPTERS_DIR=str(tmp_path / "adapters"),
-        CHATBOT_DATA_DIR=str(tmp_path / "data"),
-        CHATBOT_CACHE_DIR=str(MODEL_CACHE),
-        CHATBOT_MAX_NEW_TOKENS="40",
-        CHATBOT_PORT=str(port),
-    )
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chatbot.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            if process.poll() is not None:
-                pytest.fail("server exited: " + (tmp_path / "serve.log").read_text())
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("server did not start: " + (tmp_path / "serve.log").read_text())
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def test_serve_binds_loopback_and_reports_health(server):
-    assert server.startswith("http://127.0.0.1:")
-    health = httpx.get(server + "/health").json()
+def test_serve_binds_loopback_and_reports_health(served):
+    url, _ = served
+    assert url.startswith("http://127.0.0.1:")
+    health = httpx.get(url + "/health").json()
     assert health["status"] == "ok" and health["documents"] == 5 and health["chunks"] > 5
-    page = httpx.get(server + "/")
+    page = httpx.get(url + "/")
     assert page.status_code == 200 and "gradio" in page.text.lower()
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-def test_browser_question_streams_an_answer_with_sources(server, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+def test_openai_client_against_the_running_server(served):
+    from openai import NotFoundError, OpenAI
+
+    url, _ = served
+    client = OpenAI(base_url=url + "/v1", api_key="unused")
+    assert [model.id for model in client.models.list()] == ["base", "support"]
+    messages = [{"role": "user", "content": QUESTION}]
+    whole = client.chat.completions.create(model="support", messages=messages)
+    assert whole.model_extra["citations"][0]["source"].startswith("user-guide/")
+    chunks = list(client.chat.completions.create(model="support", messages=messages, stream=True))
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert chunks[-1].model_extra["answer"] == whole.choices[0].message.content
+    assert streamed.strip() and len(chunks) > 3
+    with pytest.raises(NotFoundError, match="unknown adapter 'finance'"):
+        client.chat.completions.create(model="finance", messages=messages)
+
+
+def test_gradio_client_calls_the_ask_endpoint(served):
+    from gradio_client import Client
+
+    url, _ = served
+    result = Client(url, verbose=False).predict(QUESTION, "support", True, api_name="/ask")
+    assert result["adapter"] == "support" and result["question"] == QUESTION
+    assert "user-guide/02-knowledge-base.md" in {source["source"] for source in result["retrieved"]}
+
+
+def test_remote_generation_backend_gives_the_same_answers(served, tmp_path):
+    """A second instance sends generation to the first one's /v1 and keeps retrieval and citations."""
+    from openai import OpenAI
+
+    url, folder = served
+    local = OpenAI(base_url=url + "/v1", api_key="unused")
+    # only the manifest here (system prompt, scope); the weights stay with the generation server
+    (tmp_path / "adapters" / "support").mkdir(parents=True)
+    shutil.copy(folder / "adapters" / "support" / "domain.toml", tmp_path / "adapters" / "support")
+    with running_server(
+        tmp_path,
+        folder / "knowledge",
+        tmp_path / "adapters",
+        generation_url=url + "/v1",
+        generation_extra_body='{"use_retrieval": false}',
+    ) as remote_url:
+        remote = OpenAI(base_url=remote_url + "/v1", api_key="unused")
+        assert [model.id for model in remote.models.list()] == ["base", "support"]
+        for adapter in ("base", "support"):
+            messages = [{"role": "user", "content": QUESTION}]
+            direct = local.chat.completions.create(model=adapter, messages=messages)
+            relayed = remote.chat.completions.create(model=adapter, messages=messages)
+            assert relayed.choices[0].message.content == direct.choices[0].message.content
+            assert relayed.model_extra["citations"] == direct.model_extra["citations"]
+            assert relayed.usage.completion_tokens == direct.usage.completion_tokens > 0
+
+
+# Browser tests: Debian's chromium through Playwright (browser downloads are not possible here).
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
         )
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        page.goto(server)
-        page.locator("#question textarea").fill("How do I refresh the knowledge base?")
-        page.locator("#send").click()
-        chat = page.locator("#chat")
-        expect(chat.get_by_text("Sources (", exact=False)).to_be_visible(timeout=120_000)
-        answer = chat.locator(".message").filter(has_text="[1]").first
-        expect(answer).to_be_visible()
-        chat.get_by_text("Sources (", exact=False).click()
-        expect(chat.get_by_text("user-guide/02-knowledge-base.md").first).to_be_visible()
-        page.wait_for_timeout(800)  # let the panel finish opening before the screenshot
-        shots = Path(__file__).parent / "artifacts"
-        shots.mkdir(exist_ok=True)
-        page.screenshot(path=str(shots / "chat.png"), full_page=True)
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser, served):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(served[0])
+    yield page
+    context.close()
+
+
+def ask(page, question: str, timeout_ms: int = 120_000) -> list[str]:
+    """Ask in the Chat tab; returns the answer texts seen while it streamed, the final one last."""
+    from playwright.sync_api import expect
+
+    chat = page.locator("#chat")
+    before = chat.get_by_text("Sources (", exact=False).count()
+    page.locator("#question textarea").fill(question)
+    page.locator("#send").click()
+    seen: list[str] = []
+    for _ in range(timeout_ms // 50):
+        if chat.get_by_text("Sources (", exact=False).count() > before:
+            break
+        bots = chat.locator(".bot")
+        if bots.count():
+            text = bots.last.inner_text()
+            if text.strip() and (not seen or seen[-1] != text):
+                seen.append(text)
+        page.wait_for_timeout(50)
+    expect(chat.get_by_text("Sources (", exact=False).nth(before)).to_be_visible()
+    answer = chat.locator(".bot").filter(has_text="answered by").last
+    seen.append(answer.inner_text())
+    return seen
+
+
+@pytest.mark.browser
+def test_browser_streams_an_answer_whose_citation_opens_the_source(page):
+    from playwright.sync_api import expect
+
+    seen = ask(page, QUESTION)
+    assert len(seen) >= 3, "the answer should arrive in pieces"  # partial texts, then the final one
+    assert "[1]" in seen[-1] and "answered by Base model" in seen[-1]
+    chat = page.locator("#chat")
+    chat.get_by_text("Sources (", exact=False).last.click()
+    expect(chat.locator("mark").first).to_be_visible()  # the supporting passage is highlighted
+    with page.context.expect_page() as opened:
+        chat.locator("a", has_text="[1]").first.click()
+    source = opened.value
+    source.wait_for_load_state()
+    assert "/files/user-guide/02-knowledge-base.md" in source.url
+    assert "chatbot sync" in source.locator("body").inner_text()
+
+
+@pytest.mark.browser
+def test_browser_adapter_switch_labels_answers_and_compares_with_base(page):
+    from playwright.sync_api import expect
+
+    page.locator("#adapter input").click()
+    page.get_by_role("option", name="Helpdesk (support)").click()
+    expect(page.locator("#adapter-about")).to_contain_text("helpdesk voice")
+    page.locator("#compare-toggle input").check()
+    seen = ask(page, QUESTION)
+    assert "answered by Helpdesk" in seen[-1]
+    base_answer = page.locator("#compare .bot").filter(has_text="answered by Base model")
+    expect(base_answer).to_be_visible(timeout=120_000)
+    page.locator("#chat").get_by_text("Sources (", exact=False).last.click()
+    page.wait_for_timeout(500)  # let the panel finish opening before the screenshot
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / "chat.png"), full_page=True)
+
+
+@pytest.mark.browser
+def test_browser_upload_is_cited_and_delete_removes_it(page, served, tmp_path):
+    from playwright.sync_api import expect
+
+    _, folder = served
+    fact = tmp_path / "zorblat manual!.md"
+    fact.write_text("# Zorblat 9000\n\nThe Zorblat 9000 espresso machine must be descaled every 37 days.\n")
+    question = "How often must the Zorblat 9000 espresso machine be descaled?"
+
+    page.get_by_role("tab", name="Knowledge").click()
+    page.locator("#kb-upload input[type=file]").set_input_files(str(fact))
+    expect(page.locator("#kb-table")).to_contain_text("zorblat manual.md", timeout=60_000)
+    assert (folder / "knowledge" / "zorblat manual.md").read_bytes() == fact.read_bytes()
+
+    page.get_by_role("tab", name="Chat").click()
+    ask(page, question)
+    page.locator("#chat").get_by_text("Sources (", exact=False).last.click()
+    expect(page.locator("#chat a", has_text="zorblat manual.md").first).to_be_visible()
+
+    page.get_by_role("tab", name="Knowledge").click()
+    page.locator("#kb-doc input").click()
+    page.get_by_role("option", name="zorblat manual.md").click()
+    page.locator("#kb-delete").click()
+    expect(page.locator("#kb-message")).to_contain_text("deleted", timeout=60_000)
+    expect(page.locator("#kb-table")).not_to_contain_text("zorblat")
+    assert not (folder / "knowledge" / "zorblat manual.md").exists()
+
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_role("button", name="New conversation").click()
+    expect(page.locator("#chat").get_by_text("Sources (", exact=False)).to_have_count(0)
+    ask(page, question)
+    expect(page.locator("#chat")).not_to_contain_text("zorblat manual.md")
+
+
+@pytest.mark.browser
+def test_browser_two_users_at_once_keep_their_own_conversation_and_adapter(browser, served):
+    from playwright.sync_api import expect
+
+    pages = []
+    for _ in range(2):
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        page = context.new_page()
+        page.goto(served[0])
+        pages.append(page)
+    helpdesk, plain = pages
+    helpdesk.locator("#adapter input").click()
+    helpdesk.get_by_role("option", name="Helpdesk (support)").click()
+    questions = {helpdesk: "How do I switch the domain adapter?", plain: "Which file types can I index?"}
+    for page, question in questions.items():  # both queued before either answer is done
+        page.locator("#question textarea").fill(question)
+        page.locator("#send").click()
+    for page, label in ((helpdesk, "answered by Helpdesk"), (plain, "answered by Base model")):
+        expect(page.locator("#chat .bot").filter(has_text=label)).to_be_visible(timeout=180_000)
+    for page, question in questions.items():
+        other = next(q for p, q in questions.items() if p is not page)
+        chat = page.locator("#chat")
+        expect(chat).to_contain_text(question)
+        expect(chat).not_to_contain_text(other)
+        expect(chat.locator(".bot").filter(has_text="answered by")).to_have_count(1)
+    for page in pages:
+        page.context.close()

@@ -25,6 +25,7 @@ from langchain_core.indexing.base import RecordManager
 from tqdm.auto import tqdm
 
 from chatbot.knowledge.chunking import Chunker
+from chatbot.knowledge.keywords import KeywordIndex
 from chatbot.knowledge.loaders import LoadError, load_file
 from chatbot.knowledge.manifest import FileRecord, Manifest
 from chatbot.knowledge.scan import scan_folder
@@ -94,8 +95,10 @@ class KnowledgeSync:
         chunker: Chunker,
         max_bytes: int,
         lock_path: Path,
+        keywords: KeywordIndex | None = None,
     ) -> None:
         self.root = root
+        self.keywords = keywords
         self.store = store
         self.records = records
         self.manifest = manifest
@@ -142,6 +145,8 @@ class KnowledgeSync:
             self._index(documents, loaded, known, report, progress, show_progress)
             gone = sorted(set(known) - set(scan.files))
             self._delete(gone, report)
+            if self.keywords is not None:
+                self.keywords.reconcile(self.store)
             self.manifest.set_meta("last_sync", str(time.time()))
         report.seconds = time.perf_counter() - started
         return report

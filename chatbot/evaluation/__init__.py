@@ -1,0 +1,1 @@
+"""Evaluation: question sets, metrics, the ablation runner and its reports."""

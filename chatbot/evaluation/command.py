@@ -1,0 +1,88 @@
+"""``chatbot eval``: index the knowledge folder apart from the user's, run the cells, write reports."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chatbot.config import Settings
+from chatbot.evaluation.datasets import load_questions
+from chatbot.evaluation.report import write_reports
+from chatbot.evaluation.runner import cells, run_eval, summarize
+
+
+@dataclass
+class EvalRequest:
+    """What to evaluate; see ``chatbot eval --help``."""
+
+    questions: Path
+    knowledge: Path | None = None
+    adapters: list[str] = field(default_factory=lambda: ["base"])
+    ablation: bool = False
+    limit: int | None = None
+    only: list[str] = field(default_factory=list)
+    articles: int = 3
+    out: Path = Path("eval-results")
+    max_new_tokens: int = 128
+    retrieval_only: bool = False
+    seed: int = 0
+
+
+def eval_settings(settings: Settings, knowledge: Path, max_new_tokens: int, seed: int) -> Settings:
+    """The user's settings with the eval's own knowledge folder and index (kept between runs)."""
+    key = hashlib.sha1(str(knowledge.resolve()).encode()).hexdigest()[:12]
+    return settings.model_copy(
+        update={
+            "knowledge_dir": knowledge,
+            "data_dir": settings.data_dir / "eval-index" / key,
+            "cache_dir": settings.models_cache_dir,
+            "chroma_url": None,
+            "record_db_url": None,
+            "max_new_tokens": max_new_tokens,
+            "temperature": 0.0,
+            "seed": seed,
+        }
+    )
+
+
+def evaluate(settings: Settings, request: EvalRequest, show_progress: bool = True) -> dict[str, Any]:
+    """Run the eval; returns the summary with the report paths."""
+    import torch
+    from tqdm import tqdm
+
+    from chatbot.service import Chatbot
+
+    torch.manual_seed(request.seed)
+    items, knowledge = load_questions(
+        request.questions, request.knowledge, request.out, request.limit, request.only, request.articles, request.seed
+    )
+    if not items:
+        raise ValueError(f"no questions selected from {request.questions}")
+    bot = Chatbot(eval_settings(settings, knowledge, request.max_new_tokens, request.seed))
+    report = bot.sync(show_progress=show_progress)
+    chosen = cells(request.adapters, request.ablation)
+    for cell in chosen:
+        bot.adapters.get(cell.adapter)  # an unknown adapter fails now, not after an hour
+    started = time.perf_counter()
+    with tqdm(total=len(items) * len(chosen), desc="eval", unit="answer", disable=not show_progress) as bar:
+        records, retrieval = run_eval(bot, items, chosen, bar.update, request.retrieval_only)
+    summary = summarize(records, retrieval, items, bot.settings.top_k)
+    config = {
+        **{key: str(value) if isinstance(value, Path) else value for key, value in asdict(request).items()},
+        "knowledge_dir": str(knowledge),
+        "documents": report.unchanged + len(report.added) + len(report.updated),
+        "questions_answerable": sum(item.answerable for item in items),
+        "questions_unanswerable": sum(not item.answerable for item in items),
+        "top_k": bot.settings.top_k,
+        "min_relevance": bot.settings.min_relevance,
+        "retrieval_mode": bot.settings.retrieval_mode,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    for record in records:
+        record["retrieval"] = {k: v for k, v in retrieval.get(record["id"], {}).items() if k != "gold_files"}
+    title = f"{request.questions.name}: {len(items)} questions"
+    paths = write_reports(request.out, title, config, summary, records)
+    return {"config": config, "summary": summary, "reports": {k: str(v) for k, v in paths.items()}}

@@ -1,0 +1,155 @@
+"""Run the questions through each ablation cell and score every answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chatbot.chain import is_decline
+from chatbot.evaluation.metrics import (
+    best_f1,
+    contains_answer,
+    first_hit_rank,
+    is_gold_chunk,
+    mean,
+    recall_at_k,
+    reciprocal_rank,
+)
+from chatbot.qa import QAItem
+
+if TYPE_CHECKING:
+    from chatbot.service import Chatbot
+
+RETRIEVAL_DEPTH = 10  # chunks fetched for recall@k and MRR, beyond the answer's top_k
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One ablation cell: an adapter, with or without retrieval."""
+
+    adapter: str
+    use_retrieval: bool
+
+    @property
+    def name(self) -> str:
+        return f"{self.adapter} + {'retrieval' if self.use_retrieval else 'no retrieval'}"
+
+
+def cells(adapters: Sequence[str], ablation: bool) -> list[Cell]:
+    """(adapter x retrieval on/off) with ``ablation``, else every adapter with retrieval."""
+    return [Cell(a, r) for a in adapters for r in ((False, True) if ablation else (True,))]
+
+
+def retrieval_record(bot: Chatbot, item: QAItem, scope: dict | None, files: Sequence[str]) -> dict[str, Any]:
+    """Where the first gold chunk ranks among the ``RETRIEVAL_DEPTH`` best chunks."""
+    documents = bot.chain.retriever.invoke(item.question, k=RETRIEVAL_DEPTH, **({"filter": scope} if scope else {}))
+    gold_files = item.gold_files(files)
+    hits = [
+        is_gold_chunk(doc.page_content, str(doc.metadata.get("source")), gold_files, item.gold_passages)
+        for doc in documents
+    ]
+    return {"hits": hits, "first_gold_rank": first_hit_rank(hits), "gold_files": gold_files}
+
+
+def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], chunks: dict[str, str]) -> dict:
+    """Ask one question in one cell; the record holds the answer and every per-question metric."""
+    started = time.perf_counter()
+    answer = bot.ask(item.question, adapter=cell.adapter, use_retrieval=cell.use_retrieval, temperature=0.0)
+    seconds = time.perf_counter() - started
+    gold_files = item.gold_files(files)
+    citations = [
+        {
+            "n": source.n,
+            "source": source.source,
+            "cited_by": source.cited_by,
+            "supported": source.supported,
+            "gold": is_gold_chunk(
+                chunks.get(source.chunk_id or "", source.snippet), source.source, gold_files, item.gold_passages
+            ),
+        }
+        for source in answer.sources
+    ]
+    declined = answer.abstained or is_decline(answer.answer)
+    return {
+        "id": item.id,
+        "cell": cell.name,
+        "adapter": cell.adapter,
+        "use_retrieval": cell.use_retrieval,
+        "question": item.question,
+        "answerable": item.answerable,
+        "gold_answers": item.answers,
+        "answer": answer.answer,
+        "declined": declined,
+        "f1": best_f1(answer.answer, item.answers) if item.answerable else None,
+        "contains": contains_answer(answer.answer, item.answers) if item.answerable else None,
+        "retrieved": [source.source for source in answer.retrieved],
+        "citations": citations,
+        "seconds": round(seconds, 3),
+        "completion_tokens": answer.usage.get("completion_tokens", 0),
+    }
+
+
+def run_eval(
+    bot: Chatbot,
+    items: Sequence[QAItem],
+    chosen: Sequence[Cell],
+    progress: Callable[[int], None] | None = None,
+    retrieval_only: bool = False,
+) -> tuple[list[dict], dict[str, dict]]:
+    """Score every item in every cell; returns the per-question records and the retrieval records."""
+    files = sorted(bot.knowledge.manifest.all())
+    retrieval: dict[str, dict] = {}
+    records: list[dict] = []
+    for item in items:
+        scope = None
+        for cell in chosen:
+            if cell.use_retrieval:
+                scope = bot.adapters.get(cell.adapter).scope
+                break
+        found = retrieval_record(bot, item, scope, files)
+        retrieval[item.id] = found
+        if not retrieval_only:
+            documents = bot.chain.retrieve(item.question, scope)
+            chunks = {str(doc.metadata.get("chunk_id")): doc.page_content for doc in documents}
+            for cell in chosen:
+                records.append(score_answer(bot, item, cell, files, chunks))
+                if progress:
+                    progress(1)
+        elif progress:
+            progress(len(chosen))
+    return records, retrieval
+
+
+def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequence[QAItem], top_k: int) -> dict:
+    """Per-cell figures (and retrieval figures over the answerable items)."""
+    answerable_ids = {item.id for item in items if item.answerable and (item.gold_sources or item.gold_passages)}
+    ranked = [retrieval[i]["hits"] for i in answerable_ids if i in retrieval]
+    summary: dict[str, Any] = {
+        "retrieval": {
+            "questions": len(ranked),
+            "recall@1": mean([recall_at_k(h, 1) for h in ranked]),
+            f"recall@{top_k}": mean([recall_at_k(h, top_k) for h in ranked]),
+            f"recall@{RETRIEVAL_DEPTH}": mean([recall_at_k(h, RETRIEVAL_DEPTH) for h in ranked]),
+            "mrr": mean([reciprocal_rank(h) for h in ranked]),
+        },
+        "cells": {},
+    }
+    for cell in dict.fromkeys(record["cell"] for record in records):
+        rows = [r for r in records if r["cell"] == cell]
+        answerable = [r for r in rows if r["answerable"]]
+        unanswerable = [r for r in rows if not r["answerable"]]
+        cited = [c for r in rows for c in r["citations"]]
+        summary["cells"][cell] = {
+            "questions": len(rows),
+            "answer_f1": mean([r["f1"] for r in answerable]),
+            "answer_contains": mean([float(r["contains"]) for r in answerable]),
+            "citation_precision": mean([float(c["gold"]) for c in cited]),
+            "citation_coverage": mean([float(any(c["gold"] for c in r["citations"])) for r in answerable]),
+            "supported_citations": mean([float(bool(c["supported"])) for c in cited]),
+            "declined_unanswerable": mean([float(r["declined"]) for r in unanswerable]),
+            "declined_answerable": mean([float(r["declined"]) for r in answerable]),
+            "seconds_per_question": mean([r["seconds"] for r in rows]),
+        }
+    return summary

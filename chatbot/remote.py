@@ -1,0 +1,164 @@
+"""Generation on a remote OpenAI-compatible server that serves the adapters by model name.
+
+vLLM (``--enable-lora --lora-modules finance=adapters/finance``), LoRAX or another
+hybrid-chatbot's ``/v1`` do the decoding; retrieval, prompts and citations stay in this app.
+The adapter of a request is sent as ``model``; "base" is sent as ``generation_base_model``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field
+
+from chatbot.adapter_check import read_manifest
+from chatbot.adapters import Domain, UnknownAdapterError, scope_filter
+from chatbot.generation import BASE_ADAPTER, GenerationParams, GenerationStats
+from chatbot.llm import to_chat_messages
+
+REFRESH_EVERY_S = 10.0
+
+
+class RemoteChatModel(BaseChatModel):
+    """A LangChain chat model that streams from ``base_url``'s ``/chat/completions``."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    base_url: str
+    api_key: str | None = None
+    base_model: str = BASE_ADAPTER
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    params: GenerationParams = GenerationParams()
+    timeout_s: float = 600.0
+
+    @property
+    def _llm_type(self) -> str:
+        return "hybrid-chatbot-remote"
+
+    @cached_property
+    def client(self):  # noqa: ANN201 - openai.OpenAI
+        from openai import OpenAI
+
+        return OpenAI(base_url=self.base_url, api_key=self.api_key or "none", timeout=self.timeout_s, max_retries=1)
+
+    def model_id(self, adapter: str) -> str:
+        return self.base_model if adapter == BASE_ADAPTER else adapter
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        stats: GenerationStats = kwargs.get("stats") or GenerationStats()
+        fields = {name: kwargs[name] for name in GenerationParams.__dataclass_fields__ if name in kwargs}
+        params = GenerationParams(**{**self.params.__dict__, **fields})
+        request: dict[str, Any] = {
+            "model": self.model_id(kwargs.get("adapter", BASE_ADAPTER)),
+            "messages": to_chat_messages(messages),
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "extra_body": self.extra_body or None,
+        }
+        if params.temperature > 0:
+            request["top_p"] = params.top_p
+        if params.seed is not None:
+            request["seed"] = params.seed
+        started = time.perf_counter()
+        for event in self.client.chat.completions.create(**request):
+            if getattr(event, "usage", None):
+                stats.prompt_tokens = event.usage.prompt_tokens or 0
+                stats.new_tokens = event.usage.completion_tokens or 0
+            for choice in event.choices:
+                piece = choice.delta.content or ""
+                if not piece:
+                    continue
+                if stats.first_token_s is None:
+                    stats.first_token_s = time.perf_counter() - started
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                if run_manager:
+                    run_manager.on_llm_new_token(piece, chunk=chunk)
+                yield chunk
+        stats.seconds = time.perf_counter() - started
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = "".join(chunk.text for chunk in self._stream(messages, stop, run_manager, **kwargs))
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+class RemoteAdapters:
+    """The adapters the remote server lists (``GET /models``), with this app's domain manifests.
+
+    Same interface as :class:`~chatbot.adapters.AdapterRegistry`. A local ``adapters/<name>/
+    domain.toml`` still gives a remote adapter its display name, system prompt and knowledge scope.
+    """
+
+    def __init__(self, llm: RemoteChatModel, folder: Path, base_system_prompt: str) -> None:
+        self.llm = llm
+        self.folder = folder
+        self.base = Domain(BASE_ADAPTER, "Base model", f"The remote model {llm.base_model}.", base_system_prompt)
+        self._domains: dict[str, Domain] = {}
+        self._fetched_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def refresh(self, force: bool = False) -> None:
+        """Re-read the remote model list (at most every few seconds unless ``force``)."""
+        with self._lock:
+            if not force and time.monotonic() - self._fetched_at < REFRESH_EVERY_S:
+                return
+            models = self.llm.client.models.list()
+            domains = {}
+            for model in models.data:
+                if model.id in (self.llm.base_model, BASE_ADAPTER):
+                    continue
+                domains[model.id] = self._domain(model.id, getattr(model, "description", None) or "")
+            self._domains = domains
+            self._fetched_at = time.monotonic()
+
+    def _domain(self, name: str, description: str) -> Domain:
+        domain = Domain(name, name, description, self.base.system_prompt)
+        folder = self.folder / name
+        if folder.is_dir():
+            try:
+                manifest = read_manifest(folder)
+                domain.manifest = manifest
+                domain.display_name = str(manifest.get("display_name", name))
+                domain.description = str(manifest.get("description", description))
+                domain.system_prompt = str(manifest.get("system_prompt", self.base.system_prompt))
+                domain.scope = scope_filter(manifest)
+                domain.generation = dict(manifest.get("generation", {}))
+            except Exception as exc:  # a bad local manifest: the remote adapter still works, plainly
+                domain.warnings.append(f"local domain.toml ignored: {exc}")
+        return domain
+
+    def list(self) -> list[Domain]:
+        with self._lock:
+            return [self.base, *self._domains.values()]
+
+    def get(self, name: str | None) -> Domain:
+        if not name or name == BASE_ADAPTER:
+            return self.base
+        with self._lock:
+            domain = self._domains.get(name)
+        if domain is None:
+            available = ", ".join(d.name for d in self.list())
+            raise UnknownAdapterError(f"unknown adapter {name!r}; the remote server serves: {available}")
+        return domain

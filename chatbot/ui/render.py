@@ -1,0 +1,98 @@
+"""Markdown for the chat page: answers with clickable [n] markers, and the sources panel."""
+
+from __future__ import annotations
+
+import html
+import re
+from urllib.parse import quote
+
+from chatbot.answer import Answer, SourceRef
+from chatbot.generation import BASE_ADAPTER
+
+_MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+_FRAGMENT_WORDS = 6
+
+
+def document_url(source: SourceRef) -> str:
+    """Where a source opens: the file itself, a PDF at its page, text scrolled to the quote."""
+    url = "/files/" + quote(source.source)
+    if source.source.lower().endswith(".pdf"):
+        return url + (f"#page={source.page}" if source.page else "")
+    if source.quote:
+        # a text fragment: the browser scrolls to and highlights the first words of the quote
+        words = source.quote.split()[:_FRAGMENT_WORDS]
+        return url + "#:~:text=" + quote(" ".join(words), safe="")
+    return url
+
+
+def link_citations(text: str, sources: list[SourceRef]) -> str:
+    """Turn each ``[n]`` of ``text`` into a link to block n's document; unknown numbers stay text."""
+    by_number = {source.n: source for source in sources}
+
+    def linked(match: re.Match[str]) -> str:
+        parts = []
+        for part in match.group(1).split(","):
+            source = by_number.get(int(part))
+            label = f"[{int(part)}]"
+            parts.append(f"[{label}]({document_url(source)})" if source else label)
+        return "".join(parts)
+
+    return _MARKER.sub(linked, text)
+
+
+def answer_markdown(answer: Answer, domain_label: str) -> str:
+    """The answer with linked citations and a line naming the domain that wrote it."""
+    seconds = answer.timings.get("total_s")
+    facts = [f"answered by **{domain_label}**"]
+    if answer.used_retrieval:
+        facts.append(f"{len(answer.sources)} of {len(answer.retrieved)} sources cited")
+        if answer.unsupported:
+            facts.append("⚠️ unsupported citation " + ", ".join(f"[{n}]" for n in answer.unsupported))
+    else:
+        facts.append("knowledge base off")
+    if seconds is not None:
+        facts.append(f"{seconds:.1f} s")
+    return f"{link_citations(answer.answer, answer.sources)}\n\n<sub>{' · '.join(facts)}</sub>"
+
+
+def highlighted(source: SourceRef) -> str:
+    """The snippet, HTML-escaped, with the supporting passage marked."""
+    snippet = html.escape(source.snippet)
+    if source.quote:
+        passage = html.escape(source.quote)
+        if passage in snippet:
+            return snippet.replace(passage, f"<mark>{passage}</mark>", 1)
+    return snippet
+
+
+def _source_line(source: SourceRef) -> str:
+    where = f" · page {source.page}" if source.page is not None else ""
+    if source.section:
+        where += f" · {html.escape(source.section)}"
+    name = html.escape(source.source)
+    # an HTML block, so the snippet's own Markdown (headings, lists, backticks) is shown as text
+    return (
+        f"**[{source.n}]** [{name}]({document_url(source)}){where} · score {source.score:.2f}\n\n"
+        f"<blockquote class='source-quote'>{highlighted(source)}</blockquote>"
+    )
+
+
+def sources_markdown(answer: Answer) -> str:
+    """The sources panel of one answer: cited blocks first, other retrieved blocks after."""
+    if not answer.used_retrieval:
+        return "_Retrieval was off for this answer._"
+    if not answer.retrieved:
+        return "_Nothing in the knowledge base was relevant._"
+    cited = {source.n for source in answer.sources}
+    parts = [_source_line(source) for source in answer.sources] or ["_No source was cited._"]
+    others = [source for source in answer.retrieved if source.n not in cited]
+    if others:
+        parts.append(f"<details><summary>Also retrieved, not cited ({len(others)})</summary>\n")
+        parts.extend(_source_line(source) for source in others)
+        parts.append("</details>")
+    return "\n\n".join(parts)
+
+
+def sources_title(answer: Answer) -> str:
+    label = "" if answer.adapter == BASE_ADAPTER else f"{answer.adapter} · "
+    return f"{label}Sources ({len(answer.sources)} cited)"

@@ -1,0 +1,61 @@
+"""Start `chatbot serve` for real, as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import MODEL_CACHE
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_server(folder: Path, knowledge: Path, adapters: Path, **settings: str) -> Iterator[str]:
+    """The URL of a server with these folders and ``CHATBOT_*`` settings; stopped on exit."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
+    env.update(
+        CHATBOT_KNOWLEDGE_DIR=str(knowledge),
+        CHATBOT_ADAPTERS_DIR=str(adapters),
+        CHATBOT_DATA_DIR=str(folder / "data"),
+        CHATBOT_CACHE_DIR=str(MODEL_CACHE),
+        CHATBOT_MAX_NEW_TOKENS="40",
+        CHATBOT_PORT=str(port),
+    )
+    env.update({f"CHATBOT_{key.upper()}": value for key, value in settings.items()})
+    log_path = folder / f"serve-{port}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chatbot.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError("server exited: " + log_path.read_text())
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("server did not start: " + log_path.read_text())
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

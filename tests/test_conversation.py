@@ -1,0 +1,94 @@
+"""Conversations: follow-ups searched with their history, OpenAI message lists, chat-page rendering."""
+
+import pytest
+
+from chatbot.answer import Answer, SourceRef
+from chatbot.conversation import Turn, history_messages, joined_query, usable_rewrite
+from chatbot.openai_api import ChatMessage, split_conversation
+from chatbot.ui.render import answer_markdown, document_url, highlighted, link_citations, sources_markdown
+
+BIKE_QUESTION = "How far does the e-bike battery last on a full charge?"
+
+
+@pytest.fixture
+def two_topics(knowledge):
+    (knowledge / "bikes.md").write_text(
+        "# E-bike\n\nThe e-bike battery lasts 80 km on a full charge. In winter the e-bike range drops to 55 km.\n"
+    )
+    (knowledge / "garden.md").write_text(
+        "# Greenhouse\n\nThe greenhouse tomatoes are watered every morning at six. "
+        "In winter they are watered at eight.\n"
+    )
+    return knowledge
+
+
+def test_a_follow_up_is_searched_with_the_previous_question(make_bot, two_topics):
+    bot = make_bot(max_new_tokens=24)
+    bot.sync()
+    first = bot.ask(BIKE_QUESTION)
+    assert first.search_query is None and first.retrieved[0].source == "bikes.md"
+    history = [Turn(first.question, first.answer)]
+    follow_up = bot.ask("And in winter?", history=history)
+    assert follow_up.search_query == f"{BIKE_QUESTION} And in winter?"
+    assert follow_up.retrieved[0].source == "bikes.md"
+    alone = bot.ask("And in winter?")  # on its own the follow-up finds nothing relevant
+    assert alone.search_query is None and "bikes.md" not in [s.source for s in alone.retrieved[:1]]
+    off = make_bot(max_new_tokens=24, followup_query="off").ask("And in winter?", history=history)
+    assert off.search_query is None and off.retrieved == alone.retrieved
+    # the model also sees the earlier exchange (same search, without the history in the prompt)
+    unseen = make_bot(max_new_tokens=24, history_turns=0).ask("And in winter?", history=history)
+    assert unseen.retrieved == follow_up.retrieved
+    assert follow_up.usage["prompt_tokens"] > unseen.usage["prompt_tokens"] + 10
+
+
+def test_history_helpers():
+    history = [Turn("q1", "a1 [1]."), Turn("q2", "a2 [1, 2] and more [3].")]
+    messages = history_messages(history, turns=1)
+    assert [m.type for m in messages] == ["human", "ai"]
+    assert messages[1].content == "a2 and more."  # markers of old blocks are dropped
+    assert history_messages(history, turns=0) == []
+    assert joined_query(history, "q3") == "q2 q3"
+    assert usable_rewrite(' "What was the range in winter?" ', "And in winter?") == "What was the range in winter?"
+    assert usable_rewrite("line one\nline two", "q") is None
+    assert usable_rewrite("", "q") is None
+
+
+def test_openai_messages_become_system_history_and_question():
+    messages = [
+        ChatMessage(role="system", content="Be terse."),
+        ChatMessage(role="user", content="q1"),
+        ChatMessage(role="assistant", content="a1"),
+        ChatMessage(role="user", content="q2"),
+    ]
+    assert split_conversation(messages) == ("Be terse.", [Turn("q1", "a1")], "q2")
+    assert split_conversation(messages[:3])[2] is None  # the last message must be the user's
+    assert split_conversation([ChatMessage(role="user", content="q")]) == (None, [], "q")
+
+
+def _source(n: int, source: str, page: int | None = None, quote: str | None = None, snippet: str = "") -> SourceRef:
+    return SourceRef(n=n, source=source, page=page, snippet=snippet or (quote or "text"), score=0.5, quote=quote)
+
+
+def test_citation_links_and_highlights():
+    pdf = _source(1, "reports/q3 2023.pdf", page=7)
+    note = _source(2, "notes.md", quote="The code is 4711 for the gate.")
+    assert document_url(pdf) == "/files/reports/q3%202023.pdf#page=7"
+    assert document_url(note) == "/files/notes.md#:~:text=The%20code%20is%204711%20for%20the"
+    linked = link_citations("Sales rose [1]. The code is 4711 [2, 9].", [pdf, note])
+    assert linked == f"Sales rose [[1]]({document_url(pdf)}). The code is 4711 [[2]]({document_url(note)})[9]."
+    hostile = _source(
+        3, "x.md", quote="<script>alert(1)</script> is here.", snippet="Before. <script>alert(1)</script> is here."
+    )
+    assert highlighted(hostile) == "Before. <mark>&lt;script&gt;alert(1)&lt;/script&gt; is here.</mark>"
+
+
+def test_sources_panel_lists_cited_first_and_the_rest_as_secondary():
+    cited, other = _source(1, "a.md", quote="A fact."), _source(2, "b.md")
+    answer = Answer("q", "A fact [1].", "finance", sources=[cited], retrieved=[cited, other], timings={"total_s": 1.23})
+    panel = sources_markdown(answer)
+    assert panel.index("a.md") < panel.index("Also retrieved, not cited (1)") < panel.index("b.md")
+    assert "answered by **Analyst**" in answer_markdown(
+        answer, "Analyst"
+    ) and "1 of 2 sources cited" in answer_markdown(answer, "Analyst")
+    off = Answer("q", "text", "base", used_retrieval=False)
+    assert sources_markdown(off) == "_Retrieval was off for this answer._"
