@@ -69,15 +69,50 @@ def scope_filter(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return {"folder": folders[0]} if len(folders) == 1 else {"folder": {"$in": folders}}
 
 
-class AdapterRegistry:
+def apply_manifest(domain: Domain, manifest: dict[str, Any]) -> None:
+    """Fill a domain's display name, description, system prompt, scope and defaults from ``domain.toml``."""
+    domain.manifest = manifest
+    domain.display_name = str(manifest.get("display_name", domain.name))
+    domain.description = str(manifest.get("description", domain.description))
+    domain.system_prompt = str(manifest.get("system_prompt", domain.system_prompt))
+    domain.scope = scope_filter(manifest)
+    domain.generation = dict(manifest.get("generation", {}))
+
+
+class DomainRegistry:
+    """The base domain and the named ones, looked up safely from any thread."""
+
+    def __init__(self, base: Domain) -> None:
+        self.base = base
+        self._domains: dict[str, Domain] = {}
+        self._lock = threading.Lock()
+
+    def list(self) -> list[Domain]:
+        """The base domain first, then every adapter with its status."""
+        with self._lock:
+            return [self.base, *self._domains.values()]
+
+    def get(self, name: str | None) -> Domain:
+        """The ready domain called ``name`` ("base" when None)."""
+        if not name or name == BASE_ADAPTER:
+            return self.base
+        with self._lock:
+            domain = self._domains.get(name)
+        if domain is None:
+            available = ", ".join(d.name for d in self.list() if d.ready)
+            raise UnknownAdapterError(f"unknown adapter {name!r}; available: {available}")
+        if domain.error:
+            raise UnknownAdapterError(f"adapter {name!r} failed to load: {domain.error}")
+        return domain
+
+
+class AdapterRegistry(DomainRegistry):
     """All adapters of one folder, attached to one generator's base model."""
 
     def __init__(self, folder: Path, generator: Generator, base_system_prompt: str) -> None:
+        super().__init__(Domain(BASE_ADAPTER, "Base model", "The base model without an adapter.", base_system_prompt))
         self.folder = folder
         self.generator = generator
-        self.base = Domain(BASE_ADAPTER, "Base model", "The base model without an adapter.", base_system_prompt)
-        self._domains: dict[str, Domain] = {}
-        self._lock = threading.Lock()
 
     def refresh(self) -> None:
         """Load new or changed adapter folders and drop removed ones."""
@@ -105,13 +140,7 @@ class AdapterRegistry:
         try:
             if name == BASE_ADAPTER:
                 raise ValueError(f"the name {BASE_ADAPTER!r} is reserved for the model without adapter")
-            manifest = read_manifest(path)
-            domain.manifest = manifest
-            domain.display_name = str(manifest.get("display_name", name))
-            domain.description = str(manifest.get("description", ""))
-            domain.system_prompt = str(manifest.get("system_prompt", self.base.system_prompt))
-            domain.scope = scope_filter(manifest)
-            domain.generation = dict(manifest.get("generation", {}))
+            apply_manifest(domain, read_manifest(path))
             problems, warnings = check_adapter(path, self.generator.base.model, self.generator.base.fingerprint)
             if problems:
                 raise ValueError("; ".join(problems))
@@ -148,21 +177,3 @@ class AdapterRegistry:
         if domain is not None and domain.ready and name in getattr(model, "peft_config", {}):
             with self.generator.exclusive:
                 model.delete_adapter(name)
-
-    def list(self) -> list[Domain]:
-        """The base domain first, then every adapter folder with its status."""
-        with self._lock:
-            return [self.base, *self._domains.values()]
-
-    def get(self, name: str | None) -> Domain:
-        """The ready domain called ``name`` ("base" when None)."""
-        if not name or name == BASE_ADAPTER:
-            return self.base
-        with self._lock:
-            domain = self._domains.get(name)
-        if domain is None:
-            available = ", ".join(d.name for d in self.list() if d.ready)
-            raise UnknownAdapterError(f"unknown adapter {name!r}; available: {available}")
-        if domain.error:
-            raise UnknownAdapterError(f"adapter {name!r} failed to load: {domain.error}")
-        return domain

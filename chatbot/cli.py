@@ -272,6 +272,9 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Folder for results.json, summary.md, report.html.")] = Path("eval-results"),
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit.")] = 128,
     retrieval_only: Annotated[bool, typer.Option(help="Only measure retrieval (no answers).")] = False,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Measure retrieval, answers, citations and abstention, per adapter and with/without retrieval."""
@@ -293,7 +296,8 @@ def evaluate(
         retrieval_only=retrieval_only,
     )
     try:
-        result = run_eval(_settings(), request, show_progress=not as_json and sys.stderr.isatty())
+        show = progress if progress is not None else not as_json and sys.stderr.isatty()
+        result = run_eval(_settings(), request, show_progress=show)
     except (UnknownAdapterError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from exc
     if as_json:

@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     retrieval_mode: Literal["vector", "hybrid"] = Field(
         "vector", description="vector: embeddings only; hybrid: BM25 keywords + vectors, fused by rank."
     )
+    keyword_weight: float = Field(0.5, ge=0.0, le=4.0, description="Hybrid: BM25 ranking weight (vector = 1).")
     followup_query: Literal["history", "model", "off"] = Field(
         "history", description="How a follow-up becomes a standalone search query (see docs/configuration.md)."
     )

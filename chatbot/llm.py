@@ -24,21 +24,22 @@ def to_chat_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
     return [{"role": _ROLES.get(message.type, message.type), "content": str(message.content)} for message in messages]
 
 
-class LocalChatModel(BaseChatModel):
-    """Chat model backed by the in-process transformers model and its LoRA adapters."""
+class StreamingChatModel(BaseChatModel):
+    """A chat model defined by :meth:`pieces`; bind ``adapter``, ``stats`` and generation parameters per call."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    generator: Generator
     params: GenerationParams = GenerationParams()
 
-    @property
-    def _llm_type(self) -> str:
-        return "hybrid-chatbot-local"
-
     def _params(self, kwargs: dict[str, Any]) -> GenerationParams:
+        """The default parameters with the call's overrides (``llm.bind(max_new_tokens=...)``)."""
         fields = {name: kwargs[name] for name in GenerationParams.__dataclass_fields__ if name in kwargs}
         return GenerationParams(**{**self.params.__dict__, **fields})
+
+    def pieces(
+        self, messages: list[dict[str, str]], params: GenerationParams, adapter: str, stats: GenerationStats
+    ) -> Iterator[str]:
+        raise NotImplementedError
 
     def _stream(
         self,
@@ -49,7 +50,7 @@ class LocalChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         stats: GenerationStats = kwargs.get("stats") or GenerationStats()
         adapter = kwargs.get("adapter", BASE_ADAPTER)
-        for piece in self.generator.stream(to_chat_messages(messages), self._params(kwargs), adapter, stats):
+        for piece in self.pieces(to_chat_messages(messages), self._params(kwargs), adapter, stats):
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
@@ -64,3 +65,19 @@ class LocalChatModel(BaseChatModel):
     ) -> ChatResult:
         text = "".join(chunk.text for chunk in self._stream(messages, stop, run_manager, **kwargs))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+class LocalChatModel(StreamingChatModel):
+    """Chat model backed by the in-process transformers model and its LoRA adapters."""
+
+    generator: Generator
+
+    @property
+    def _llm_type(self) -> str:
+        return "hybrid-chatbot-local"
+
+    def pieces(
+        self, messages: list[dict[str, str]], params: GenerationParams, adapter: str, stats: GenerationStats
+    ) -> Iterator[str]:
+        """The reply's text pieces as they are generated, for ``adapter``."""
+        return self.generator.stream(messages, params, adapter, stats)

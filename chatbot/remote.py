@@ -7,37 +7,29 @@ The adapter of a request is sent as ``model``; "base" is sent as ``generation_ba
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from chatbot.adapter_check import read_manifest
-from chatbot.adapters import Domain, UnknownAdapterError, scope_filter
+from chatbot.adapters import Domain, DomainRegistry, apply_manifest
 from chatbot.generation import BASE_ADAPTER, GenerationParams, GenerationStats
-from chatbot.llm import to_chat_messages
+from chatbot.llm import StreamingChatModel
 
 REFRESH_EVERY_S = 10.0
 
 
-class RemoteChatModel(BaseChatModel):
+class RemoteChatModel(StreamingChatModel):
     """A LangChain chat model that streams from ``base_url``'s ``/chat/completions``."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     base_url: str
     api_key: str | None = None
     base_model: str = BASE_ADAPTER
     extra_body: dict[str, Any] = Field(default_factory=dict)
-    params: GenerationParams = GenerationParams()
     timeout_s: float = 600.0
 
     @property
@@ -53,19 +45,13 @@ class RemoteChatModel(BaseChatModel):
     def model_id(self, adapter: str) -> str:
         return self.base_model if adapter == BASE_ADAPTER else adapter
 
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        stats: GenerationStats = kwargs.get("stats") or GenerationStats()
-        fields = {name: kwargs[name] for name in GenerationParams.__dataclass_fields__ if name in kwargs}
-        params = GenerationParams(**{**self.params.__dict__, **fields})
+    def pieces(
+        self, messages: list[dict[str, str]], params: GenerationParams, adapter: str, stats: GenerationStats
+    ) -> Iterator[str]:
+        """Stream the reply from the remote server, with ``adapter`` as the model name."""
         request: dict[str, Any] = {
-            "model": self.model_id(kwargs.get("adapter", BASE_ADAPTER)),
-            "messages": to_chat_messages(messages),
+            "model": self.model_id(adapter),
+            "messages": messages,
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
             "stream": True,
@@ -87,24 +73,11 @@ class RemoteChatModel(BaseChatModel):
                     continue
                 if stats.first_token_s is None:
                     stats.first_token_s = time.perf_counter() - started
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
-                if run_manager:
-                    run_manager.on_llm_new_token(piece, chunk=chunk)
-                yield chunk
+                yield piece
         stats.seconds = time.perf_counter() - started
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        text = "".join(chunk.text for chunk in self._stream(messages, stop, run_manager, **kwargs))
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
 
-
-class RemoteAdapters:
+class RemoteAdapters(DomainRegistry):
     """The adapters the remote server lists (``GET /models``), with this app's domain manifests.
 
     Same interface as :class:`~chatbot.adapters.AdapterRegistry`. A local ``adapters/<name>/
@@ -112,12 +85,10 @@ class RemoteAdapters:
     """
 
     def __init__(self, llm: RemoteChatModel, folder: Path, base_system_prompt: str) -> None:
+        super().__init__(Domain(BASE_ADAPTER, "Base model", f"The remote model {llm.base_model}.", base_system_prompt))
         self.llm = llm
         self.folder = folder
-        self.base = Domain(BASE_ADAPTER, "Base model", f"The remote model {llm.base_model}.", base_system_prompt)
-        self._domains: dict[str, Domain] = {}
         self._fetched_at = float("-inf")
-        self._lock = threading.Lock()
 
     def refresh(self, force: bool = False) -> None:
         """Re-read the remote model list (at most every few seconds unless ``force``)."""
@@ -138,27 +109,7 @@ class RemoteAdapters:
         folder = self.folder / name
         if folder.is_dir():
             try:
-                manifest = read_manifest(folder)
-                domain.manifest = manifest
-                domain.display_name = str(manifest.get("display_name", name))
-                domain.description = str(manifest.get("description", description))
-                domain.system_prompt = str(manifest.get("system_prompt", self.base.system_prompt))
-                domain.scope = scope_filter(manifest)
-                domain.generation = dict(manifest.get("generation", {}))
+                apply_manifest(domain, read_manifest(folder))
             except Exception as exc:  # a bad local manifest: the remote adapter still works, plainly
                 domain.warnings.append(f"local domain.toml ignored: {exc}")
-        return domain
-
-    def list(self) -> list[Domain]:
-        with self._lock:
-            return [self.base, *self._domains.values()]
-
-    def get(self, name: str | None) -> Domain:
-        if not name or name == BASE_ADAPTER:
-            return self.base
-        with self._lock:
-            domain = self._domains.get(name)
-        if domain is None:
-            available = ", ".join(d.name for d in self.list())
-            raise UnknownAdapterError(f"unknown adapter {name!r}; the remote server serves: {available}")
         return domain

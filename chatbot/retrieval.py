@@ -46,6 +46,7 @@ class ScoredRetriever(BaseRetriever):
     min_relevance: float = 0.35
     keywords: KeywordIndex | None = None
     candidates: int = 20  # per ranking, before fusion
+    keyword_weight: float = 0.5  # weight of the BM25 ranking against the vector ranking (1.0)
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
@@ -75,8 +76,9 @@ class ScoredRetriever(BaseRetriever):
                     Document(page_content=text, metadata=meta or {}), _cosine(embedding, list(vec)), doc_id
                 )
         fused: dict[str, float] = {}
-        for ranking in ([doc.id for doc in vector], [i for i in keyword_ids if i in by_id]):
+        rankings = ((1.0, [doc.id for doc in vector]), (self.keyword_weight, [i for i in keyword_ids if i in by_id]))
+        for weight, ranking in rankings:
             for rank, doc_id in enumerate(ranking, 1):
-                fused[doc_id] = fused.get(doc_id, 0.0) + 1.0 / (RRF_K + rank)
+                fused[doc_id] = fused.get(doc_id, 0.0) + weight / (RRF_K + rank)
         ranked = sorted(fused, key=lambda doc_id: -fused[doc_id])
         return [by_id[i] for i in ranked if by_id[i].metadata["score"] >= self.min_relevance][:k]

@@ -225,6 +225,7 @@ class Chatbot:
             top_k=s.top_k,
             min_relevance=s.min_relevance,
             keywords=self.keywords if s.retrieval_mode == "hybrid" else None,
+            keyword_weight=s.keyword_weight,
         )
         return RagChain(retriever, llm)
 
@@ -270,29 +271,13 @@ class Chatbot:
                 return rewrite
         return joined_query(history, question)
 
-    def stream(
-        self,
-        question: str,
-        adapter: str | None = None,
-        use_retrieval: bool = True,
-        history: Sequence[Turn] = (),
-        system_prompt: str | None = None,
-        **generation: Any,
-    ) -> Iterator[str | Answer]:
-        """Text pieces as they are generated, then the :class:`Answer`."""
-        return self.chain.stream(self.request(question, adapter, use_retrieval, history, system_prompt, **generation))
+    def stream(self, question: str, *args: Any, **kwargs: Any) -> Iterator[str | Answer]:
+        """Text pieces as they are generated, then the :class:`Answer` (arguments as :meth:`request`)."""
+        return self.chain.stream(self.request(question, *args, **kwargs))
 
-    def ask(
-        self,
-        question: str,
-        adapter: str | None = None,
-        use_retrieval: bool = True,
-        history: Sequence[Turn] = (),
-        system_prompt: str | None = None,
-        **generation: Any,
-    ) -> Answer:
-        """Answer one question with citations (``history``: the conversation so far)."""
-        return self.chain.ask(self.request(question, adapter, use_retrieval, history, system_prompt, **generation))
+    def ask(self, question: str, *args: Any, **kwargs: Any) -> Answer:
+        """Answer one question with citations (arguments as :meth:`request`)."""
+        return self.chain.ask(self.request(question, *args, **kwargs))
 
     def adapter_rows(self) -> list[dict[str, Any]]:
         """One row per adapter folder (after a refresh), for ``chatbot adapters list`` and the UI."""

@@ -92,3 +92,13 @@ def test_sources_panel_lists_cited_first_and_the_rest_as_secondary():
     ) and "1 of 2 sources cited" in answer_markdown(answer, "Analyst")
     off = Answer("q", "text", "base", used_retrieval=False)
     assert sources_markdown(off) == "_Retrieval was off for this answer._"
+
+
+def test_unsupported_citations_are_flagged_on_the_page():
+    good = SourceRef(n=1, source="a.md", page=None, snippet="x", score=0.5, support=1.0, supported=True)
+    bad = SourceRef(n=2, source="b.md", page=None, snippet="y", score=0.4, support=0.2, supported=False)
+    answer = Answer("q", "One [1]. Two [2].", "base", sources=[good, bad], retrieved=[good, bad])
+    assert answer.unsupported == [2] and answer.to_json()["unsupported_citations"] == [2]
+    assert "unsupported citation [2]" in answer_markdown(answer, "Base model")
+    panel = sources_markdown(answer)
+    assert panel.count("not supported by this block") == 1 and "support 20%" in panel

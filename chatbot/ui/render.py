@@ -69,6 +69,8 @@ def _source_line(source: SourceRef) -> str:
     where = f" · page {source.page}" if source.page is not None else ""
     if source.section:
         where += f" · {html.escape(source.section)}"
+    if source.supported is False:
+        where += f" · ⚠️ the cited sentence is not supported by this block (support {source.support or 0:.0%})"
     name = html.escape(source.source)
     # an HTML block, so the snippet's own Markdown (headings, lists, backticks) is shown as text
     return (

@@ -1,0 +1,183 @@
+"""Evaluation: metrics on hand-made cases, the question readers, the citation check, the 2x2 wiring."""
+
+import json
+import shutil
+
+import pytest
+
+from chatbot.citations import check_citations, claims_by_block
+from chatbot.evaluation.datasets import load_questions, read_squad
+from chatbot.evaluation.metrics import (
+    best_f1,
+    contains_answer,
+    first_hit_rank,
+    is_gold_chunk,
+    normalize_answer,
+    recall_at_k,
+    reciprocal_rank,
+    token_f1,
+)
+from chatbot.evaluation.report import write_reports
+from chatbot.evaluation.runner import cells, summarize
+from chatbot.qa import QAItem, read_qa
+from tests.conftest import REPO
+
+
+def test_answer_metrics_follow_squad():
+    assert normalize_answer("The  Eiffel-Tower, in Paris!") == "eiffeltower in paris"
+    assert token_f1("the cat sat", "a cat sat down") == pytest.approx(2 * (2 / 2) * (2 / 3) / (1 + 2 / 3))
+    assert token_f1("dogs", "cats") == 0.0
+    assert token_f1("", "") == 1.0
+    assert best_f1("in 1867", ["1867", "the year 1867"]) == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert contains_answer("It was founded in 1867 by ...", ["1867"])
+    assert not contains_answer("It was founded in 18670.", ["1867"])  # whole tokens only
+    assert not contains_answer("anything", [])
+
+
+def test_retrieval_metrics():
+    hits = [False, False, True, False]
+    assert first_hit_rank(hits) == 3 and reciprocal_rank(hits) == pytest.approx(1 / 3)
+    assert recall_at_k(hits, 2) == 0.0 and recall_at_k(hits, 3) == 1.0
+    assert reciprocal_rank([False]) == 0.0 and first_hit_rank([]) is None
+    passage = "Warsaw is the capital and largest city of Poland. It stands on the Vistula River."
+    assert is_gold_chunk("It stands on the Vistula River.", "w.md", ["other.md"], [passage])
+    assert not is_gold_chunk("Krakow is in the south of Poland near the Tatra mountains.", "w.md", ["w.md"], [passage])
+    assert is_gold_chunk("any text", "w.md", ["w.md"], [])  # no passages: the gold file decides
+
+
+def test_citation_check_flags_sentences_the_block_does_not_support():
+    blocks = ["Revenue was 12 billion dollars in the third quarter.", "The CEO resigned in March after the audit."]
+    answer = "Revenue was 12 billion dollars in the third quarter [1]. The audit found fraud in Berlin offices [1]."
+    checks = check_citations(claims_by_block(answer, 2), blocks)
+    assert checks[1] < 0.5  # the second sentence cites block 1, which does not contain it
+    assert check_citations(claims_by_block("Revenue was 12 billion dollars [1].", 2), blocks) == {1: 1.0}
+    assert check_citations(claims_by_block("Yes [2].", 2), blocks) == {2: 1.0}  # too short to judge
+
+
+def test_generic_jsonl_reader(tmp_path):
+    path = tmp_path / "q.jsonl"
+    rows = [
+        {"question": "Q1?", "answers": ["a"], "gold_sources": ["x.md"], "gold_passages": ["p"]},
+        {"question": "Q2?", "answers": []},
+    ]
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    items, folder = load_questions(path, tmp_path, tmp_path / "out")
+    assert folder == tmp_path and [i.answerable for i in items] == [True, False]
+    assert items[0].gold_passages == ["p"] and items[0].gold_files(["x.md", "y.md"]) == ["x.md"]
+    with pytest.raises(ValueError, match="--knowledge"):
+        load_questions(path, None, tmp_path / "out")
+
+
+def test_sec_reader_keeps_the_held_out_companies(shared_data, tmp_path):
+    items, _ = load_questions(shared_data / "sec10q" / "qna_data.csv", tmp_path, tmp_path, only=["INTC", "NVDA"])
+    assert len(items) == 73 and len(read_qa(shared_data / "sec10q" / "qna_data.csv")) == 195
+    assert all(any(key in " ".join(i.gold_sources) for key in ("INTC", "NVDA")) for i in items)
+    assert all("SOURCE" not in answer for i in items for answer in i.answers)
+
+
+def _squad(tmp_path):
+    def qa(qid, question, answer=None):
+        if answer is None:
+            return {"id": qid, "question": question, "answers": [], "is_impossible": True}
+        return {
+            "id": qid,
+            "question": question,
+            "answers": [{"text": answer, "answer_start": 0}],
+            "is_impossible": False,
+        }
+
+    data = {
+        "version": "v2.0",
+        "data": [
+            {"title": "Old_Article", "paragraphs": [{"context": "Never used.", "qas": [qa("o1", "Skip?", "x")]}]},
+            {
+                "title": "Blue_Whale",
+                "paragraphs": [
+                    {"context": "The blue whale eats krill.", "qas": [qa("b1", "What does it eat?", "krill")]},
+                    {
+                        "context": "It can be 30 metres long.",
+                        "qas": [qa("b2", "How long?", "30 metres"), qa("b3", "How old is the sea?")],
+                    },
+                ],
+            },
+        ],
+    }
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_squad_reader_writes_articles_and_balances_answerable(tmp_path):
+    path = _squad(tmp_path)
+    items = read_squad(path, tmp_path / "kb", articles=1)
+    assert sorted(p.name for p in (tmp_path / "kb").iterdir()) == ["Blue_Whale.md"]
+    text = (tmp_path / "kb" / "Blue_Whale.md").read_text()
+    assert text.startswith("# Blue Whale") and "30 metres long" in text and "Never used" not in text
+    by_id = {item.id: item for item in items}
+    assert by_id["b2"].gold_passages == ["It can be 30 metres long."] and by_id["b2"].answers == ["30 metres"]
+    assert not by_id["b3"].answerable and by_id["b3"].gold_sources == ["Blue_Whale.md"]
+    balanced = read_squad(path, tmp_path / "kb2", articles=1, limit=2)
+    assert sorted(item.answerable for item in balanced) == [False, True]
+    items, folder = load_questions(path, None, tmp_path / "out", articles=2)
+    assert folder == tmp_path / "out" / "squad-knowledge" and len(items) == 4
+
+
+def test_summary_and_reports(tmp_path):
+    items = [QAItem("q1", ["a"], ["x.md"], id="1"), QAItem("q2", [], id="2")]
+    record = {
+        "cell": "base + retrieval",
+        "answerable": True,
+        "f1": 0.5,
+        "contains": True,
+        "declined": False,
+        "citations": [{"gold": True, "supported": True}, {"gold": False, "supported": False}],
+        "seconds": 2.0,
+        "question": "q1",
+        "gold_answers": ["a"],
+        "answer": "a [1]",
+    }
+    unanswerable = {**record, "answerable": False, "f1": None, "contains": None, "declined": True, "citations": []}
+    retrieval = {"1": {"hits": [False, True]}, "2": {"hits": []}}
+    summary = summarize([record, unanswerable], retrieval, items, top_k=4)
+    assert summary["retrieval"]["recall@1"] == 0.0 and summary["retrieval"]["mrr"] == 0.5
+    cell = summary["cells"]["base + retrieval"]
+    assert cell["citation_precision"] == 0.5 and cell["citation_coverage"] == 1.0
+    assert cell["supported_citations"] == 0.5 and cell["declined_unanswerable"] == 1.0
+    assert cell["declined_answerable"] == 0.0
+    paths = write_reports(tmp_path, "demo", {}, summary, [record, unanswerable])
+    assert "| citation precision | 0.500 |" in paths["markdown"].read_text()
+    assert paths["html"].read_text().count("data:image/png;base64,") == 8
+    assert json.loads(paths["json"].read_text())["summary"] == summary
+
+
+def test_ablation_cells_retrieve_only_with_retrieval_and_use_their_adapter(make_settings, user_guide, tmp_path):
+    from chatbot.evaluation.command import EvalRequest, evaluate
+
+    shutil.copytree(REPO / "adapters" / "support", tmp_path / "adapters" / "support")
+    questions = tmp_path / "q.jsonl"
+    rows = [
+        {"question": "How do I refresh the knowledge base?", "answers": ["chatbot sync"], "gold_sources": ["02-*"]},
+        {"question": "What is the boiling point of mercury?", "answers": []},
+    ]
+    questions.write_text("\n".join(json.dumps(row) for row in rows))
+    assert [c.name for c in cells(["base", "support"], True)] == [
+        "base + no retrieval",
+        "base + retrieval",
+        "support + no retrieval",
+        "support + retrieval",
+    ]
+    request = EvalRequest(
+        questions=questions, knowledge=user_guide, adapters=["base", "support"], ablation=True, out=tmp_path / "out"
+    )
+    result = evaluate(make_settings(max_new_tokens=32), request, show_progress=False)
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
+    assert len(records) == 8 and set(result["summary"]["cells"]) == {r["cell"] for r in records}
+    for record in records:
+        if not record["use_retrieval"]:
+            assert record["retrieved"] == [] and record["citations"] == []
+    first = {r["cell"]: r for r in records if r["id"] == "1"}
+    assert first["base + retrieval"]["retrieved"] and first["support + retrieval"]["retrieved"]
+    assert first["base + retrieval"]["retrieval"]["first_gold_rank"] == 1
+    assert first["support + no retrieval"]["answer"] != first["base + no retrieval"]["answer"]
+    assert first["support + retrieval"]["answer"] != first["base + retrieval"]["answer"]
+    assert result["summary"]["retrieval"]["recall@1"] == 1.0

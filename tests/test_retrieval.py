@@ -1,0 +1,50 @@
+"""Hybrid retrieval: the BM25 keyword index follows the sync, and fusion keeps the relevance floor."""
+
+import sqlite3
+
+import pytest
+
+TOPICS = {
+    "pump.md": "# Pump\n\nPart XJ-4471 is the replacement gasket for the pump housing. Tighten it by hand.",
+    "garden.md": "# Garden\n\nTomatoes need six hours of sun and water every morning.",
+    "bikes.md": "# Bikes\n\nThe e-bike battery lasts 80 km on a full charge.",
+    "kitchen.md": "# Kitchen\n\nThe oven preheats to 200 degrees in ten minutes.",
+}
+
+
+@pytest.fixture
+def topics(knowledge):
+    for name, text in TOPICS.items():
+        (knowledge / name).write_text(text)
+    return knowledge
+
+
+def _vector_ids(bot) -> set[str]:
+    return set(bot.store.get(include=[])["ids"])
+
+
+def test_keyword_index_follows_every_sync_and_repairs_itself(make_bot, topics):
+    bot = make_bot(retrieval_mode="hybrid")
+    bot.sync()
+    assert bot.keywords.ids() == _vector_ids(bot) and len(_vector_ids(bot)) >= 4
+    (topics / "garden.md").unlink()
+    (topics / "pump.md").write_text(TOPICS["pump.md"] + "\n\nA second gasket, part XJ-4472, fits the old model.")
+    bot.sync()
+    assert bot.keywords.ids() == _vector_ids(bot)
+    with sqlite3.connect(bot.settings.data_dir / "keywords.sqlite") as db:  # as after a crash mid-update
+        db.execute("DELETE FROM chunks WHERE rowid IN (SELECT rowid FROM chunks LIMIT 2)")
+        db.execute("INSERT INTO chunks (id, text) VALUES ('ghost', 'a chunk Chroma no longer has')")
+    bot.sync()
+    assert bot.keywords.ids() == _vector_ids(bot)
+
+
+def test_hybrid_finds_exact_codes_and_keeps_the_floor(make_bot, topics):
+    hybrid = make_bot(retrieval_mode="hybrid")
+    hybrid.sync()
+    found = hybrid.chain.retrieve("Which part is XJ-4471?")
+    assert found[0].metadata["source"] == "pump.md" and found[0].metadata["score"] >= 0.35
+    assert hybrid.keywords.search("XJ-4471 gasket", 3)[0] in {doc.id for doc in found}
+    # a keyword match alone does not get past the similarity floor
+    assert hybrid.keywords.search("hand", 3)  # "Tighten it by hand." matches the word
+    assert hybrid.chain.retrieve("hand") == []
+    assert hybrid.chain.retrieve("zzqx vprt") == []
