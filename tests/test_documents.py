@@ -1,11 +1,13 @@
 """Documents as the UI handles them: served read-only from the knowledge folder, uploaded, deleted."""
 
 import os
+import shutil
 
 import pytest
 from fastapi.testclient import TestClient
 
 from chatbot.knowledge.documents import DocumentError, delete_document, resolve_document, sanitize_filename, save_upload
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -107,3 +109,66 @@ def test_login_protects_the_page_and_the_documents(app):
     assert http.post("/login", data={"username": "ada", "password": "lovelace"}).status_code == 200
     response = http.get("/files/notes/fact.md")
     assert response.status_code == 200 and "4711" in response.text
+
+
+def test_knowledge_tab_lists_documents_and_reports_sync_activity(make_bot, library):
+    from chatbot.ui.knowledge_tab import document_rows, status_markdown
+
+    bot = make_bot()
+    bot.sync()
+    rows = {row[0]: row for row in document_rows(bot)}
+    assert set(rows) == {"notes/fact.md", "page.html"}
+    assert rows["notes/fact.md"][1:4] == ["md", "", 1] and rows["notes/fact.md"][5] == ""
+    status = status_markdown(bot)
+    assert "**Watcher:** off" in status and "2 documents, 2 chunks" in status and "2 added" in status
+    bot.activity.running, bot.activity.stage, bot.activity.done, bot.activity.total = True, "embedding", 16, 40
+    assert "**Sync running:** embedding 16/40" in status_markdown(bot)
+    bot.activity.running = False
+    watcher = bot.watch(debounce_s=0.2)
+    try:
+        assert f"**Watcher:** {watcher.status.state} · 0 syncs" in status_markdown(bot)
+    finally:
+        bot.close()
+
+
+def test_loss_plots_are_served_for_loaded_adapters_only(app, tmp_path):
+    shutil.copytree(REPO / "adapters" / "support", tmp_path / "adapters" / "support")
+    broken = tmp_path / "adapters" / "<b>broken"
+    broken.mkdir()
+    (broken / "adapter_model.bin").write_bytes(b"pickle")
+    shutil.copy(REPO / "adapters" / "support" / "loss.png", broken)
+    http = app()
+    plot = http.get("/adapter-files/support/loss.png")
+    assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
+    assert http.get("/adapter-files/base/loss.png").status_code == 404
+    assert http.get("/adapter-files/nope/loss.png").status_code == 404
+    assert http.get("/adapter-files/%3Cb%3Ebroken/loss.png").status_code == 404  # refused folder
+
+
+def test_adapter_cards_escape_and_show_errors(make_bot, tmp_path):
+    from chatbot.ui.adapters_tab import card_html, cards_html
+
+    shutil.copytree(REPO / "adapters" / "support", tmp_path / "adapters" / "support")
+    broken = tmp_path / "adapters" / "<b>broken"
+    broken.mkdir()
+    (broken / "adapter_model.bin").write_bytes(b"pickle")
+    bot = make_bot()
+    html = cards_html(bot)
+    assert "Helpdesk" in html and "LoRA rank 8" in html and "/adapter-files/support/loss.png" in html
+    assert "validation perplexity" in html and "8.916" in html
+    assert "&lt;b&gt;broken" in html and "<b>broken" not in html and "refused" in html
+    row = {
+        "name": "x",
+        "display_name": "<script>",
+        "description": "",
+        "status": "refused",
+        "error": "bad <i>",
+        "warnings": [],
+        "base_model": None,
+        "rank": None,
+        "size_bytes": 0,
+        "folder": None,
+        "metrics": {},
+    }
+    card = card_html(row)
+    assert "&lt;script&gt;" in card and "bad &lt;i&gt;" in card and "<img" not in card
