@@ -26,7 +26,7 @@ from chatbot.citations import (
 )
 from chatbot.conversation import CONDENSE_PROMPT, Turn, conversation_text, history_messages, usable_rewrite
 from chatbot.generation import BASE_ADAPTER, GenerationStats
-from chatbot.prompting import PLAIN_PROMPT, RAG_PROMPT, format_blocks
+from chatbot.prompting import PLAIN_PROMPT, RAG_PROMPT, fit_blocks, format_blocks
 
 DONT_KNOW = "I don't know. The knowledge base has nothing relevant to this question."
 _ECHO = re.compile(r"\n\s*(?:Question|Context):")  # the model starting to echo the prompt
@@ -56,9 +56,16 @@ def is_decline(text: str) -> bool:
 class RagChain:
     """LCEL pipelines for the retrieval and the no-retrieval paths, plus citation bookkeeping."""
 
-    def __init__(self, retriever: BaseRetriever, llm: BaseChatModel) -> None:
+    def __init__(self, retriever: BaseRetriever, llm: BaseChatModel, context_tokens: int | None = None) -> None:
         self.retriever = retriever
         self.llm = llm
+        self.context_tokens = context_tokens  # budget of the numbered blocks in the prompt
+
+    def fit(self, blocks: list[Document]) -> list[Document]:
+        """The blocks that fit the context budget (all of them when there is none)."""
+        if not self.context_tokens or not blocks:
+            return blocks
+        return fit_blocks(blocks, self.context_tokens, self.llm.count_tokens)
 
     def pipeline(self, use_retrieval: bool, **llm_kwargs: Any) -> Runnable:
         """The LCEL pipeline of one turn, with the adapter and limits bound to the model call."""
@@ -84,7 +91,7 @@ class RagChain:
         timings: dict[str, float] = {}
         blocks: list[Document] = []
         if request.use_retrieval:
-            blocks = self.retrieve(request.search_query or request.question, request.scope)
+            blocks = self.fit(self.retrieve(request.search_query or request.question, request.scope))
             timings["retrieval_s"] = time.perf_counter() - started
             if not blocks:
                 timings["total_s"] = time.perf_counter() - started

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         "vector", description="vector: embeddings only; hybrid: BM25 keywords + vectors, fused by rank."
     )
     keyword_weight: float = Field(0.5, ge=0.0, le=4.0, description="Hybrid: BM25 ranking weight (vector = 1).")
+    context_tokens: int = Field(
+        1500, ge=0, description="Token budget of the retrieved blocks in the prompt (0: no limit)."
+    )
     followup_query: Literal["history", "model", "off"] = Field(
         "history", description="How a follow-up becomes a standalone search query (see docs/configuration.md)."
     )

@@ -41,6 +41,10 @@ class StreamingChatModel(BaseChatModel):
     ) -> Iterator[str]:
         raise NotImplementedError
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` costs in the prompt (an estimate of 4 characters per token here)."""
+        return len(text) // 4 + 1
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -75,6 +79,9 @@ class LocalChatModel(StreamingChatModel):
     @property
     def _llm_type(self) -> str:
         return "hybrid-chatbot-local"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.generator.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def pieces(
         self, messages: list[dict[str, str]], params: GenerationParams, adapter: str, stats: GenerationStats

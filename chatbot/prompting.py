@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from langchain_core.documents import Document
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
@@ -33,3 +33,32 @@ def format_blocks(documents: Sequence[Document]) -> str:
     citations already map each number to its file.
     """
     return "\n\n".join(f"[{number}] {document.page_content.strip()}" for number, document in enumerate(documents, 1))
+
+
+def fit_blocks(documents: Sequence[Document], budget: int, count: Callable[[str], int]) -> list[Document]:
+    """The best-ranked blocks that fit in ``budget`` tokens, in rank order.
+
+    Blocks are kept whole while they fit; the first one that does not is cut at its last
+    sentence end that fits (when at least one sentence does), and the rest are dropped. So a
+    block is never cut mid-sentence and the [n] numbering stays that of the kept blocks.
+    """
+    from chatbot.citations import sentences
+
+    kept: list[Document] = []
+    left = budget
+    for document in documents:
+        cost = count(document.page_content)
+        if cost <= left:
+            kept.append(document)
+            left -= cost
+            continue
+        text = ""
+        for sentence, separator in sentences(document.page_content):
+            if count(text + sentence) > left:
+                break
+            text += sentence + separator
+        if text.strip():
+            metadata = {**document.metadata, "trimmed": True}
+            kept.append(Document(page_content=text.strip(), metadata=metadata, id=document.id))
+        break
+    return kept

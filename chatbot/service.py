@@ -227,7 +227,7 @@ class Chatbot:
             keywords=self.keywords if s.retrieval_mode == "hybrid" else None,
             keyword_weight=s.keyword_weight,
         )
-        return RagChain(retriever, llm)
+        return RagChain(retriever, llm, context_tokens=s.context_tokens)
 
     def request(
         self,
