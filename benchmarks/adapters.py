@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import platform
 import resource
 import statistics
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from figures import publish  # benchmarks/figures.py, next to this script
 
 from chatbot.config import load_settings
 from chatbot.generation import GenerationParams, GenerationStats
@@ -116,11 +116,7 @@ def main() -> None:
         "peak_rss_mb_before_adapters": round(before_adapters, 1),
         "peak_rss_mb": round(rss_mb(), 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    width = max(map(len, results))
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
+    publish(results, args.out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ watched folder to it being retrievable.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 import pypdfium2 as pdfium
+from figures import publish  # benchmarks/figures.py, next to this script
 
 from chatbot.config import load_settings
 from chatbot.service import Chatbot
@@ -80,11 +80,7 @@ def main() -> None:
         "noop_resync_s": round(noop, 3),
         "drop_to_retrievable_s": round(drop_to_retrievable, 2),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    width = max(map(len, results))
-    for key, value in results.items():
-        print(f"{key:<{width}}  {value}")
+    publish(results, args.out)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import platform
 import random
 import resource
@@ -26,6 +25,8 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from figures import publish  # benchmarks/figures.py, next to this script
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "How do I refresh the knowledge base and which file types are indexed?"
@@ -166,11 +167,7 @@ def main() -> None:
         figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         if importlib.util.find_spec("llama_cpp") is None:
             figures["llama_cpp"] = "not installed (pip install llama-cpp-python to compare)"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2))
-    width = max(map(len, figures))
-    for key, value in figures.items():
-        print(f"{key:<{width}}  {value}")
+    publish(figures, args.out)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ def create_app(bot: Chatbot) -> FastAPI:
     api = FastAPI(title="hybrid-chatbot")
     api.include_router(create_router(bot))
     api.add_exception_handler(APIError, lambda _request, exc: exc.response())
+    # Routes must be added before Gradio is mounted at "/" (which would catch them), but the login
+    # check needs the mounted Gradio app: the router gets a callable filled in after mounting.
     login_check: list[Callable[[Request], bool]] = []
     api.include_router(create_file_router(bot, lambda request: login_check[0](request)))
 
