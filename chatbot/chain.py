@@ -133,14 +133,15 @@ class RagChain:
         model_cited = cited_numbers(raw, len(blocks))
         declined = is_decline(raw)
         text = raw
+        texts = [doc.page_content for doc in blocks]
         if blocks and not declined:
-            text = attribute(raw, [doc.page_content for doc in blocks])[0]
+            text = attribute(raw, texts)[0]
         sources = []
         claims = claims_by_block(text, len(blocks))
-        checks = check_citations(claims, [doc.page_content for doc in blocks])
+        checks = check_citations(claims, texts)
         for number in cited_numbers(text, len(blocks)):
             origin = "model" if number in model_cited else "attribution"
-            quote = supporting_passage(claims.get(number, []), blocks[number - 1].page_content)
+            quote = supporting_passage(claims.get(number, []), texts[number - 1])
             source = SourceRef.from_document(number, blocks[number - 1], quote)
             score = checks.get(number, 1.0)
             sources.append(replace(source, cited_by=origin, support=score, supported=score >= SUPPORTED))

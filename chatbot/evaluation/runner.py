@@ -42,15 +42,21 @@ def cells(adapters: Sequence[str], ablation: bool) -> list[Cell]:
     return [Cell(a, r) for a in adapters for r in ((False, True) if ablation else (True,))]
 
 
-def retrieval_record(bot: Chatbot, item: QAItem, scope: dict | None, files: Sequence[str]) -> dict[str, Any]:
-    """Where the first gold chunk ranks among the ``RETRIEVAL_DEPTH`` best chunks."""
+def retrieval_record(
+    bot: Chatbot, item: QAItem, scope: dict | None, files: Sequence[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Where the first gold chunk ranks among the ``RETRIEVAL_DEPTH`` best chunks, and their texts by id.
+
+    The answer's ``top_k`` blocks are the first of these, so their texts serve the citation scoring.
+    """
     documents = bot.chain.retriever.invoke(item.question, k=RETRIEVAL_DEPTH, **({"filter": scope} if scope else {}))
     gold_files = item.gold_files(files)
     hits = [
         is_gold_chunk(doc.page_content, str(doc.metadata.get("source")), gold_files, item.gold_passages)
         for doc in documents
     ]
-    return {"hits": hits, "first_gold_rank": first_hit_rank(hits), "gold_files": gold_files}
+    chunks = {str(doc.metadata.get("chunk_id")): doc.page_content for doc in documents}
+    return {"hits": hits, "first_gold_rank": first_hit_rank(hits), "gold_files": gold_files}, chunks
 
 
 def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], chunks: dict[str, str]) -> dict:
@@ -108,11 +114,8 @@ def run_eval(
             if cell.use_retrieval:
                 scope = bot.adapters.get(cell.adapter).scope
                 break
-        found = retrieval_record(bot, item, scope, files)
-        retrieval[item.id] = found
+        retrieval[item.id], chunks = retrieval_record(bot, item, scope, files)
         if not retrieval_only:
-            documents = bot.chain.retrieve(item.question, scope)
-            chunks = {str(doc.metadata.get("chunk_id")): doc.page_content for doc in documents}
             for cell in chosen:
                 records.append(score_answer(bot, item, cell, files, chunks))
                 if progress:
