@@ -2,22 +2,25 @@
 
     .venv/bin/python benchmarks/run.py [--repeats 3] [--out bench-results/speed.json]
 
-Prints and writes: start-up time (a fresh process: unchanged-folder sync and model load),
-decode tokens/s at batch 1 with an adapter, time to first token of a typical RAG turn (the
-chain's real prompt with the user guide's top chunks, ~1,000 prompt tokens), end-to-end `ask`
-latency, aggregate tokens/s and p50/p95 latency with 1, 4 and 8 concurrent requests on mixed
-adapters, retrieval p50/p95 (query embedding + search) over a 10,000-vector collection, and the
-peak RSS with the shipped adapters loaded. Runs the same GGUF through llama.cpp when
-``llama-cpp-python`` is installed.
+Prints and writes (JSON, to compare over time): start-up time and peak RSS of a fresh server
+process (unchanged-folder sync, model and shipped adapters loaded, one answer); time to first
+token of a RAG turn (the chain's real prompt, ~1,000 tokens), both end to end from the question
+and for the prompt alone; decode tokens/s at batch 1 with an adapter; end-to-end ``ask``
+latency; aggregate tokens/s and p50/p95 latency of 1, 4 and 8 concurrent requests on mixed
+adapters; what switching adapter between requests adds; retrieval p50/p95 (query embedding +
+search, vector and hybrid) over 10,000 chunks; embedding throughput against fp32
+sentence-transformers; and, when ``llama-cpp-python`` is installed, the same GGUF through
+llama.cpp with the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import platform
 import random
-import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,13 +32,15 @@ from pathlib import Path
 from figures import publish  # benchmarks/figures.py, next to this script
 
 REPO = Path(__file__).resolve().parents[1]
-QUESTION = "How do I refresh the knowledge base and which file types are indexed?"
+QUESTION = "How do I refresh the knowledge base, which file types are indexed and how are they cited?"
 QUESTIONS = [
     "How do I refresh the knowledge base?",
     "How do I train a new adapter?",
     "Which file types can I put in the knowledge folder?",
     "How do I switch the domain adapter?",
 ]
+STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
+RAG_TOKENS = 1000  # the issue's typical RAG turn
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -43,42 +48,99 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def startup_seconds(data_dir: Path) -> float:
-    """A fresh process: settings, unchanged-folder sync, model and adapters loaded."""
-    code = (
-        "import time; t=time.perf_counter();"
-        "from chatbot.config import load_settings; from chatbot.service import Chatbot;"
-        f"b=Chatbot(load_settings(knowledge_dir={str(REPO / 'knowledge')!r}, adapters_dir={str(REPO / 'adapters')!r},"
-        f"data_dir={str(data_dir)!r}, cache_dir={str(REPO / '.chatbot' / 'cache')!r}));"
-        "b.sync(); b.chain; print(time.perf_counter()-t)"
-    )
+def median(values: list[float], digits: int = 3) -> float:
+    return round(statistics.median(values), digits)
+
+
+def fresh_server(settings_json: str) -> dict:
+    """A fresh process: settings, unchanged-folder sync, model + adapters, one short answer."""
+    code = f"""
+import json, resource, time
+started = time.perf_counter()
+from chatbot.config import load_settings
+from chatbot.service import Chatbot
+bot = Chatbot(load_settings(**json.loads({settings_json!r})))
+bot.load(); bot.sync(); bot.chain
+ready = time.perf_counter() - started
+bot.ask("How do I train a new adapter?", max_new_tokens=8)
+print(json.dumps({{"ready_s": ready, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return float(output.strip().splitlines()[-1])
+    return json.loads(output.strip().splitlines()[-1])
 
 
-def retrieval_latency(embeddings, count: int = 10_000, queries: int = 50) -> tuple[float, float]:  # noqa: ANN001
-    """Query embedding + Chroma top-5 over ``count`` random unit vectors (timing, not quality)."""
-    import chromadb
+def synthetic_chunks(count: int, words: list[str], seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(words, k=150)) for _ in range(count)]
 
-    client = chromadb.EphemeralClient()
-    collection = client.create_collection("bench", metadata={"hnsw:space": "cosine"})
-    rng = random.Random(0)
+
+def retrieval_latency(embeddings, words: list[str], folder: Path, count: int = 10_000, queries: int = 60) -> dict:  # noqa: ANN001
+    """The app's retriever (query embedding + search) over ``count`` chunks, vector and hybrid.
+
+    The chunks are random text with random unit vectors: this times the search, not its quality.
+    """
+    from langchain_chroma import Chroma
+
+    from chatbot.knowledge.keywords import KeywordIndex
+    from chatbot.retrieval import ScoredRetriever
+
+    store = Chroma(
+        "bench",
+        embedding_function=embeddings,
+        persist_directory=str(folder / "chroma"),
+        collection_metadata={"hnsw:space": "cosine"},
+    )
+    rng = random.Random(1)
     dim = len(embeddings.embed_query("probe"))
+    texts = synthetic_chunks(count, words)
     for start in range(0, count, 5000):
-        vectors = [[rng.gauss(0, 1) for _ in range(dim)] for _ in range(min(5000, count - start))]
-        ids = [str(start + i) for i in range(len(vectors))]
-        collection.add(ids=ids, embeddings=vectors, documents=ids)
-    samples = []
-    for i in range(queries):
+        batch = texts[start : start + 5000]
+        vectors = [[rng.gauss(0, 1) for _ in range(dim)] for _ in batch]
+        store._collection.add(ids=[str(start + i) for i in range(len(batch))], embeddings=vectors, documents=batch)
+    keywords = KeywordIndex(folder / "keywords.sqlite")
+    keywords.reconcile(store)
+    figures = {}
+    for mode, index in (("vector", None), ("hybrid", keywords)):
+        retriever = ScoredRetriever(store=store, top_k=5, min_relevance=-1.0, keywords=index)
+        samples = []
+        for i in range(queries):
+            started = time.perf_counter()
+            found = retriever.invoke(f"{QUESTIONS[i % len(QUESTIONS)]} {words[i % len(words)]}")
+            samples.append(time.perf_counter() - started)
+            assert len(found) == 5
+        figures[f"retrieval_10k_{mode}_p50_ms"] = round(statistics.median(samples[5:]) * 1000, 1)
+        figures[f"retrieval_10k_{mode}_p95_ms"] = round(percentile(samples[5:], 0.95) * 1000, 1)
+    return figures
+
+
+def embedding_rate(embeddings, words: list[str], count: int = 128) -> dict:  # noqa: ANN001
+    """Chunks of ~1,000 characters per second: the app's embedder against fp32 sentence-transformers."""
+    from sentence_transformers import SentenceTransformer
+
+    from chatbot.models.embeddings import resolve_embedding_folder
+
+    texts = [text[:1000] for text in synthetic_chunks(count, words, seed=2)]
+    reference = SentenceTransformer(str(resolve_embedding_folder("embedded")), device="cpu", local_files_only=True)
+
+    def rate(embed) -> float:  # noqa: ANN001
+        embed(texts[:16])
         started = time.perf_counter()
-        vector = embeddings.embed_query(f"{QUESTIONS[i % len(QUESTIONS)]} {i}")
-        collection.query(query_embeddings=[vector], n_results=5)
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples), percentile(samples, 0.95)
+        embed(texts)
+        return count / (time.perf_counter() - started)
+
+    fp32 = rate(lambda batch: reference.encode(batch, batch_size=32, normalize_embeddings=True))
+    app = rate(embeddings.embed_documents)
+    return {
+        "embed_chunks_per_s_fp32": round(fp32, 1),
+        "embed_chunks_per_s_app": round(app, 1),
+        "embed_speedup": round(app / fp32, 2),
+    }
 
 
 def concurrent(bot, adapters: list[str], users: int, max_new_tokens: int) -> dict:  # noqa: ANN001
-    """``users`` requests at once, adapters in turn; aggregate tokens/s and latency percentiles."""
+    """``users`` full RAG requests at once, adapters in turn; aggregate tokens/s and latency percentiles."""
+    engine = bot.generator.engine
+    engine.largest_batch = 0
 
     def one(i: int) -> tuple[float, int]:
         started = time.perf_counter()
@@ -96,78 +158,195 @@ def concurrent(bot, adapters: list[str], users: int, max_new_tokens: int) -> dic
         "tokens_per_s": round(sum(tokens for _, tokens in results) / wall, 1),
         "p50_s": round(statistics.median(latencies), 2),
         "p95_s": round(percentile(latencies, 0.95), 2),
+        "largest_batch": engine.largest_batch,
     }
+
+
+def llama_cpp_figures(gguf: str, rag_text: str, story_text: str, tokens: int, threads: int) -> dict:
+    """The same GGUF through llama.cpp: prefill of the RAG prompt and greedy decode tokens/s."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(gguf), n_ctx=4096, n_threads=threads, n_batch=512, verbose=False)
+    rag = llm.tokenize(rag_text.encode(), add_bos=False, special=True)
+    prefills = []
+    for _ in range(3):
+        llm.reset()
+        started = time.perf_counter()
+        llm.eval(rag)
+        prefills.append(time.perf_counter() - started)
+    rates = []
+    for _ in range(3):
+        produced, started, first = 0, time.perf_counter(), None
+        for _token in llm.generate(llm.tokenize(story_text.encode(), add_bos=False, special=True), top_k=1, reset=True):
+            produced += 1
+            if first is None:
+                first = time.perf_counter()
+            if produced > tokens:
+                break
+        rates.append((produced - 1) / (time.perf_counter() - first))
+    return {"rag_prompt_tokens": len(rag), "prefill_s": median(prefills), "decode_tokens_per_s": median(rates, 1)}
+
+
+def llama_cpp_in_fresh_process(job: dict) -> dict:
+    """Run :func:`llama_cpp_figures` in its own process: two OpenMP runtimes' threads in one
+    process (torch's and llama.cpp's) on two cores slow each other down."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(job, handle)
+    try:
+        output = subprocess.run(
+            [sys.executable, __file__, "--llama-cpp-job", handle.name], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        Path(handle.name).unlink()
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def concurrent_decode(generator, adapters: list[str], users: int, max_new_tokens: int) -> dict:  # noqa: ANN001
+    """``users`` streams at once on a short prompt, adapters in turn: the batched decode rate alone."""
+    from chatbot.generation import GenerationParams, GenerationStats
+
+    def one(i: int) -> int:
+        stats = GenerationStats()
+        for _ in generator.stream(
+            STORY, GenerationParams(max_new_tokens=max_new_tokens), adapters[i % len(adapters)], stats
+        ):
+            pass
+        return stats.new_tokens
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=users) as pool:
+        tokens = sum(pool.map(one, range(users)))
+    return {"tokens_per_s": round(tokens / (time.perf_counter() - started), 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--llama-cpp-job", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="the quantize setting")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "speed.json")
     args = parser.parse_args()
+    if args.llama_cpp_job:
+        print(json.dumps(llama_cpp_figures(**json.loads(args.llama_cpp_job.read_text()))))
+        return
 
     import torch
 
     from chatbot.config import load_settings
     from chatbot.generation import GenerationParams, GenerationStats
     from chatbot.llm import to_chat_messages
+    from chatbot.models.device import cpu_has_bf16
+    from chatbot.models.embedded import smollm2_gguf
     from chatbot.prompting import RAG_PROMPT, format_blocks
     from chatbot.service import Chatbot
 
-    figures: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU only"}
-    with tempfile.TemporaryDirectory() as data:
-        data_dir = Path(data)
-        settings = load_settings(
-            knowledge_dir=REPO / "knowledge",
-            adapters_dir=REPO / "adapters",
-            data_dir=data_dir,
-            cache_dir=REPO / ".chatbot" / "cache",
-            top_k=5,
-            max_new_tokens=args.max_new_tokens,
-        )
-        bot = Chatbot(settings)
+    cpu = platform.processor() or platform.machine()
+    figures: dict = {
+        "machine": f"{cpu}, {torch.get_num_threads()} torch threads, native bf16: {cpu_has_bf16()}, "
+        f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}",
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch_dir = Path(scratch)
+        knowledge = scratch_dir / "knowledge"  # the user guide plus the project's docs: a few hundred chunks
+        shutil.copytree(REPO / "knowledge", knowledge)
+        for page in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+            shutil.copy(page, knowledge / page.name)
+        overrides = {
+            "knowledge_dir": str(knowledge),
+            "adapters_dir": str(REPO / "adapters"),
+            "data_dir": str(scratch_dir / "data"),
+            "cache_dir": str(REPO / ".chatbot" / "cache"),
+            "top_k": 8,
+            "context_tokens": 850,  # with the system prompt and question: the ~1,000-token turn
+            "max_new_tokens": args.max_new_tokens,
+            "quantize": args.quantize,
+        }
+        bot = Chatbot(load_settings(**overrides))
+        bot.load()
         bot.sync()
-        figures["startup_s"] = round(statistics.median(startup_seconds(data_dir) for _ in range(args.repeats)), 2)
+        servers = [fresh_server(json.dumps(overrides)) for _ in range(args.repeats)]
+        figures["startup_s"] = median([server["ready_s"] for server in servers], 2)
+        figures["server_peak_rss_mb"] = median([server["rss_mb"] for server in servers], 0)
         generator = bot.generator
         adapters = [d.name for d in bot.adapters.list() if d.ready]
         adapter = next((name for name in adapters if name != "base"), "base")
         figures["dtype"] = str(generator.base.dtype).removeprefix("torch.")
+        figures["quantize"] = args.quantize
+        figures["adapters"] = adapters
 
-        blocks = bot.chain.retrieve(QUESTION)
+        chain = bot.chain
+        blocks = chain.fit(chain.retrieve(QUESTION))
         prompt = RAG_PROMPT.invoke(
-            {"question": QUESTION, "system_prompt": settings.system_prompt, "context": format_blocks(blocks)}
+            {
+                "question": QUESTION,
+                "system_prompt": settings_prompt(bot, adapter),
+                "context": format_blocks(blocks),
+                "history": [],
+            }
         )
         messages = to_chat_messages(prompt.to_messages())
         figures["rag_prompt_tokens"] = int(generator.encode(messages)["input_ids"].shape[1])
 
-        def run(params: GenerationParams, name: str) -> GenerationStats:
+        def run(chat: list[dict[str, str]], tokens: int, name: str = adapter) -> GenerationStats:
             stats = GenerationStats()
-            for _ in generator.stream(messages, params, name, stats):
+            for _ in generator.stream(chat, GenerationParams(max_new_tokens=tokens), name, stats):
                 pass
             return stats
 
-        run(GenerationParams(max_new_tokens=4), adapter)  # warm up
-        firsts = [run(GenerationParams(max_new_tokens=1), adapter).first_token_s or 0 for _ in range(args.repeats)]
-        figures["rag_first_token_s"] = round(statistics.median(firsts), 3)
+        run(messages, 4)  # warm up (and store the domain's system-prompt prefix)
+        figures["rag_prefill_first_token_s"] = median([run(messages, 1).first_token_s for _ in range(args.repeats)])
+        ends = [bot.ask(QUESTION, adapter=adapter, max_new_tokens=1).timings for _ in range(args.repeats)]
+        figures["rag_first_token_s"] = median([timing["first_token_s"] for timing in ends])
         rates = []
         for _ in range(args.repeats):
-            stats = run(GenerationParams(max_new_tokens=args.max_new_tokens), adapter)
-            rates.append((stats.new_tokens - 1) / max(stats.seconds - (stats.first_token_s or 0), 1e-9))
-        figures[f"decode_tokens_per_s_{adapter}"] = round(statistics.median(rates), 1)
-        asks = []
+            stats = run(STORY, args.max_new_tokens)
+            rates.append((stats.new_tokens - 1) / (stats.seconds - stats.first_token_s))
+        figures[f"decode_tokens_per_s_{adapter}"] = median(rates, 1)
+        base_rates = []
         for _ in range(args.repeats):
-            started = time.perf_counter()
-            bot.ask(QUESTION, adapter=adapter)
-            asks.append(time.perf_counter() - started)
-        figures["ask_latency_s"] = round(statistics.median(asks), 2)
+            stats = run(STORY, args.max_new_tokens, "base")
+            base_rates.append((stats.new_tokens - 1) / (stats.seconds - stats.first_token_s))
+        figures["decode_tokens_per_s_base"] = median(base_rates, 1)
+        figures["ask_latency_s"] = median(
+            [bot.ask(QUESTION, adapter=adapter).timings["total_s"] for _ in range(args.repeats)], 2
+        )
         for users in (1, 4, 8):
             figures[f"concurrent_{users}"] = concurrent(bot, adapters, users, args.max_new_tokens)
-        p50, p95 = retrieval_latency(bot.embeddings)
-        figures["retrieval_10k_p50_ms"], figures["retrieval_10k_p95_ms"] = round(p50 * 1000, 1), round(p95 * 1000, 1)
-        figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        figures["concurrent_8_decode_only"] = concurrent_decode(generator, adapters, 8, args.max_new_tokens)
+
+        short = [{"role": "user", "content": "Name a color."}]
+        same = [run(short, 1, adapter).first_token_s for _ in range(9)]
+        alternating = [run(short, 1, name).first_token_s for name in ["base", adapter] * 5]
+        figures["adapter_switch_ms"] = round((statistics.median(alternating) - statistics.median(same)) * 1000, 1)
+
+        words = " ".join(path.read_text() for path in knowledge.rglob("*.md")).split()
+        figures.update(retrieval_latency(bot.embeddings, words, scratch_dir))
+        figures.update(embedding_rate(bot.embeddings, words))
+
         if importlib.util.find_spec("llama_cpp") is None:
             figures["llama_cpp"] = "not installed (pip install llama-cpp-python to compare)"
+        else:
+            template = generator.tokenizer.apply_chat_template
+            llama = llama_cpp_in_fresh_process(
+                {
+                    "gguf": str(smollm2_gguf()),
+                    "rag_text": template(messages, add_generation_prompt=True, tokenize=False),
+                    "story_text": template(STORY, add_generation_prompt=True, tokenize=False),
+                    "tokens": args.max_new_tokens,
+                    "threads": torch.get_num_threads(),
+                }
+            )
+            figures["llama_cpp"] = llama
+            figures["ratio_decode_vs_llama_cpp"] = round(
+                figures[f"decode_tokens_per_s_{adapter}"] / llama["decode_tokens_per_s"], 2
+            )
+            figures["ratio_prefill_vs_llama_cpp"] = round(llama["prefill_s"] / figures["rag_prefill_first_token_s"], 2)
     publish(figures, args.out)
+
+
+def settings_prompt(bot, adapter: str) -> str:  # noqa: ANN001
+    return bot.adapters.get(adapter).system_prompt
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ def check_adapter(folder: Path, model: torch.nn.Module, fingerprint: str | None 
         weight = getattr(module, "weight", None)
         if weight is None or part not in ("lora_A", "lora_B"):
             continue
-        out_features, in_features = weight.shape[0], weight.shape[-1]
+        out_features = getattr(module, "out_features", weight.shape[0])
+        in_features = getattr(module, "in_features", weight.shape[-1])
         expected = (rank, in_features) if part == "lora_A" else (out_features, rank)
         if tuple(shape) != expected:
             problems.append(f"{tensor} has shape {list(shape)}, the base model needs {list(expected)}")

@@ -106,6 +106,22 @@ class DomainRegistry:
         return domain
 
 
+# Adapters compute in the base model's dtype (PEFT would upcast them to fp32): half the memory,
+# and in bf16 a row's LoRA result does not depend on how many rows share its adapter in a batch.
+_IN_MODEL_DTYPE = {"autocast_adapter_dtype": False}
+
+
+def _cast_adapter(model: Any, name: str, dtype: Any) -> None:  # torch.nn.Module, torch.dtype
+    """Put adapter ``name``'s LoRA weights in ``dtype`` (PEFT keeps the saved dtype over int8 base layers)."""
+    import torch
+
+    for module in model.modules():
+        for part in ("lora_A", "lora_B"):
+            layers = getattr(module, part, None)
+            if isinstance(layers, torch.nn.ModuleDict) and name in layers:
+                layers[name].to(dtype)
+
+
 class AdapterRegistry(DomainRegistry):
     """All adapters of one folder, attached to one generator's base model."""
 
@@ -152,7 +168,8 @@ class AdapterRegistry(DomainRegistry):
         return domain
 
     def _attach(self, name: str, path: Path) -> None:
-        with self.generator.exclusive:  # never inject layers while another request decodes
+        with self.generator.exclusive:  # never inject layers during a forward pass
+            self.generator.forget_adapter(name)
             self._inject(name, path)
 
     def _inject(self, name: str, path: Path) -> None:
@@ -161,15 +178,20 @@ class AdapterRegistry(DomainRegistry):
         model = self.generator.model
         if isinstance(model, PeftModel):
             try:
-                model.load_adapter(str(path), adapter_name=name, is_trainable=False, low_cpu_mem_usage=False)
+                model.load_adapter(
+                    str(path), adapter_name=name, is_trainable=False, low_cpu_mem_usage=False, **_IN_MODEL_DTYPE
+                )
             except Exception:
                 if name in model.peft_config:
                     model.delete_adapter(name)
                 raise
         else:
-            wrapped = PeftModel.from_pretrained(self.generator.base.model, str(path), adapter_name=name)
-            wrapped.eval()
-            self.generator.attach(wrapped)
+            model = PeftModel.from_pretrained(
+                self.generator.base.model, str(path), adapter_name=name, **_IN_MODEL_DTYPE
+            )
+            model.eval()
+            self.generator.attach(model)
+        _cast_adapter(model, name, self.generator.base.dtype)
 
     def _unload(self, name: str) -> None:
         domain = self._domains.pop(name, None)
@@ -177,3 +199,4 @@ class AdapterRegistry(DomainRegistry):
         if domain is not None and domain.ready and name in getattr(model, "peft_config", {}):
             with self.generator.exclusive:
                 model.delete_adapter(name)
+                self.generator.forget_adapter(name)

@@ -88,6 +88,7 @@ def ask(
     from chatbot.answer import Answer
 
     bot = _chatbot(_settings())
+    bot.load()
     if not no_retrieval and not no_sync:
         bot.sync()  # a no-op when nothing changed
     try:

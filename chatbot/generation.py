@@ -1,4 +1,9 @@
-"""Token generation with the model's chat template: greedy or sampled, streamed or whole."""
+"""Token generation with the model's chat template: greedy or sampled, streamed or whole.
+
+Every request goes through the one :class:`~chatbot.batching.BatchEngine`, so requests that
+arrive together are decoded together; this module turns messages into token ids and token ids
+back into text pieces.
+"""
 
 from __future__ import annotations
 
@@ -6,45 +11,15 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from chatbot.batching import BASE_ADAPTER, BatchEngine, GenerationParams
 from chatbot.models.base import BaseModel
+from chatbot.row_attention import use_row_attention
 
-BASE_ADAPTER = "base"
-_PEFT_BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """Decoding limits; ``temperature == 0`` means greedy decoding."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 0.9
-    seed: int | None = None
-
-
-class LoopStop(StoppingCriteria):
-    """Stop once the last ``window`` generated tokens already occurred earlier in the reply.
-
-    Tiny models fall into verbatim loops; copying from the prompt is not affected because
-    only the generated part is compared.
-    """
-
-    def __init__(self, prompt_length: int, window: int = 24) -> None:
-        self.prompt_length = prompt_length
-        self.window = window
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        generated = input_ids[:, self.prompt_length :]
-        if generated.shape[1] < 2 * self.window:
-            return done
-        tail = generated[:, -self.window :]
-        earlier = generated[:, : -self.window].unfold(1, self.window, 1)  # (batch, positions, window)
-        return (earlier == tail[:, None, :]).all(-1).any(-1)
+__all__ = ["BASE_ADAPTER", "GenerationParams", "GenerationStats", "Generator"]
 
 
 @dataclass
@@ -58,49 +33,56 @@ class GenerationStats:
 
 
 class Generator:
-    """Runs ``generate`` on the one base model, routing each call to its adapter.
+    """Generates on the one base model, routing each request to its adapter.
 
     ``model`` is either the plain transformers model or a PEFT model holding every adapter;
-    the adapter is chosen per call with ``adapter_names`` so no global state is switched.
+    the adapter is chosen per request (PEFT's ``adapter_names``) so no global state is switched.
     """
 
-    def __init__(self, base: BaseModel) -> None:
+    def __init__(self, base: BaseModel, max_batch: int = 8, prepack: bool = False) -> None:
+        """``prepack``: pack a bf16 model's linear weights for oneDNN (CPU) in the engine's thread."""
         self.base = base
+        if base.model.config._attn_implementation == "sdpa":
+            use_row_attention(base.model)  # batched answers equal answers alone, to the bit
         self.model = base.model
         self.tokenizer = base.tokenizer
-        self._lock = threading.Lock()  # one generate at a time on the shared weights
+        self._lock = threading.Lock()  # held for each forward pass on the shared weights
+        prepare = (lambda: pack_model(base)) if prepack else None
+        self.engine = BatchEngine(
+            lambda: self.model, self._lock, base.device, _stop_ids(base), max_batch, prepare=prepare
+        )
+        self._system_prefix = lru_cache(maxsize=64)(self._encode_system)
 
     @property
     def exclusive(self) -> threading.Lock:
-        """Held while generating; hold it to change the model's modules (adding or removing adapters)."""
+        """Held during each forward pass; hold it to change the model's modules (adding or removing adapters)."""
         return self._lock
 
     def attach(self, model: torch.nn.Module) -> None:
         """Use ``model`` (the PEFT wrapper of the base model) from now on."""
         self.model = model
 
+    def forget_adapter(self, adapter: str) -> None:
+        """Drop what was cached for ``adapter`` (call with :attr:`exclusive` held, after changing it)."""
+        self.engine.forget_adapter(adapter)
+
     def encode(self, messages: Sequence[dict[str, str]]) -> dict[str, torch.Tensor]:
-        """Apply the model's chat template and tokenize, ready for ``generate``."""
+        """Apply the model's chat template and tokenize, ready for the model."""
         encoded = self.tokenizer.apply_chat_template(
             list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
         return {key: value.to(self.base.device) for key, value in encoded.items()}
 
-    def _generate_kwargs(self, params: GenerationParams, adapter: str) -> dict:
-        kwargs: dict = {
-            "max_new_tokens": params.max_new_tokens,
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "eos_token_id": self.tokenizer.eos_token_id,
-        }
-        if params.temperature > 0:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if hasattr(self.model, "peft_config"):
-            kwargs["adapter_names"] = [_PEFT_BASE if adapter == BASE_ADAPTER else adapter]
-        elif adapter != BASE_ADAPTER:
-            raise ValueError(f"adapter {adapter!r} is not loaded")
-        return kwargs
+    def _encode_system(self, system: str) -> tuple[int, ...]:
+        ids = self.tokenizer.apply_chat_template([{"role": "system", "content": system}], tokenize=True)
+        return tuple(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+
+    def prefix_length(self, messages: Sequence[dict[str, str]], prompt: list[int]) -> int:
+        """How many leading prompt tokens are the system message alone (their key/values are reused)."""
+        if not messages or messages[0]["role"] != "system":
+            return 0
+        prefix = self._system_prefix(messages[0]["content"])
+        return len(prefix) if tuple(prompt[: len(prefix)]) == prefix else 0
 
     def stream(
         self,
@@ -111,38 +93,45 @@ class Generator:
     ) -> Iterator[str]:
         """Yield text pieces as they are decoded."""
         stats = stats if stats is not None else GenerationStats()
-        inputs = self.encode(messages)
-        stats.prompt_tokens = int(inputs["input_ids"].shape[1])
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = self._generate_kwargs(params, adapter)
-        kwargs["stopping_criteria"] = StoppingCriteriaList([LoopStop(stats.prompt_tokens)])
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with self._lock, torch.inference_mode():
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
-                    output = self.model.generate(**inputs, streamer=streamer, **kwargs)
-                    stats.new_tokens = int(output.shape[1]) - stats.prompt_tokens
-            except BaseException as exc:  # surfaced in the caller's thread below
-                failure.append(exc)
-                streamer.end()
-
         started = time.perf_counter()
-        worker = threading.Thread(target=run, name="generate", daemon=True)
-        worker.start()
-        for piece in streamer:
-            if piece and stats.first_token_s is None:
-                stats.first_token_s = time.perf_counter() - started
-            yield piece
-        worker.join()
-        stats.seconds = time.perf_counter() - started
-        if failure:
-            raise failure[0]
+        prompt = self.encode(messages)["input_ids"][0].tolist()
+        stats.prompt_tokens = len(prompt)
+        request = self.engine.submit(prompt, adapter, params, self.prefix_length(messages, prompt))
+        text = ""
+        try:
+            for _token in request.token_ids():
+                decoded = self.tokenizer.decode(request.generated, skip_special_tokens=True)
+                if decoded.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+                    continue
+                piece, text = decoded[len(text) :], decoded
+                if piece:
+                    if stats.first_token_s is None:
+                        stats.first_token_s = time.perf_counter() - started
+                    yield piece
+        finally:
+            request.cancel()
+            stats.new_tokens = len(request.generated)
+            stats.seconds = time.perf_counter() - started
 
     def complete(
         self, messages: Sequence[dict[str, str]], params: GenerationParams, adapter: str = BASE_ADAPTER
     ) -> str:
         """The whole reply at once."""
         return "".join(self.stream(messages, params, adapter))
+
+
+def pack_model(base: BaseModel) -> bool:
+    """Pack a bf16 CPU model's plain linear layers for oneDNN; False where that does not apply."""
+    from chatbot.models.packed import pack_linears, packing_works
+
+    if base.device.type != "cpu" or base.dtype != torch.bfloat16 or not packing_works(base.dtype):
+        return False
+    return pack_linears(base.model) > 0
+
+
+def _stop_ids(base: BaseModel) -> set[int]:
+    configured = base.model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    if base.tokenizer.eos_token_id is not None:
+        ids.add(base.tokenizer.eos_token_id)
+    return ids

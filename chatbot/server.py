@@ -81,10 +81,11 @@ def run(settings: Settings) -> None:
 
     started = time.perf_counter()
     bot = Chatbot(settings)
+    bot.load()  # before the sync, so its embedding runs on the model's thread
     report = bot.sync()
     for path, reason in report.errors.items():
         log.warning("not indexed: %s: %s", path, reason)
-    bot.chain  # load the model before accepting requests  # noqa: B018
+    bot.chain  # noqa: B018
     bot.watch()
     bot.watch_adapters()
     app = create_app(bot)

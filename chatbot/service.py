@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 
 
 @cache
-def _embeddings(embedding_model: str, device: str):  # noqa: ANN202 - HuggingFaceEmbeddings
+def _embeddings(embedding_model: str, device: str, dtype: str):  # noqa: ANN202 - LazyEmbeddings
     from chatbot.models.embeddings import LazyEmbeddings
 
-    return LazyEmbeddings(embedding_model, device)
+    return LazyEmbeddings(embedding_model, device, dtype)
 
 
 @cache
@@ -43,7 +43,16 @@ def _chunker(embedding_model: str, chunk_size: int, chunk_overlap: int):  # noqa
 
 @cache
 def _runtime(
-    base_model: str, cache_dir: Path, device: str, dtype: str, adapters_dir: Path, system_prompt: str, threads: int
+    base_model: str,
+    cache_dir: Path,
+    device: str,
+    dtype: str,
+    quantize: str,
+    prepack: bool,
+    adapters_dir: Path,
+    system_prompt: str,
+    threads: int,
+    max_batch: int,
 ) -> tuple[Generator, AdapterRegistry]:
     """Load the base model once per adapter folder (adapters are injected into its modules)."""
     if threads:
@@ -55,7 +64,7 @@ def _runtime(
     from chatbot.models.base import load_base_model
 
     hf_logging.disable_progress_bar()
-    generator = Generator(load_base_model(base_model, cache_dir, device, dtype))
+    generator = Generator(load_base_model(base_model, cache_dir, device, dtype, quantize), max_batch, prepack)
     registry = AdapterRegistry(adapters_dir, generator, system_prompt)
     registry.refresh()
     return generator, registry
@@ -84,7 +93,7 @@ class Chatbot:
     # Knowledge side (no language model needed)
     @cached_property
     def embeddings(self):  # noqa: ANN201
-        return _embeddings(self.settings.embedding_model, self.settings.device)
+        return _embeddings(self.settings.embedding_model, self.settings.device, self.settings.embedding_dtype)
 
     @cached_property
     def store(self):  # noqa: ANN201
@@ -169,15 +178,29 @@ class Chatbot:
     @cached_property
     def _runtime(self) -> tuple[Generator, AdapterRegistry]:
         s = self.settings
-        return _runtime(
+        runtime = _runtime(
             s.base_model,
             s.models_cache_dir.resolve(),
             s.device,
             s.dtype,
+            s.quantize,
+            s.prepack,
             s.adapters_dir.resolve(),
             s.system_prompt,
             s.threads,
+            s.max_batch,
         )
+        self.embeddings.run_on(runtime[0].engine.call)  # all torch work on one thread (see BatchEngine.call)
+        return runtime
+
+    def load(self) -> None:
+        """Load the chat model now (a no-op for remote generation).
+
+        Call it before a sync that may embed: once the model is loaded, embedding runs on its
+        engine thread, and torch work on a second thread would halve decode speed for good.
+        """
+        if not self.remote:
+            self._runtime  # noqa: B018
 
     @cached_property
     def _remote(self) -> tuple[RemoteChatModel, RemoteAdapters]:
@@ -352,6 +375,8 @@ class Chatbot:
                 folder=str(base.folder),
                 device=str(base.device),
                 dtype=str(base.dtype).removeprefix("torch."),
+                quantize=self.settings.quantize,
+                prepacked=any(type(m).__name__ == "PackedLinear" for m in base.model.modules()),
             )
             data["adapters"] = [
                 {"name": d.name, "description": d.description, "status": "ready" if d.ready else f"error: {d.error}"}

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from chatbot.config import Settings, load_settings
 
@@ -73,3 +74,41 @@ def user_guide(knowledge: Path) -> Path:
     """The project's own sample knowledge base, copied into the test's knowledge folder."""
     shutil.copytree(REPO / "knowledge", knowledge, dirs_exist_ok=True)
     return knowledge
+
+
+def random_lora(folder, seed: int, model=None) -> None:
+    """A real LoRA with random weights (so it visibly changes outputs), saved as PEFT does."""
+    from peft import LoraConfig, get_peft_model
+
+    from chatbot.models.base import load_base_model
+
+    if model is None:
+        model = load_base_model("embedded", MODEL_CACHE, "cpu", "float32").model  # a private copy to wrap
+    torch.manual_seed(seed)
+    config = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def lora_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lora") / "demo"
+    random_lora(folder, seed=0)
+    (folder / "domain.toml").write_text(
+        'display_name = "Demo"\ndescription = "A test domain"\nsystem_prompt = "You are Demo. Be terse."\n'
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def other_lora_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lora") / "other"
+    random_lora(folder, seed=1)
+    return folder
+
+
+def tiny_llama(**config: object):
+    """A randomly initialised two-layer Llama (another architecture's shapes, fast to run)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
+    return LlamaForCausalLM(LlamaConfig(**sizes, num_key_value_heads=2, vocab_size=256, **config))

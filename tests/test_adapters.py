@@ -3,58 +3,16 @@
 import json
 
 import pytest
-import torch
 
 from chatbot.adapters import UnknownAdapterError
-from tests.conftest import MODEL_CACHE
-
-
-def random_lora(folder, seed: int, model=None) -> None:
-    """A real LoRA with random weights (so it visibly changes outputs), saved as PEFT does."""
-    from peft import LoraConfig, get_peft_model
-
-    from chatbot.models.base import load_base_model
-
-    if model is None:
-        model = load_base_model("embedded", MODEL_CACHE, "cpu", "float32").model  # a private copy to wrap
-    torch.manual_seed(seed)
-    config = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(folder)
-
-
-@pytest.fixture(scope="session")
-def lora_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lora") / "demo"
-    random_lora(folder, seed=0)
-    (folder / "domain.toml").write_text(
-        'display_name = "Demo"\ndescription = "A test domain"\nsystem_prompt = "You are Demo. Be terse."\n'
-    )
-    return folder
-
-
-@pytest.fixture(scope="session")
-def other_lora_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lora") / "other"
-    random_lora(folder, seed=1)
-    return folder
+from tests.conftest import random_lora, tiny_llama
 
 
 @pytest.fixture(scope="session")
 def foreign_lora_folder(tmp_path_factory):
     """A LoRA for a different (smaller) Llama: same module names, other shapes."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     folder = tmp_path_factory.mktemp("lora") / "foreign"
-    small = LlamaForCausalLM(
-        LlamaConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            vocab_size=256,
-        )
-    )
+    small = tiny_llama()
     random_lora(folder, seed=2, model=small)
     return folder
 

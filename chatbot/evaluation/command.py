@@ -32,8 +32,19 @@ class EvalRequest:
 
 
 def eval_settings(settings: Settings, knowledge: Path, max_new_tokens: int, seed: int) -> Settings:
-    """The user's settings with the eval's own knowledge folder and index (kept between runs)."""
-    key = hashlib.sha1(str(knowledge.resolve()).encode()).hexdigest()[:12]
+    """The user's settings with the eval's own knowledge folder and index (kept between runs).
+
+    The index is kept per folder and per way of embedding it, so comparing embedding settings
+    never reuses vectors made the other way.
+    """
+    recipe = (
+        knowledge.resolve(),
+        settings.embedding_model,
+        settings.embedding_dtype,
+        settings.chunk_size,
+        settings.chunk_overlap,
+    )
+    key = hashlib.sha1(repr(recipe).encode()).hexdigest()[:12]
     return settings.model_copy(
         update={
             "knowledge_dir": knowledge,
@@ -62,6 +73,8 @@ def evaluate(settings: Settings, request: EvalRequest, show_progress: bool = Tru
     if not items:
         raise ValueError(f"no questions selected from {request.questions}")
     bot = Chatbot(eval_settings(settings, knowledge, request.max_new_tokens, request.seed))
+    if not request.retrieval_only:
+        bot.load()
     report = bot.sync(show_progress=show_progress)
     chosen = cells(request.adapters, request.ablation)
     for cell in chosen:

@@ -106,8 +106,17 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
         return target
 
 
-def load_base_model(base_model: str, cache_dir: Path, device: str = "auto", dtype: str = "auto") -> BaseModel:
-    """Load the configured base model (embedded, folder or GGUF) for inference."""
+def load_base_model(
+    base_model: str,
+    cache_dir: Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    quantize: str = "none",
+) -> BaseModel:
+    """Load the configured base model (embedded, folder or GGUF) for inference.
+
+    ``quantize="int8"`` stores the linear layers' weights as int8 (CPU only; see ``models.quantize``).
+    """
     source = resolve_model_source(base_model)
     folder = convert_gguf(source, cache_dir) if source.suffix == ".gguf" else source
     torch_device = resolve_device(device)
@@ -117,7 +126,14 @@ def load_base_model(base_model: str, cache_dir: Path, device: str = "auto", dtyp
         raise ModelNotFoundError(f"base_model: {folder} has no chat template; use an instruct model")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if quantize == "int8" and torch_device.type != "cpu":
+        raise ValueError("quantize = 'int8' is for CPUs; on a GPU use dtype float16 or bfloat16 instead")
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(torch_device)
     model.eval()
+    if quantize == "int8":
+        from chatbot.models.quantize import quantize_int8
+
+        quantize_int8(model)
+
     name = "SmolLM2-135M-Instruct" if base_model == EMBEDDED else source.stem if source.is_file() else source.name
     return BaseModel(model, tokenizer, name, folder, torch_device, torch_dtype)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from langchain_core.embeddings import Embeddings
 from langchain_huggingface import HuggingFaceEmbeddings
 
 from chatbot.config import EMBEDDED
-from chatbot.models.device import resolve_device
+from chatbot.models.device import resolve_device, resolve_dtype
 from chatbot.models.embedded import ModelNotFoundError, minilm_folder
 
 
@@ -25,15 +27,22 @@ def resolve_embedding_folder(embedding_model: str) -> Path:
     return path
 
 
-def load_embeddings(embedding_model: str, device: str = "auto", batch_size: int = 32) -> HuggingFaceEmbeddings:
+def load_embeddings(
+    embedding_model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32
+) -> HuggingFaceEmbeddings:
     """The embedding model with normalised vectors, so cosine similarity is a dot product."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     folder = resolve_embedding_folder(embedding_model)
+    torch_device = resolve_device(device)
     return HuggingFaceEmbeddings(
         model_name=str(folder),
-        model_kwargs={"device": str(resolve_device(device)), "local_files_only": True},
+        model_kwargs={
+            "device": str(torch_device),
+            "local_files_only": True,
+            "model_kwargs": {"dtype": resolve_dtype(dtype, torch_device)},
+        },
         encode_kwargs={"normalize_embeddings": True, "batch_size": batch_size},
     )
 
@@ -41,9 +50,11 @@ def load_embeddings(embedding_model: str, device: str = "auto", batch_size: int 
 class LazyEmbeddings(Embeddings):
     """Loads the embedding model on the first text to embed, so a no-op sync never loads it."""
 
-    def __init__(self, embedding_model: str, device: str = "auto") -> None:
+    def __init__(self, embedding_model: str, device: str = "auto", dtype: str = "auto") -> None:
         self.embedding_model = embedding_model
         self.device = device
+        self.dtype = dtype
+        self.run: Callable[[Callable[[], Any]], Any] = _inline  # where the torch work runs (see ``run_on``)
         self._model: HuggingFaceEmbeddings | None = None
         self._lock = threading.Lock()
 
@@ -51,11 +62,26 @@ class LazyEmbeddings(Embeddings):
     def model(self) -> HuggingFaceEmbeddings:
         with self._lock:
             if self._model is None:
-                self._model = load_embeddings(self.embedding_model, self.device)
+                self._model = load_embeddings(self.embedding_model, self.device, self.dtype)
             return self._model
 
+    def run_on(self, runner: Callable[[Callable[[], Any]], Any]) -> None:
+        """Run loading and embedding through ``runner`` (the chat model's engine thread)."""
+        self.run = runner
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.model.embed_documents(texts)
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), _TASK_SIZE):  # short tasks, so running chats keep streaming
+            batch = texts[start : start + _TASK_SIZE]
+            vectors.extend(self.run(lambda batch=batch: self.model.embed_documents(batch)))
+        return vectors
 
     def embed_query(self, text: str) -> list[float]:
-        return self.model.embed_query(text)
+        return self.run(lambda: self.model.embed_query(text))
+
+
+_TASK_SIZE = 32
+
+
+def _inline(task: Callable[[], Any]) -> Any:
+    return task()

@@ -1,0 +1,22 @@
+"""Swap a model's plain linear layers for an inference-only variant (packed or int8)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def replace_linears(model: torch.nn.Module, make: Callable[[torch.nn.Linear], torch.nn.Linear]) -> int:
+    """Replace every plain ``Linear`` of ``model`` by ``make(layer)``; returns how many.
+
+    An output head tied to the input embeddings gets its own copy; the embeddings stay as they are.
+    """
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear:
+                setattr(parent, name, make(child))
+                replaced += 1
+    model.config.tie_word_embeddings = False  # so nothing re-ties the head to the embeddings
+    return replaced

@@ -1,0 +1,232 @@
+"""Continuous batching: requests decoded together give exactly what they give alone."""
+
+import shutil
+import threading
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from chatbot.batching import GenerationParams, repeats_itself
+from chatbot.kv_cache import BatchCache, PrefixStore
+
+SYSTEM = "You are a careful assistant. Answer in one short paragraph."
+QUESTIONS = [
+    "Describe the sea.",
+    "What is a balance sheet and why do companies publish one every quarter?",
+    "Name three colors.",
+    "Explain how a bicycle gear works, step by step, for a child who has never ridden one.",
+]
+
+
+@pytest.fixture
+def bot(make_bot, tmp_path, lora_folder, other_lora_folder):
+    adapters = tmp_path / "adapters"
+    shutil.copytree(lora_folder, adapters / "demo")
+    shutil.copytree(other_lora_folder, adapters / "other")
+    return make_bot(adapters_dir=adapters)
+
+
+def prompt(generator, question: str, system: str = SYSTEM) -> tuple[list[int], int]:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    ids = generator.encode(messages)["input_ids"][0].tolist()
+    return ids, generator.prefix_length(messages, ids)
+
+
+def run_alone(engine, ids, prefix, adapter, params) -> list[int]:
+    return list(engine.submit(ids, adapter, params, prefix).token_ids())
+
+
+def submit_together(generator, jobs):
+    """Submit every job before the engine can take the first, so all of them share the batch."""
+    with generator.exclusive:
+        return [generator.engine.submit(ids, adapter, params, prefix) for ids, prefix, adapter, params in jobs]
+
+
+def test_greedy_and_seeded_outputs_alone_equal_outputs_inside_a_mixed_batch(bot):
+    generator = bot.generator
+    engine = generator.engine
+    greedy_long = GenerationParams(max_new_tokens=40)
+    greedy_short = GenerationParams(max_new_tokens=12)  # leaves the batch early
+    sampled = GenerationParams(max_new_tokens=24, temperature=0.9, top_p=0.9, seed=7)
+    jobs = [
+        (*prompt(generator, QUESTIONS[0]), "demo", greedy_long),
+        (*prompt(generator, QUESTIONS[1]), "other", greedy_long),
+        (*prompt(generator, QUESTIONS[2]), "base", greedy_short),
+        (*prompt(generator, QUESTIONS[3]), "demo", sampled),
+        (*prompt(generator, QUESTIONS[1], system="Reply like a pirate."), "base", greedy_long),
+        (*prompt(generator, " ".join(QUESTIONS * 4)), "other", greedy_long),  # long: made the active adapter
+    ]
+    alone = [run_alone(engine, *job) for job in jobs]
+    assert generator.model.active_adapter == "other"
+    assert len({tuple(tokens) for tokens in alone}) == len(jobs)
+    assert len(alone[2]) < min(len(alone[0]), len(alone[1]))  # so one row leaves mid-batch
+
+    engine.largest_batch = 0
+    requests = submit_together(generator, jobs)
+    together = [list(request.token_ids()) for request in requests]
+    assert engine.largest_batch == len(jobs)  # they really were decoded as one batch
+    assert together == alone
+
+
+def test_the_generator_streams_the_same_text_for_concurrent_users(bot):
+    generator = bot.generator
+    params = GenerationParams(max_new_tokens=24)
+    cases = [(QUESTIONS[0], "demo"), (QUESTIONS[2], "other"), (QUESTIONS[1], "base")]
+
+    def messages(question):
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}]
+
+    alone = [generator.complete(messages(q), params, a) for q, a in cases]
+    results: dict[int, list[str]] = {}
+
+    def user(index: int) -> None:
+        question, adapter = cases[index]
+        results[index] = list(generator.stream(messages(question), params, adapter))
+
+    generator.engine.largest_batch = 0
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(len(cases))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert ["".join(results[i]) for i in range(len(cases))] == alone
+    assert all(len(results[i]) > 3 for i in results)  # streamed in pieces, not at the end
+    assert generator.engine.largest_batch >= 2
+
+
+def test_a_cancelled_or_failing_request_leaves_the_others_untouched(bot):
+    generator = bot.generator
+    engine = generator.engine
+    params = GenerationParams(max_new_tokens=20)
+    ids, prefix = prompt(generator, QUESTIONS[0])
+    expected = run_alone(engine, ids, prefix, "demo", params)
+
+    long_ids, long_prefix = prompt(generator, QUESTIONS[3])
+    jobs = [
+        (long_ids, long_prefix, "base", GenerationParams(max_new_tokens=200)),
+        (ids, prefix, "missing", params),
+        (ids, prefix, "demo", params),
+    ]
+    cancelled, unknown, kept = submit_together(generator, jobs)
+    stream = cancelled.token_ids()
+    next(stream)
+    cancelled.cancel()
+    assert len(list(stream)) < 20  # stops within a step or two
+    with pytest.raises(ValueError, match="'missing' is not loaded"):
+        list(unknown.token_ids())
+    assert list(kept.token_ids()) == expected
+
+
+def test_removing_an_adapter_fails_only_its_running_requests(bot):
+    generator = bot.generator
+    ids, prefix = prompt(generator, QUESTIONS[1])
+    params = GenerationParams(max_new_tokens=60)
+    expected = run_alone(generator.engine, ids, prefix, "base", params)
+    doomed, kept = submit_together(generator, [(ids, prefix, "other", params), (ids, prefix, "base", params)])
+    next(doomed.token_ids())
+    with generator.exclusive:
+        generator.model.delete_adapter("other")
+        generator.forget_adapter("other")
+    with pytest.raises(ValueError, match="removed while generating"):
+        list(doomed.token_ids())
+    assert list(kept.token_ids()) == expected
+
+
+def test_the_system_prompt_prefix_is_computed_once_per_adapter(bot):
+    generator = bot.generator
+    engine = generator.engine
+    params = GenerationParams(max_new_tokens=16)
+    ids, prefix = prompt(generator, QUESTIONS[2], system="You are the prefix test. Be brief.")
+    assert 10 < prefix < len(ids)
+    hits, misses = engine.prefixes.hits, engine.prefixes.misses
+    first = run_alone(engine, ids, prefix, "demo", params)
+    second = run_alone(engine, ids, prefix, "demo", params)
+    assert (engine.prefixes.hits - hits, engine.prefixes.misses - misses) == (1, 1)
+    other_ids, _ = prompt(generator, QUESTIONS[0], system="You are the prefix test. Be brief.")
+    run_alone(engine, other_ids, prefix, "demo", params)
+    run_alone(engine, ids, prefix, "other", params)  # another adapter: its own key/values
+    assert (engine.prefixes.hits - hits, engine.prefixes.misses - misses) == (2, 2)
+    engine.forget_adapter("demo")
+    cold_again = run_alone(engine, ids, prefix, "demo", params)
+    assert first == second == cold_again  # a warm or cold prefix store never changes the answer
+
+
+def test_prefix_length_is_zero_without_a_leading_system_message(bot):
+    generator = bot.generator
+    messages = [{"role": "user", "content": "hi"}]
+    ids = generator.encode(messages)["input_ids"][0].tolist()
+    assert generator.prefix_length(messages, ids) == 0
+
+
+def _cache(length: int, fill: float) -> DynamicCache:
+    keys = torch.full((1, 2, length, 4), fill)
+    return DynamicCache(ddp_cache_data=[(keys, keys + 100)])
+
+
+def test_batch_cache_left_pads_rows_and_trims_unneeded_padding():
+    batch = BatchCache()
+    batch.add(_cache(3, 1.0), torch.device("cpu"))
+    batch.add(_cache(5, 2.0), torch.device("cpu"))
+    assert batch.mask.tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]
+    keys = batch.cache.layers[0].keys
+    assert keys.shape == (2, 2, 5, 4)
+    assert keys[0, :, :2].abs().sum() == 0 and (keys[0, :, 2:] == 1).all() and (keys[1] == 2).all()
+    assert (batch.cache.layers[0].values[1] == 102).all()
+    batch.extend_mask()
+    assert batch.mask.shape == (2, 6)
+    batch.keep([0])
+    assert batch.mask.tolist() == [[1, 1, 1, 1]]  # the two padding columns went with the long row
+    assert batch.cache.layers[0].keys.shape == (1, 2, 3, 4)
+    batch.keep([])
+    assert batch.rows == 0
+
+
+def test_prefix_store_evicts_least_recently_used_and_forgets_an_adapter():
+    store = PrefixStore(capacity=2)
+    store.put("a", (1,), [])
+    store.put("b", (1,), [])
+    assert store.get("a", (1,)) == []
+    store.put("c", (1,), [])  # evicts b, the least recently used
+    assert store.get("b", (1,)) is None and store.get("a", (1,)) == []
+    store.forget("a")
+    assert store.get("a", (1,)) is None and store.get("c", (1,)) == []
+
+
+def test_repeats_itself_detects_a_verbatim_loop_only():
+    varied = list(range(100))
+    assert not repeats_itself(varied, window=4)
+    assert repeats_itself([9, 8, 1, 2, 3, 4, 7, 1, 2, 3, 4], window=4)
+    assert not repeats_itself([1, 2, 3, 4, 1, 2, 3], window=4)  # too short to judge
+
+
+def test_tasks_run_on_the_engine_thread_between_steps_while_requests_decode(bot):
+    generator = bot.generator
+    engine = generator.engine
+    ids, prefix = prompt(generator, QUESTIONS[3])
+    params = GenerationParams(max_new_tokens=30)
+    expected = run_alone(engine, ids, prefix, "demo", params)
+    request = engine.submit(ids, "demo", params, prefix)
+    threads = []
+    for _ in range(50):  # many small tasks racing the decode loop (none may be lost)
+        threads.append(engine.call(lambda: threading.current_thread().name))
+    assert set(threads) == {"batch-engine"}
+    assert list(request.token_ids()) == expected
+    with pytest.raises(ZeroDivisionError):
+        engine.call(lambda: 1 / 0)
+
+
+def test_embedding_runs_on_the_engine_thread_once_the_model_is_loaded(bot, monkeypatch):
+    from langchain_huggingface import HuggingFaceEmbeddings
+
+    threads = []
+    real = HuggingFaceEmbeddings.embed_documents
+
+    def spy(self, texts):
+        threads.append(threading.current_thread().name)
+        return real(self, texts)
+
+    monkeypatch.setattr(HuggingFaceEmbeddings, "embed_documents", spy)
+    bot.load()
+    vectors = bot.embeddings.embed_documents([f"chunk {i}" for i in range(70)])  # three tasks of <= 32
+    assert len(vectors) == 70 and threads == ["batch-engine"] * 3
