@@ -8,7 +8,6 @@ of at least ``min_relevance``, so "nothing relevant, I don't know" keeps its mea
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from langchain_chroma import Chroma
@@ -20,7 +19,6 @@ from pydantic import ConfigDict
 from chatbot.knowledge.keywords import KeywordIndex
 
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
-_KEYWORD_SEARCH = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
 
 
 def _cosine(a: list[float], b: list[float]) -> float:
@@ -61,14 +59,13 @@ class ScoredRetriever(BaseRetriever):
         return self._hybrid(query, k, where)
 
     def _hybrid(self, query: str, k: int, where: dict | None) -> list[Document]:
-        keyword_search = _KEYWORD_SEARCH.submit(self.keywords.search, query, self.candidates)  # meanwhile, embed
         embedding = self.store.embeddings.embed_query(query)
         pairs = self.store.similarity_search_by_vector_with_relevance_scores(
             embedding, k=max(k, self.candidates), filter=where
         )
         vector = [_scored(doc, 1.0 - float(distance)) for doc, distance in pairs]
         by_id = {doc.id: doc for doc in vector}
-        keyword_ids = keyword_search.result()
+        keyword_ids = self.keywords.search(query, self.candidates)
         unseen = [i for i in keyword_ids if i not in by_id]
         if unseen:
             got = self.store.get(ids=unseen, where=where, include=["documents", "metadatas", "embeddings"])
