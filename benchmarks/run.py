@@ -286,7 +286,7 @@ def main() -> None:
             }
         )
         messages = to_chat_messages(prompt.to_messages())
-        figures["rag_prompt_tokens"] = int(generator.encode(messages)["input_ids"].shape[1])
+        figures["rag_prompt_tokens"] = len(generator.prompt_ids(messages))
 
         def run(chat: list[dict[str, str]], tokens: int, name: str = adapter) -> GenerationStats:
             stats = GenerationStats()

@@ -106,13 +106,13 @@ class DomainRegistry:
         return domain
 
 
-# Adapters compute in the base model's dtype (PEFT would upcast them to fp32): half the memory,
-# and in bf16 a row's LoRA result does not depend on how many rows share its adapter in a batch.
-_IN_MODEL_DTYPE = {"autocast_adapter_dtype": False}
-
-
 def _cast_adapter(model: Any, name: str, dtype: Any) -> None:  # torch.nn.Module, torch.dtype
-    """Put adapter ``name``'s LoRA weights in ``dtype`` (PEFT keeps the saved dtype over int8 base layers)."""
+    """Put adapter ``name``'s LoRA weights in the model's ``dtype``.
+
+    PEFT upcasts them to fp32 (or keeps the saved dtype over int8 base layers). In the model's
+    dtype they take half the memory, and in bf16 a row's LoRA result does not depend on how many
+    rows share its adapter in a batch.
+    """
     import torch
 
     for module in model.modules():
@@ -178,17 +178,13 @@ class AdapterRegistry(DomainRegistry):
         model = self.generator.model
         if isinstance(model, PeftModel):
             try:
-                model.load_adapter(
-                    str(path), adapter_name=name, is_trainable=False, low_cpu_mem_usage=False, **_IN_MODEL_DTYPE
-                )
+                model.load_adapter(str(path), adapter_name=name, is_trainable=False, low_cpu_mem_usage=False)
             except Exception:
                 if name in model.peft_config:
                     model.delete_adapter(name)
                 raise
         else:
-            model = PeftModel.from_pretrained(
-                self.generator.base.model, str(path), adapter_name=name, **_IN_MODEL_DTYPE
-            )
+            model = PeftModel.from_pretrained(self.generator.base.model, str(path), adapter_name=name)
             model.eval()
             self.generator.attach(model)
         _cast_adapter(model, name, self.generator.base.dtype)

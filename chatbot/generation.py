@@ -66,16 +66,15 @@ class Generator:
         """Drop what was cached for ``adapter`` (call with :attr:`exclusive` held, after changing it)."""
         self.engine.forget_adapter(adapter)
 
-    def encode(self, messages: Sequence[dict[str, str]]) -> dict[str, torch.Tensor]:
-        """Apply the model's chat template and tokenize, ready for the model."""
-        encoded = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=True, return_tensors="pt", return_dict=True
+    def prompt_ids(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """The token ids of ``messages`` in the model's chat template (ready for the assistant's turn)."""
+        ids = self.tokenizer.apply_chat_template(
+            list(messages), add_generation_prompt=add_generation_prompt, tokenize=True
         )
-        return {key: value.to(self.base.device) for key, value in encoded.items()}
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
     def _encode_system(self, system: str) -> tuple[int, ...]:
-        ids = self.tokenizer.apply_chat_template([{"role": "system", "content": system}], tokenize=True)
-        return tuple(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        return tuple(self.prompt_ids([{"role": "system", "content": system}], add_generation_prompt=False))
 
     def prefix_length(self, messages: Sequence[dict[str, str]], prompt: list[int]) -> int:
         """How many leading prompt tokens are the system message alone (their key/values are reused)."""
@@ -94,7 +93,7 @@ class Generator:
         """Yield text pieces as they are decoded."""
         stats = stats if stats is not None else GenerationStats()
         started = time.perf_counter()
-        prompt = self.encode(messages)["input_ids"][0].tolist()
+        prompt = self.prompt_ids(messages)
         stats.prompt_tokens = len(prompt)
         request = self.engine.submit(prompt, adapter, params, self.prefix_length(messages, prompt))
         text = ""

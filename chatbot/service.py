@@ -369,6 +369,8 @@ class Chatbot:
                 {"name": d.name, "description": d.description, "status": "ready"} for d in self.adapters.list()
             ]
         elif load_model:
+            from chatbot.models.packed import PackedLinear
+
             base = self.generator.base
             data["base_model"].update(
                 name=base.name,
@@ -376,7 +378,7 @@ class Chatbot:
                 device=str(base.device),
                 dtype=str(base.dtype).removeprefix("torch."),
                 quantize=self.settings.quantize,
-                prepacked=any(type(m).__name__ == "PackedLinear" for m in base.model.modules()),
+                prepacked=any(isinstance(m, PackedLinear) for m in base.model.modules()),
             )
             data["adapters"] = [
                 {"name": d.name, "description": d.description, "status": "ready" if d.ready else f"error: {d.error}"}

@@ -29,7 +29,7 @@ def bot(make_bot, tmp_path, lora_folder, other_lora_folder):
 
 def prompt(generator, question: str, system: str = SYSTEM) -> tuple[list[int], int]:
     messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
-    ids = generator.encode(messages)["input_ids"][0].tolist()
+    ids = generator.prompt_ids(messages)
     return ids, generator.prefix_length(messages, ids)
 
 
@@ -155,7 +155,7 @@ def test_the_system_prompt_prefix_is_computed_once_per_adapter(bot):
 def test_prefix_length_is_zero_without_a_leading_system_message(bot):
     generator = bot.generator
     messages = [{"role": "user", "content": "hi"}]
-    ids = generator.encode(messages)["input_ids"][0].tolist()
+    ids = generator.prompt_ids(messages)
     assert generator.prefix_length(messages, ids) == 0
 
 

@@ -46,7 +46,7 @@ def test_an_int8_model_serves_adapters_and_batches_without_changing_answers(make
 
     params = GenerationParams(max_new_tokens=24)
     chats = [[{"role": "user", "content": question}] for question in ("Describe the sea.", "Name three colors.")]
-    prompts = [generator.encode(chat)["input_ids"][0].tolist() for chat in chats]
+    prompts = [generator.prompt_ids(chat) for chat in chats]
     alone = [
         list(generator.engine.submit(p, a, params).token_ids()) for p, a in zip(prompts, ("demo", "base"), strict=True)
     ]

@@ -70,6 +70,8 @@ class LazyEmbeddings(Embeddings):
         self.run = runner
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if self.run is _inline:  # nothing else to keep going: one call, sorted by length as a whole
+            return self.model.embed_documents(texts)
         vectors: list[list[float]] = []
         for start in range(0, len(texts), _TASK_SIZE):  # short tasks, so running chats keep streaming
             batch = texts[start : start + _TASK_SIZE]
