@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.adapter_check import check_adapter, read_manifest
-from chatbot.generation import BASE_ADAPTER, Generator
+from chatbot.generation import Generator
+from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,19 @@ def apply_manifest(domain: Domain, manifest: dict[str, Any]) -> None:
     domain.description = str(manifest.get("description", domain.description))
     domain.system_prompt = str(manifest.get("system_prompt", domain.system_prompt))
     domain.scope = scope_filter(manifest)
-    domain.generation = dict(manifest.get("generation", {}))
+    domain.generation = generation_defaults(manifest)
+
+
+def generation_defaults(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The ``[generation]`` table of ``domain.toml``, checked: ValueError names the bad key."""
+    table = manifest.get("generation", {})
+    if not isinstance(table, dict):
+        raise ValueError("domain.toml: [generation] must be a table")
+    try:
+        GenerationParams.merged(GenerationParams(), table)
+    except InputError as exc:
+        raise ValueError(f"domain.toml [generation]: {exc}") from exc
+    return dict(table)
 
 
 class DomainRegistry:

@@ -24,7 +24,8 @@ class SourceRef:
     cited_by: Literal["model", "attribution"] | None = None
     quote: str | None = None  # the sentence of the block that best supports the answer's claims
     support: float | None = None  # citation check: lowest share of a citing sentence found in the block
-    supported: bool | None = None  # support >= citations.SUPPORTED
+    supported: bool | None = None  # the citation check (grounding.judge) passed
+    problems: list[str] | None = None  # why it did not: number, name, structure, echo, negation, words
 
     @classmethod
     def from_document(cls, n: int, document: Document, quote: str | None = None) -> SourceRef:
@@ -66,7 +67,9 @@ class Answer:
     retrieved: list[SourceRef] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     used_retrieval: bool = True
-    abstained: bool = False
+    abstained: bool = False  # the answer is a decline ("I don't know ...")
+    decline_reason: str | None = None  # why (chain.NOTHING_RETRIEVED, MODEL_DECLINED, ...)
+    withheld: str | None = None  # the model's answer, when the chain declined in its place
     model_citations: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     search_query: str | None = None  # what was searched, when a follow-up was made standalone
@@ -86,6 +89,8 @@ class Answer:
             "timings": {key: round(value, 4) for key, value in self.timings.items()},
             "used_retrieval": self.used_retrieval,
             "abstained": self.abstained,
+            "decline_reason": self.decline_reason,
+            "withheld": self.withheld,
             "model_citations": self.model_citations,
             "usage": self.usage,
             "search_query": self.search_query,

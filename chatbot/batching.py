@@ -13,6 +13,7 @@ import atexit
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -22,48 +23,64 @@ import torch
 from transformers import DynamicCache
 
 from chatbot.kv_cache import BatchCache, PrefixStore, snapshot
+from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
 
 log = logging.getLogger(__name__)
 
-BASE_ADAPTER = "base"
 PEFT_BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
 LOOP_WINDOW = 24
 ACTIVATE_AT = 128  # prompt tokens from which making the request's adapter active pays
+PREFILL_CHUNK = 256  # prompt tokens prefilled between two decode steps
 
 
-@dataclass(frozen=True)
-class GenerationParams:
-    """Decoding limits; ``temperature == 0`` means greedy decoding."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    top_p: float = 0.9
-    seed: int | None = None
+class EngineClosedError(RuntimeError):
+    """The engine stopped (the server is shutting down) before the request finished."""
 
 
 _DONE = object()
 _STOP = object()
-_WAKE = object()  # a task is waiting
+_WAKE = object()  # a task is waiting, or a request was cancelled
 T = TypeVar("T")
 
 
 class Request:
-    """A submitted generation; iterate :meth:`token_ids` to receive its tokens as they come."""
+    """A submitted generation; iterate :meth:`token_ids` to receive its tokens as they come.
 
-    def __init__(self, prompt: list[int], prefix_length: int, adapter: str, sampling: GenerationParams) -> None:
+    ``cancelled`` may be an event the caller owns (set it from any thread to stop the request);
+    a cancelled request's reader returns at once, whatever the engine is doing.
+    """
+
+    def __init__(
+        self,
+        prompt: list[int],
+        prefix_length: int,
+        adapter: str,
+        sampling: GenerationParams,
+        cancelled: threading.Event | None = None,
+    ) -> None:
         self.prompt = prompt
         self.prefix_length = prefix_length
         self.adapter = adapter
         self.sampling = sampling
         self.generated: list[int] = []
-        self.cancelled = threading.Event()
+        self.cancelled = cancelled if cancelled is not None else threading.Event()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._rng: torch.Generator | None = None
+        self._engine_thread: threading.Thread | None = None
 
     def token_ids(self) -> Iterator[int]:
-        """Generated token ids (end-of-sequence excluded); raises if the generation failed."""
-        while True:
-            item = self._queue.get()
+        """Generated token ids (end-of-sequence excluded); raises if the generation failed.
+
+        Returns as soon as the request is cancelled. Never blocks on the engine's own thread
+        (a reader finalised there would wait for tokens only that thread can make).
+        """
+        if threading.current_thread() is self._engine_thread:
+            self.cancel()
+        while not self.cancelled.is_set():
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue  # the caller's own event may have been set without cancel()
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
@@ -71,8 +88,9 @@ class Request:
             yield item
 
     def cancel(self) -> None:
-        """Stop generating for this request (the reader went away)."""
+        """Stop generating for this request (the reader went away); its reader returns at once."""
         self.cancelled.set()
+        self._queue.put(_DONE)
 
     def _emit(self, token: int) -> None:
         self.generated.append(token)
@@ -88,6 +106,30 @@ class _Row:
     next_token: int
     position: int  # position id of ``next_token``
     finished: bool = field(default=False)
+
+
+@dataclass
+class _Prefill:
+    """A request whose prompt is being read, one chunk per engine iteration."""
+
+    request: Request
+    bounds: list[int]  # chunk ends, in prompt positions
+    cache: DynamicCache = field(default_factory=DynamicCache)
+    done: int = 0  # prompt tokens already in the cache
+
+
+def chunk_bounds(length: int, prefix: int, chunk: int) -> list[int]:
+    """Where the prefill of a ``length``-token prompt stops between chunks.
+
+    The split depends only on the prompt (never on the load), so a request's answer is the same
+    alone and in a busy batch: the system-prompt prefix (reused across requests) ends a chunk,
+    and no chunk is longer than ``chunk`` tokens.
+    """
+    prefix = prefix if 0 < prefix < length else 0
+    bounds = list(range(chunk, prefix, chunk)) + ([prefix] if prefix else [])
+    start = prefix
+    bounds += list(range(start + chunk, length, chunk)) + [length]
+    return bounds
 
 
 def repeats_itself(tokens: list[int], window: int = LOOP_WINDOW) -> bool:
@@ -127,6 +169,10 @@ class BatchEngine:
 
     ``model`` is a callable because the PEFT wrapper replaces the plain model once the first
     adapter is loaded. ``lock`` is held for each forward pass; hold it to add or remove adapters.
+
+    Each loop iteration reads one chunk (at most ``prefill_chunk`` tokens) of one waiting prompt,
+    taking the prompts in turn, then decodes one token for every running row: a long prompt never
+    stalls the others for more than one chunk, and a short one is not stuck behind it.
     """
 
     def __init__(
@@ -138,18 +184,24 @@ class BatchEngine:
         max_batch: int = 8,
         prefix_capacity: int = 16,
         prepare: Callable[[], None] | None = None,
+        prefill_chunk: int = PREFILL_CHUNK,
     ) -> None:
         self._model = model
         self._lock = lock
         self.device = device
         self.stop_ids = stop_ids
         self.max_batch = max_batch
+        self.prefill_chunk = prefill_chunk
         self.prefixes = PrefixStore(prefix_capacity)
         self.largest_batch = 0
-        self._pending: queue.SimpleQueue[Request] = queue.SimpleQueue()
+        self.cancelled_total = 0  # requests ended because their reader went away
+        self._pending: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
         self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._waiting: deque[Request] = deque()  # submitted, not yet prefilling (the batch is full)
+        self._prefilling: deque[_Prefill] = deque()
         self._rows: list[_Row] = []
         self._batch = BatchCache()
+        self._closed = threading.Event()
         self._threads = torch.get_num_threads()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -160,15 +212,39 @@ class BatchEngine:
         if self._startup_error is not None:
             raise self._startup_error
 
-    def close(self) -> None:
-        """Stop the worker once the requests already running are done (also called at exit)."""
-        if self._worker.is_alive():
-            self._pending.put(_STOP)
-            self._worker.join(timeout=30)
+    def stop(self) -> None:
+        """Ask the worker to stop without waiting (safe in a signal handler).
 
-    def submit(self, prompt: list[int], adapter: str, sampling: GenerationParams, prefix_length: int = 0) -> Request:
-        """Queue a prompt (token ids) for generation with ``adapter``; returns at once."""
-        request = Request(prompt, prefix_length, adapter, sampling)
+        Every request not finished yet fails with :class:`EngineClosedError`; later submits are refused.
+        """
+        self._closed.set()
+        self._pending.put(_STOP)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """:meth:`stop`, then wait for the worker to end (also called at exit)."""
+        self.stop()
+        if self._worker.is_alive():
+            self._worker.join(timeout=timeout)
+
+    def submit(
+        self,
+        prompt: list[int],
+        adapter: str,
+        sampling: GenerationParams,
+        prefix_length: int = 0,
+        cancelled: threading.Event | None = None,
+    ) -> Request:
+        """Queue a prompt (token ids) for generation with ``adapter``; returns at once.
+
+        Raises :class:`EngineClosedError` once the engine is closed (the prompt's length is the
+        generator's to check: it knows the model's context).
+        """
+        if self._closed.is_set():
+            raise EngineClosedError("the server is shutting down")
+        if not prompt:
+            raise InputError("the prompt is empty")
+        request = Request(prompt, prefix_length, adapter, sampling, cancelled)
+        request._engine_thread = self._worker
         if sampling.seed is not None:
             request._rng = torch.Generator(device=self.device).manual_seed(sampling.seed)
         self._pending.put(request)
@@ -186,11 +262,18 @@ class BatchEngine:
         future: Future = Future()
         self._tasks.put((task, future))
         self._pending.put(_WAKE)
+        if not self._worker.is_alive():  # it stopped between the check and the put
+            self._run_tasks()
         return future.result()
 
     def forget_adapter(self, adapter: str) -> None:
         """Drop cached prefixes of ``adapter``; call while holding the lock, after changing it."""
         self.prefixes.forget(adapter)
+
+    @property
+    def busy(self) -> int:
+        """Requests submitted and not finished (waiting, prefilling or decoding)."""
+        return len(self._waiting) + len(self._prefilling) + len(self._rows) + self._pending.qsize()
 
     # The worker thread from here on.
 
@@ -210,23 +293,73 @@ class BatchEngine:
             return
         finally:
             self._ready.set()
-        stopping = False
-        while not stopping or self._rows:
-            if not self._rows and not stopping:
-                stopping = self._admit(self._pending.get())
-            while not stopping and len(self._rows) < self.max_batch and not self._pending.empty():
-                stopping = self._admit(self._pending.get())
+        while True:
+            idle = not (self._rows or self._prefilling or self._waiting)
+            if not self._take(block=idle):
+                break
+            self._run_tasks()
+            self._drop_cancelled()
+            while self._waiting and len(self._rows) + len(self._prefilling) < self.max_batch:
+                request = self._waiting.popleft()
+                bounds = chunk_bounds(len(request.prompt), request.prefix_length, self.prefill_chunk)
+                self._prefilling.append(_Prefill(request, bounds))
+            if self._prefilling:
+                self._prefill_chunk()
             if self._rows:
                 self._step()
+        self._shut_down()
+
+    def _take(self, block: bool) -> bool:
+        """Move submitted requests to the waiting line; False on the stop signal."""
+        item = self._pending.get() if block else None
+        while True:
+            if item is _STOP:
+                return False
+            if isinstance(item, Request):
+                self._waiting.append(item)
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _shut_down(self) -> None:
+        error = EngineClosedError("the server is shutting down")
+        for request in [*self._waiting, *(p.request for p in self._prefilling), *(r.request for r in self._rows)]:
+            request._finish(error)
+        while True:
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Request):
+                item._finish(error)
+        self._waiting.clear()
+        self._prefilling.clear()
+        self._rows, self._batch = [], BatchCache()
         self._run_tasks()
 
     def _run_tasks(self) -> None:
-        while not self._tasks.empty():
-            task, future = self._tasks.get()
+        while True:
+            try:
+                task, future = self._tasks.get_nowait()
+            except queue.Empty:
+                return
             try:
                 future.set_result(task())
             except BaseException as exc:  # the caller gets it
                 future.set_exception(exc)
+
+    def _drop_cancelled(self) -> None:
+        """Finish requests whose reader went away before they reached the batch."""
+        for line in (self._waiting, self._prefilling):
+            kept = [item for item in line if not _request_of(item).cancelled.is_set()]
+            if len(kept) < len(line):
+                for item in line:
+                    if _request_of(item).cancelled.is_set():
+                        _request_of(item)._finish()
+                        self.cancelled_total += 1
+                line.clear()
+                line.extend(kept)
 
     def _routing(self, adapters: list[str], tokens: int) -> dict:
         """How this forward pass reaches each row's adapter.
@@ -255,53 +388,60 @@ class BatchEngine:
         routing = self._routing(adapters, int(input_ids.shape[1]))
         return self._model()(input_ids=input_ids, use_cache=True, logits_to_keep=1, **routing, **kwargs)
 
-    def _prefill(self, request: Request) -> tuple[DynamicCache, torch.Tensor]:
-        """Run the prompt alone, starting from the stored prefix when there is one."""
-        prompt = torch.tensor([request.prompt], device=self.device)
-        adapters = [request.adapter]
-        split = request.prefix_length if 0 < request.prefix_length < len(request.prompt) else 0
-        prefix = tuple(request.prompt[:split])
-        stored = self.prefixes.get(request.adapter, prefix) if split else None
-        if stored is not None:
-            cache = DynamicCache(ddp_cache_data=stored)
-        else:
-            cache = DynamicCache()
-            if split:
-                self._forward(prompt[:, :split], adapters, past_key_values=cache)
-                self.prefixes.put(request.adapter, prefix, snapshot(cache))
-        positions = torch.arange(split, len(request.prompt), device=self.device)[None]
-        output = self._forward(prompt[:, split:], adapters, past_key_values=cache, position_ids=positions)
-        return cache, output.logits[:, -1]
+    def _prefill_chunk(self) -> None:
+        """Read the next chunk of the first prompt in line, then send that prompt to the back.
 
-    def _admit(self, request: Request | object) -> bool:
-        """Prefill ``request`` and add it to the batch; True when it is the stop signal."""
-        if request is _STOP:
-            return True
-        if request is _WAKE:
-            self._run_tasks()
-            return False
-        if request.cancelled.is_set():
-            request._finish()
-            return False
-        try:
-            with self._lock, torch.inference_mode():
-                cache, logits = self._prefill(request)
+        A finished prefill picks the request's first token and joins the batch.
+        """
+        with self._lock, torch.inference_mode():  # the adapter cannot go between the check and the pass
+            self._drop_unloaded()
+            if not self._prefilling:
+                return
+            prefill = self._prefilling.popleft()
+            request = prefill.request
+            try:
+                logits = self._advance(prefill)
+                if logits is None:
+                    self._prefilling.append(prefill)
+                    return
                 row = _Row(request, next_token=-1, position=len(request.prompt))
                 row.next_token = pick_tokens(logits, [row])[0]
-        except Exception as exc:  # this request fails; the batch goes on
-            log.exception("prefill failed")
-            request._finish(exc)
-            return False
+            except Exception as exc:  # this request fails; the batch goes on
+                log.exception("prefill failed")
+                request._finish(exc)
+                return
         if self._accept(row, row.next_token):
-            self._batch.add(cache, self.device)
+            self._batch.add(prefill.cache, self.device)
             self._rows.append(row)
             self.largest_batch = max(self.largest_batch, len(self._rows))
-        return False
+
+    def _advance(self, prefill: _Prefill) -> torch.Tensor | None:
+        """Run one chunk of ``prefill``; the last position's logits once the prompt is read."""
+        request = prefill.request
+        split = request.prefix_length if 0 < request.prefix_length < len(request.prompt) else 0
+        if prefill.done == 0 and split:
+            stored = self.prefixes.get(request.adapter, tuple(request.prompt[:split]))
+            if stored is not None:
+                prefill.cache = DynamicCache(ddp_cache_data=stored)
+                prefill.done = split
+                prefill.bounds = [end for end in prefill.bounds if end > split]
+        end = prefill.bounds.pop(0)
+        ids = torch.tensor([request.prompt[prefill.done : end]], device=self.device)
+        positions = torch.arange(prefill.done, end, device=self.device)[None]
+        output = self._forward(ids, [request.adapter], past_key_values=prefill.cache, position_ids=positions)
+        prefill.done = end
+        if end == split:
+            self.prefixes.put(request.adapter, tuple(request.prompt[:split]), snapshot(prefill.cache))
+        return output.logits[:, -1] if end == len(request.prompt) else None
 
     def _accept(self, row: _Row, token: int) -> bool:
         """Hand ``token`` to the row's reader; False once the row is finished."""
         request = row.request
-        if token in self.stop_ids or request.cancelled.is_set():
+        if request.cancelled.is_set():
+            self.cancelled_total += 1
+            request._finish()
+            return False
+        if token in self.stop_ids:
             request._finish()
             return False
         request._emit(token)
@@ -311,25 +451,32 @@ class BatchEngine:
         return True
 
     def _drop_unloaded(self) -> None:
-        """Fail the rows whose adapter was removed since they started."""
+        """Fail the requests whose adapter was removed since they started (mid-prompt or mid-answer)."""
         model = self._model()
         loaded = set(getattr(model, "peft_config", {})) | {BASE_ADAPTER}
-        keep = [index for index, row in enumerate(self._rows) if row.request.adapter in loaded]
+
+        def removed(request: Request) -> bool:
+            if request.adapter in loaded:
+                return False
+            request._finish(ValueError(f"adapter {request.adapter!r} was removed while generating"))
+            return True
+
+        kept = [prefill for prefill in self._prefilling if prefill.done == 0 or not removed(prefill.request)]
+        if len(kept) < len(self._prefilling):
+            self._prefilling.clear()
+            self._prefilling.extend(kept)
+        keep = [index for index, row in enumerate(self._rows) if not removed(row.request)]
         if len(keep) < len(self._rows):
-            for row in self._rows:
-                if row.request.adapter not in loaded:
-                    row.request._finish(ValueError(f"adapter {row.request.adapter!r} was removed while generating"))
             self._rows = [self._rows[index] for index in keep]
             self._batch.keep(keep)
 
     def _step(self) -> None:
-        with self._lock:
+        with self._lock, torch.inference_mode():  # the adapter cannot go between the check and the pass
             self._drop_unloaded()
-        rows = self._rows
-        if not rows:
-            return
-        try:
-            with self._lock, torch.inference_mode():
+            rows = self._rows
+            if not rows:
+                return
+            try:
                 mask = self._batch.extend_mask()
                 output = self._forward(
                     torch.tensor([[row.next_token] for row in rows], device=self.device),
@@ -339,12 +486,12 @@ class BatchEngine:
                     position_ids=torch.tensor([[row.position] for row in rows], device=self.device),
                 )
                 tokens = pick_tokens(output.logits[:, -1], rows)
-        except Exception as exc:  # the step failed for everyone in it
-            log.exception("decode step failed")
-            for row in rows:
-                row.request._finish(exc)
-            self._rows, self._batch = [], BatchCache()
-            return
+            except Exception as exc:  # the step failed for everyone in it
+                log.exception("decode step failed")
+                for row in rows:
+                    row.request._finish(exc)
+                self._rows, self._batch = [], BatchCache()
+                return
         keep = []
         for index, (row, token) in enumerate(zip(rows, tokens, strict=True)):
             row.position += 1
@@ -354,3 +501,7 @@ class BatchEngine:
         if len(keep) < len(rows):
             self._rows = [rows[index] for index in keep]
             self._batch.keep(keep)
+
+
+def _request_of(item: Request | _Prefill) -> Request:
+    return item.request if isinstance(item, _Prefill) else item

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -15,20 +16,22 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnablePassthrough
 
 from chatbot.answer import Answer, SourceRef
-from chatbot.citations import (
-    SUPPORTED,
-    attribute,
-    check_citations,
-    cited_numbers,
-    claims_by_block,
-    collapse_repeats,
-    supporting_passage,
-)
+from chatbot.citations import attribute, cited_numbers, claims_by_block, supporting_passage
 from chatbot.conversation import CONDENSE_PROMPT, Turn, conversation_text, history_messages, usable_rewrite
-from chatbot.generation import BASE_ADAPTER, GenerationStats
+from chatbot.generation import GenerationStats
+from chatbot.grounding import check_citations, judge, unfounded_specifics
 from chatbot.prompting import PLAIN_PROMPT, RAG_PROMPT, fit_blocks, format_blocks
+from chatbot.tidy import is_context_dump, tidy
+from chatbot.vocabulary import BASE_ADAPTER
 
 DONT_KNOW = "I don't know. The knowledge base has nothing relevant to this question."
+# Why an answer was declined (Answer.decline_reason); the UI and API show them as they are.
+NOTHING_RETRIEVED = "no passage of the knowledge base matched the question"
+MODEL_DECLINED = "the model found no answer in the passages"
+CONTEXT_DUMP = "the model pasted the passages back instead of answering"
+UNFOUNDED = "the answer states {} that no passage holds"
+UNSUPPORTED = "no passage supports what the answer says"
+EMPTY = "the model gave no answer"
 _ECHO = re.compile(r"\n\s*(?:Question|Context):")  # the model starting to echo the prompt
 _DECLINE = re.compile(r"^\W*(?:I (?:do not|don't|dont) know|I'm not sure|the (?:context|blocks) do(?:es)? not)", re.I)
 
@@ -46,6 +49,7 @@ class ChainRequest:
     history: list[Turn] = field(default_factory=list)  # earlier exchanges, oldest first
     history_turns: int = 2  # how many of them the model sees
     search_query: str | None = None  # the standalone query of a follow-up (None: the question)
+    cancelled: threading.Event | None = None  # set it (any thread) to stop generating: the reader went away
 
 
 def is_decline(text: str) -> bool:
@@ -56,10 +60,17 @@ def is_decline(text: str) -> bool:
 class RagChain:
     """LCEL pipelines for the retrieval and the no-retrieval paths, plus citation bookkeeping."""
 
-    def __init__(self, retriever: BaseRetriever, llm: BaseChatModel, context_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        retriever: BaseRetriever,
+        llm: BaseChatModel,
+        context_tokens: int | None = None,
+        decline_unsupported: bool = True,
+    ) -> None:
         self.retriever = retriever
         self.llm = llm
         self.context_tokens = context_tokens  # budget of the numbered blocks in the prompt
+        self.decline_unsupported = decline_unsupported  # withhold answers the passages do not back
 
     def fit(self, blocks: list[Document]) -> list[Document]:
         """The blocks that fit the context budget (all of them when there is none)."""
@@ -67,13 +78,15 @@ class RagChain:
             return blocks
         return fit_blocks(blocks, self.context_tokens, self.llm.count_tokens)
 
+    def prompt(self, use_retrieval: bool) -> Runnable:
+        """The LCEL prompt of one turn (inputs: question, system_prompt, blocks, history)."""
+        if use_retrieval:
+            return RunnablePassthrough.assign(context=lambda x: format_blocks(x["blocks"])) | RAG_PROMPT
+        return PLAIN_PROMPT
+
     def pipeline(self, use_retrieval: bool, **llm_kwargs: Any) -> Runnable:
         """The LCEL pipeline of one turn, with the adapter and limits bound to the model call."""
-        llm = self.llm.bind(**llm_kwargs)
-        if use_retrieval:
-            with_context = RunnablePassthrough.assign(context=lambda x: format_blocks(x["blocks"]))
-            return with_context | RAG_PROMPT | llm | StrOutputParser()
-        return PLAIN_PROMPT | llm | StrOutputParser()
+        return self.prompt(use_retrieval) | self.llm.bind(**llm_kwargs) | StrOutputParser()
 
     def retrieve(self, question: str, scope: dict[str, Any] | None = None) -> list[Document]:
         return self.retriever.invoke(question, filter=scope) if scope else self.retriever.invoke(question)
@@ -102,23 +115,30 @@ class RagChain:
                     request.adapter,
                     timings=timings,
                     abstained=True,
+                    decline_reason=NOTHING_RETRIEVED,
                     search_query=request.search_query,
                 )
                 return
         stats = GenerationStats()
-        config = {"adapter": request.adapter, "stats": stats, **request.generation}
+        config = {"adapter": request.adapter, "stats": stats, "cancelled": request.cancelled, **request.generation}
         inputs = {
             "question": request.question,
             "system_prompt": request.system_prompt,
             "blocks": blocks,
             "history": history_messages(request.history, request.history_turns),
         }
-        runnable = self.pipeline(request.use_retrieval, **config)
+        # The model's stream is read directly, not through an LCEL pipeline's stream: a closed
+        # pipeline stream drains its upstream to the end (LangChain's tracing), which made an
+        # abandoned answer run on, or block the thread that closed it, until the model finished.
+        messages = self.prompt(request.use_retrieval).invoke(inputs)
         pieces: list[str] = []
-        for piece in runnable.stream(inputs):
+        for chunk in self.llm.stream(messages, **config):
+            piece = chunk.text
+            if not piece:
+                continue
             pieces.append(piece)
             yield piece
-        raw = collapse_repeats(_ECHO.split("".join(pieces))[0])
+        raw = _ECHO.split("".join(pieces))[0]
         timings.update(
             generation_s=stats.seconds,
             first_token_s=(stats.first_token_s or stats.seconds) + timings.get("retrieval_s", 0.0),
@@ -130,23 +150,29 @@ class RagChain:
         self, request: ChainRequest, raw: str, blocks: list[Document], timings: dict[str, float], stats: GenerationStats
     ) -> Answer:
         retrieved = [SourceRef.from_document(n, doc) for n, doc in enumerate(blocks, 1)]
-        model_cited = cited_numbers(raw, len(blocks))
-        declined = is_decline(raw)
-        text = raw
         texts = [doc.page_content for doc in blocks]
+        question = request.question
+        text = tidy(raw)
+        model_cited = cited_numbers(text, len(blocks))
+        declined = is_decline(text)
         if blocks and not declined:
-            text = attribute(raw, texts)[0]
-        sources = []
+            text = attribute(text, texts, lambda sentence, block: judge(sentence, block, question).supported)[0]
         claims = claims_by_block(text, len(blocks))
-        checks = check_citations(claims, texts)
+        verdicts = check_citations(claims, texts, question)
+        sources = []
         for number in cited_numbers(text, len(blocks)):
-            origin = "model" if number in model_cited else "attribution"
             quote = supporting_passage(claims.get(number, []), texts[number - 1])
-            source = SourceRef.from_document(number, blocks[number - 1], quote)
-            score = checks.get(number, 1.0)
-            sources.append(replace(source, cited_by=origin, support=score, supported=score >= SUPPORTED))
+            verdict = verdicts[number]
+            source = replace(
+                SourceRef.from_document(number, blocks[number - 1], quote),
+                cited_by="model" if number in model_cited else "attribution",
+                support=verdict.share,
+                supported=verdict.supported,
+                problems=list(verdict.reasons) or None,
+            )
+            sources.append(source)
         answer = Answer(
-            question=request.question,
+            question=question,
             answer=text,
             adapter=request.adapter,
             sources=sources,
@@ -154,11 +180,31 @@ class RagChain:
             timings=timings,
             used_retrieval=request.use_retrieval,
             abstained=declined,
+            decline_reason=MODEL_DECLINED if declined and blocks else None,
             model_citations=len(model_cited),
             search_query=request.search_query,
         )
+        if blocks and not declined and self.decline_unsupported:
+            reason = self.decline_reason(raw, text, texts, sources)
+            if reason:
+                answer.answer, answer.withheld, answer.sources = DONT_KNOW, text, []
+                answer.abstained, answer.decline_reason = True, reason
         answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}
         return answer
+
+    @staticmethod
+    def decline_reason(raw: str, text: str, blocks: list[str], sources: list[SourceRef]) -> str | None:
+        """Why an answer from ``blocks`` should be withheld, or None when it may be shown."""
+        if is_context_dump(raw, blocks):
+            return CONTEXT_DUMP
+        if not text.strip():
+            return EMPTY
+        unfounded = unfounded_specifics(text, blocks)
+        if unfounded:
+            return UNFOUNDED.format(", ".join(dict.fromkeys(unfounded)))
+        if sources and not any(source.supported for source in sources):
+            return UNSUPPORTED
+        return None
 
     def ask(self, request: ChainRequest) -> Answer:
         """Run the chain to the end and return the answer."""

@@ -9,7 +9,7 @@ model's own.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 _MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)\s+|\n+")  # not after "U.S."
@@ -27,6 +27,11 @@ MIN_SUPPORT = 0.6
 def sentences(text: str) -> list[tuple[str, str]]:
     """``text`` as (sentence, following separator) pairs; joining them gives ``text`` back."""
     return list(zip(_SENTENCE_END.split(text), [*_SENTENCE_END.findall(text), ""], strict=True))
+
+
+def strip_markers(text: str) -> str:
+    """``text`` without its ``[n]`` markers (and the space before each)."""
+    return re.sub(r"\s*" + _MARKER.pattern, "", text)
 
 
 def cited_numbers(text: str, block_count: int) -> list[int]:
@@ -52,8 +57,13 @@ def support(sentence: str, block: str) -> float:
     return len(words & content_words(block)) / len(words)
 
 
-def attribute(answer: str, blocks: Sequence[str]) -> tuple[str, list[int]]:
-    """Append ``[n]`` to each uncited sentence that block n supports; return text and numbers added."""
+def attribute(
+    answer: str, blocks: Sequence[str], accept: Callable[[str, str], bool] | None = None
+) -> tuple[str, list[int]]:
+    """Append ``[n]`` to each uncited sentence that block n supports; return text and numbers added.
+
+    ``accept(sentence, block)`` is the citation check: a marker it would reject is never added.
+    """
     if not blocks:
         return answer, []
     added: list[int] = []
@@ -62,7 +72,7 @@ def attribute(answer: str, blocks: Sequence[str]) -> tuple[str, list[int]]:
         if sentence.strip() and not _MARKER.search(sentence) and len(content_words(sentence)) >= MIN_CONTENT_WORDS:
             scores = [support(sentence, block) for block in blocks]
             best = max(range(len(blocks)), key=scores.__getitem__)
-            if scores[best] >= MIN_SUPPORT:
+            if scores[best] >= MIN_SUPPORT and (accept is None or accept(sentence, blocks[best])):
                 stripped = sentence.rstrip()
                 tail = stripped[-1] if stripped[-1:] in ".!?" else ""
                 body = stripped[:-1] if tail else stripped
@@ -106,21 +116,3 @@ def supporting_passage(claims: Sequence[str], block: str) -> str | None:
         if overlap > best_overlap:
             best, best_overlap = " ".join(sentence.split()), overlap
     return best
-
-
-SUPPORTED = 0.5  # share of a citing sentence's content words that its block must contain
-
-
-def check_citations(claims: dict[int, list[str]], blocks: Sequence[str]) -> dict[int, float]:
-    """For each cited block, the lowest support any sentence citing it gets from it (0..1).
-
-    Sentences too short to judge (fewer than ``MIN_CONTENT_WORDS`` content words) count as
-    supported; a block is flagged when some sentence citing it scores below ``SUPPORTED``.
-    """
-    scores: dict[int, float] = {}
-    for number, sentences_citing in claims.items():
-        judged = [
-            support(s, blocks[number - 1]) for s in sentences_citing if len(content_words(s)) >= MIN_CONTENT_WORDS
-        ]
-        scores[number] = round(min(judged), 3) if judged else 1.0
-    return scores

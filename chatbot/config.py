@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     )
     threads: int = Field(0, ge=0, description="Torch CPU threads; 0 keeps torch's default.")
     max_batch: int = Field(8, ge=1, le=64, description="Requests decoded together in one batch.")
+    prefill_chunk_tokens: int = Field(
+        256,
+        ge=16,
+        le=8192,
+        description="Prompt tokens read between two decode steps (long prompts never stall the batch).",
+    )
 
     # Knowledge
     collection: str = Field("knowledge", min_length=1, max_length=60)
@@ -76,6 +82,14 @@ class Settings(BaseSettings):
     chunk_size: int = Field(200, ge=16, le=8192, description="Chunk size in embedding tokens.")
     chunk_overlap: int = Field(30, ge=0, description="Overlap between chunks in tokens.")
     max_file_mb: float = Field(50.0, gt=0, description="Files larger than this are skipped.")
+    max_file_chars: int = Field(
+        5_000_000, ge=1000, description="Text per file; a file that extracts to more is refused."
+    )
+    max_pdf_pages: int = Field(2000, ge=1, description="PDFs with more pages are refused.")
+    max_unzipped_mb: float = Field(
+        200.0, gt=0, description="Zip-based files (.docx): total uncompressed size allowed before reading."
+    )
+    max_zip_entries: int = Field(10_000, ge=1, description="Zip-based files (.docx): most entries allowed.")
 
     # Retrieval
     top_k: int = Field(4, ge=1, le=50)
@@ -87,6 +101,11 @@ class Settings(BaseSettings):
     context_tokens: int = Field(
         1500, ge=0, description="Token budget of the retrieved blocks in the prompt (0: no limit)."
     )
+    decline_unsupported: bool = Field(
+        True,
+        description="Answer 'I don't know' instead of an answer that is a paste of the passages, states a "
+        "number or name no passage holds, or whose citations all fail the check (docs/evaluation.md).",
+    )
     followup_query: Literal["history", "model", "off"] = Field(
         "history", description="How a follow-up becomes a standalone search query (see docs/configuration.md)."
     )
@@ -96,7 +115,7 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(256, ge=1, le=32768)
     temperature: float = Field(0.0, ge=0.0, le=5.0, description="0 means greedy decoding.")
     top_p: float = Field(0.9, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     default_adapter: str = Field("base", description="Adapter a new conversation starts with.")
 
@@ -116,6 +135,16 @@ class Settings(BaseSettings):
         8, ge=1, le=64, description="Chat requests worked on at once (decoded as one batch); others queue."
     )
     queue_size: int = Field(64, ge=1, description="Chat requests that may wait; more are refused.")
+    max_request_kb: int = Field(
+        1024, ge=1, description="Largest request body (API and page events; uploads have max_upload_mb)."
+    )
+    max_message_chars: int = Field(
+        16_000, ge=1, description="Longest question, history message or system prompt, in characters."
+    )
+    max_prompt_tokens: int = Field(
+        0, ge=0, description="Longest prompt in tokens; 0: the model's context window less the answer's max tokens."
+    )
+    shutdown_timeout_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open requests may finish.")
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65535)
 

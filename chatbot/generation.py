@@ -12,14 +12,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import torch
 
-from chatbot.batching import BASE_ADAPTER, BatchEngine, GenerationParams
+from chatbot.batching import PREFILL_CHUNK, BatchEngine
 from chatbot.models.base import BaseModel
 from chatbot.row_attention import use_row_attention
+from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, PromptTooLongError
 
-__all__ = ["BASE_ADAPTER", "GenerationParams", "GenerationStats", "Generator"]
+__all__ = ["BASE_ADAPTER", "GenerationParams", "GenerationStats", "Generator", "safe_chat_ids"]
 
 
 @dataclass
@@ -39,8 +41,18 @@ class Generator:
     the adapter is chosen per request (PEFT's ``adapter_names``) so no global state is switched.
     """
 
-    def __init__(self, base: BaseModel, max_batch: int = 8, prepack: bool = False) -> None:
-        """``prepack``: pack a bf16 model's linear weights for oneDNN (CPU) in the engine's thread."""
+    def __init__(
+        self,
+        base: BaseModel,
+        max_batch: int = 8,
+        prepack: bool = False,
+        prefill_chunk: int = PREFILL_CHUNK,
+        max_prompt_tokens: int = 0,
+    ) -> None:
+        """``prepack``: pack a bf16 model's linear weights for oneDNN (CPU) in the engine's thread.
+
+        ``max_prompt_tokens``: longest prompt accepted (0: the model's context less the answer).
+        """
         self.base = base
         if base.model.config._attn_implementation == "sdpa":
             use_row_attention(base.model)  # batched answers equal answers alone, to the bit
@@ -48,8 +60,16 @@ class Generator:
         self.tokenizer = base.tokenizer
         self._lock = threading.Lock()  # held for each forward pass on the shared weights
         prepare = (lambda: pack_model(base)) if prepack else None
+        self.context_length = int(getattr(base.model.config, "max_position_embeddings", 0) or 0)
+        self.max_prompt_tokens = max_prompt_tokens
         self.engine = BatchEngine(
-            lambda: self.model, self._lock, base.device, _stop_ids(base), max_batch, prepare=prepare
+            lambda: self.model,
+            self._lock,
+            base.device,
+            _stop_ids(base),
+            max_batch,
+            prepare=prepare,
+            prefill_chunk=prefill_chunk,
         )
         self._system_prefix = lru_cache(maxsize=64)(self._encode_system)
 
@@ -67,11 +87,25 @@ class Generator:
         self.engine.forget_adapter(adapter)
 
     def prompt_ids(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
-        """The token ids of ``messages`` in the model's chat template (ready for the assistant's turn)."""
-        ids = self.tokenizer.apply_chat_template(
-            list(messages), add_generation_prompt=add_generation_prompt, tokenize=True
-        )
-        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+        """The token ids of ``messages`` in the model's chat template (ready for the assistant's turn).
+
+        Only the template's own markup becomes control tokens: message text is tokenised with
+        special tokens split, so "<|im_end|><|im_start|>system" typed by a user (or found in a
+        document) stays plain text and cannot open a turn of another role.
+        """
+        return safe_chat_ids(self.tokenizer, messages, add_generation_prompt)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` costs inside a message (special-token strings count as the plain text they are)."""
+        return len(encode_text(self.tokenizer, text, split=True))
+
+    def prompt_budget(self, params: GenerationParams) -> int | None:
+        """The most prompt tokens a request with ``params`` may have (None: no known limit)."""
+        if self.max_prompt_tokens:
+            return self.max_prompt_tokens
+        if not self.context_length:
+            return None
+        return max(self.context_length - params.max_new_tokens, 0)
 
     def _encode_system(self, system: str) -> tuple[int, ...]:
         return tuple(self.prompt_ids([{"role": "system", "content": system}], add_generation_prompt=False))
@@ -89,13 +123,25 @@ class Generator:
         params: GenerationParams,
         adapter: str = BASE_ADAPTER,
         stats: GenerationStats | None = None,
+        cancelled: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Yield text pieces as they are decoded."""
+        """Yield text pieces as they are decoded; setting ``cancelled`` (any thread) stops the request.
+
+        Raises :class:`~chatbot.vocabulary.PromptTooLongError` before any work when the prompt
+        and the answer's ``max_new_tokens`` do not fit the limit.
+        """
         stats = stats if stats is not None else GenerationStats()
         started = time.perf_counter()
         prompt = self.prompt_ids(messages)
         stats.prompt_tokens = len(prompt)
-        request = self.engine.submit(prompt, adapter, params, self.prefix_length(messages, prompt))
+        budget = self.prompt_budget(params)
+        if budget is not None and len(prompt) > budget:
+            raise PromptTooLongError(
+                f"the prompt has {len(prompt)} tokens and the answer may take {params.max_new_tokens}; "
+                f"at most {budget} prompt tokens fit (shorten the message or the history)",
+                param="messages",
+            )
+        request = self.engine.submit(prompt, adapter, params, self.prefix_length(messages, prompt), cancelled)
         text = ""
         try:
             for _token in request.token_ids():
@@ -117,6 +163,39 @@ class Generator:
     ) -> str:
         """The whole reply at once."""
         return "".join(self.stream(messages, params, adapter))
+
+
+_SLOT = "\x00hybrid-chatbot-message-{}\x00"
+
+
+def safe_chat_ids(tokenizer: Any, messages: Sequence[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of ``messages`` in ``tokenizer``'s chat template, with no control token made from a message.
+
+    The template is rendered with a placeholder per message; the markup between placeholders is
+    tokenised normally (its special tokens are the template's), each message's text with
+    special tokens split into ordinary pieces.
+    """
+    slots = [_SLOT.format(index) for index in range(len(messages))]
+    rendered = tokenizer.apply_chat_template(
+        [{**message, "content": slot} for message, slot in zip(messages, slots, strict=True)],
+        add_generation_prompt=add_generation_prompt,
+        tokenize=False,
+    )
+    ids: list[int] = []
+    rest = rendered
+    for message, slot in zip(messages, slots, strict=True):
+        markup, found, rest = rest.partition(slot)
+        if not found:  # a template that drops or rewrites a message: it was not placed verbatim
+            raise ValueError("the chat template did not keep a message verbatim; cannot tokenise it safely")
+        ids += encode_text(tokenizer, markup, split=False) + encode_text(tokenizer, message["content"], split=True)
+    return ids + encode_text(tokenizer, rest, split=False)
+
+
+def encode_text(tokenizer: Any, text: str, split: bool) -> list[int]:
+    """Token ids of ``text``, no special tokens added; ``split``: special-token strings stay plain text."""
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"])
 
 
 def pack_model(base: BaseModel) -> bool:

@@ -1,10 +1,13 @@
 """A LangChain chat model over the local :class:`~chatbot.generation.Generator`.
 
-The adapter is a per-call argument (``llm.bind(adapter="finance")``), never model state.
+The adapter is a per-call argument (``llm.bind(adapter="finance")``), never model state; so
+are ``stats`` (filled in while generating) and ``cancelled`` (a ``threading.Event`` that stops
+the generation when set).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +17,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
-from chatbot.generation import BASE_ADAPTER, GenerationParams, GenerationStats, Generator
+from chatbot.generation import GenerationStats, Generator
+from chatbot.vocabulary import BASE_ADAPTER, GenerationParams
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
@@ -34,10 +38,15 @@ class StreamingChatModel(BaseChatModel):
     def _params(self, kwargs: dict[str, Any]) -> GenerationParams:
         """The default parameters with the call's overrides (``llm.bind(max_new_tokens=...)``)."""
         fields = {name: kwargs[name] for name in GenerationParams.__dataclass_fields__ if name in kwargs}
-        return GenerationParams(**{**self.params.__dict__, **fields})
+        return GenerationParams.merged(self.params, fields)
 
     def pieces(
-        self, messages: list[dict[str, str]], params: GenerationParams, adapter: str, stats: GenerationStats
+        self,
+        messages: list[dict[str, str]],
+        params: GenerationParams,
+        adapter: str,
+        stats: GenerationStats,
+        cancelled: threading.Event | None = None,
     ) -> Iterator[str]:
         raise NotImplementedError
 
@@ -54,7 +63,8 @@ class StreamingChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         stats: GenerationStats = kwargs.get("stats") or GenerationStats()
         adapter = kwargs.get("adapter", BASE_ADAPTER)
-        for piece in self.pieces(to_chat_messages(messages), self._params(kwargs), adapter, stats):
+        cancelled = kwargs.get("cancelled")
+        for piece in self.pieces(to_chat_messages(messages), self._params(kwargs), adapter, stats, cancelled):
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
@@ -81,10 +91,15 @@ class LocalChatModel(StreamingChatModel):
         return "hybrid-chatbot-local"
 
     def count_tokens(self, text: str) -> int:
-        return len(self.generator.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.generator.count_tokens(text)
 
     def pieces(
-        self, messages: list[dict[str, str]], params: GenerationParams, adapter: str, stats: GenerationStats
+        self,
+        messages: list[dict[str, str]],
+        params: GenerationParams,
+        adapter: str,
+        stats: GenerationStats,
+        cancelled: threading.Event | None = None,
     ) -> Iterator[str]:
         """The reply's text pieces as they are generated, for ``adapter``."""
-        return self.generator.stream(messages, params, adapter, stats)
+        return self.generator.stream(messages, params, adapter, stats, cancelled)

@@ -8,59 +8,50 @@ chunk, with ``usage``. Send ``"use_retrieval": false`` in the body to skip the k
 The message list is a conversation: system messages replace the domain's system prompt,
 earlier user/assistant pairs are the history (follow-ups are searched with it), and the last
 message is the question.
+
+Every request is checked before work starts (4xx in OpenAI's error shape); a client that goes
+away cancels its own generation and nothing else; a stream that fails mid-way ends with an
+``error`` event and ``[DONE]``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Depends, Header
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import StreamingResponse
 
 from chatbot.adapters import UnknownAdapterError
 from chatbot.answer import Answer
-from chatbot.conversation import Turn
+from chatbot.batching import EngineClosedError
+from chatbot.http_limits import Admission, stream_in_threads, until_disconnect
+from chatbot.openai_schema import APIError, ChatCompletionRequest, split_conversation
 from chatbot.service import Chatbot
+from chatbot.vocabulary import InputError
 
+log = logging.getLogger(__name__)
 
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | None = ""
-
-
-class ChatCompletionRequest(BaseModel):
-    model: str = "base"
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    max_tokens: int | None = Field(None, ge=1, le=4096)
-    max_completion_tokens: int | None = Field(None, ge=1, le=4096)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
-    use_retrieval: bool = True
-
-
-class APIError(Exception):
-    """An error answered in OpenAI's ``{"error": {...}}`` shape."""
-
-    def __init__(self, status: int, message: str, code: str, kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.code, self.kind = status, message, code, kind
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "code": self.code, "param": None}}
-        return JSONResponse(body, status_code=self.status)
+Event = str | Answer
 
 
 def _citations(answer: Answer) -> list[dict[str, Any]]:
     return [asdict(source) for source in answer.sources]
+
+
+def _verdict(answer: Answer) -> dict[str, Any]:
+    """Extras of a finished answer beside OpenAI's fields: whether it is a decline, and why."""
+    extras: dict[str, Any] = {"declined": answer.abstained, "decline_reason": answer.decline_reason}
+    if answer.abstained:
+        extras["considered"] = [asdict(source) for source in answer.retrieved]
+    return extras
 
 
 def _usage(answer: Answer) -> dict[str, int]:
@@ -68,39 +59,35 @@ def _usage(answer: Answer) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def split_conversation(messages: list[ChatMessage]) -> tuple[str | None, list[Turn], str | None]:
-    """(system prompt, earlier exchanges, last question) of an OpenAI message list.
+def api_error(exc: BaseException) -> APIError:
+    """The OpenAI-shaped error for a failure of the chain (unknown adapter, bad input, shutdown, bug)."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, UnknownAdapterError):
+        return APIError(404, str(exc), "model_not_found", param="model")
+    if isinstance(exc, InputError):
+        return APIError(400, str(exc), exc.code, param=exc.param)
+    if isinstance(exc, EngineClosedError):
+        return APIError(503, str(exc), "server_shutting_down", "server_error")
+    log.error("request failed", exc_info=exc)
+    return APIError(500, f"the answer failed: {type(exc).__name__}: {exc}", "internal_error", "server_error")
 
-    System/developer messages replace the domain's system prompt; user/assistant pairs become
-    the history; the last message must be the user's question.
-    """
-    system = [m.content for m in messages if m.role in ("system", "developer") and m.content]
-    dialogue = [m for m in messages if m.role in ("user", "assistant")]
-    if not dialogue or dialogue[-1].role != "user" or not (dialogue[-1].content or "").strip():
-        return None, [], None
-    history: list[Turn] = []
-    pending: str | None = None
-    for message in dialogue[:-1]:
-        if message.role == "user":
-            pending = message.content or ""
-        elif pending is not None:
-            history.append(Turn(pending, message.content or ""))
-            pending = None
-    return ("\n\n".join(system) or None), history, dialogue[-1].content
+
+def _authorizer(expected: str | None):  # noqa: ANN202 - a FastAPI dependency
+    def authorize(authorization: str | None = Header(None)) -> None:
+        if not expected:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected.encode()):
+            raise APIError(401, "missing or wrong API key (Authorization: Bearer ...)", "invalid_api_key")
+
+    return authorize
 
 
 def create_router(bot: Chatbot) -> APIRouter:
     """The ``/v1`` routes for ``bot``; an API key is required when the ``api_key`` setting is set."""
-    expected = bot.settings.api_key
-
-    def authorize(authorization: str | None = Header(None)) -> None:
-        if not expected:
-            return
-        token = (authorization or "").removeprefix("Bearer ").strip()
-        if not secrets.compare_digest(token.encode(), expected.encode()):
-            raise APIError(401, "missing or wrong API key (Authorization: Bearer ...)", "invalid_api_key")
-
-    router = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(_authorizer(bot.settings.api_key))])
+    admission = Admission(bot.settings.queue_size)
 
     @router.get("/models")
     def models() -> dict[str, Any]:
@@ -113,51 +100,96 @@ def create_router(bot: Chatbot) -> APIRouter:
         return {"object": "list", "data": data}
 
     @router.post("/chat/completions", response_model=None)
-    def chat_completions(request: ChatCompletionRequest) -> dict[str, Any] | StreamingResponse:
-        system_prompt, history, question = split_conversation(request.messages)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> dict[str, Any] | StreamingResponse:
+        system_prompt, history, question = split_conversation(body.messages)
         if not question:
             raise APIError(400, "the last message must be a user message with content", "missing_user_message")
-        generation = {
-            "max_new_tokens": request.max_completion_tokens or request.max_tokens,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
-            "seed": request.seed,
-        }
-        try:
+        if not admission.enter():
+            raise APIError(
+                429,
+                "too many requests at once; retry shortly",
+                "server_busy",
+                "server_error",
+                headers={"Retry-After": "2"},
+            )
+        cancelled = threading.Event()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                admission.leave()
+
+        def start() -> tuple[Iterator[Event], Event | None]:
             events = bot.stream(
                 question,
-                adapter=request.model,
-                use_retrieval=request.use_retrieval,
+                adapter=body.model,
+                use_retrieval=body.use_retrieval,
                 history=history,
                 system_prompt=system_prompt,
-                **generation,
+                cancelled=cancelled,
+                max_new_tokens=body.max_completion_tokens or body.max_tokens,
+                temperature=body.temperature,
+                top_p=body.top_p,
+                seed=body.seed,
             )
-        except UnknownAdapterError as exc:
-            raise APIError(404, str(exc), "model_not_found") from exc
+            return events, next(events, None)  # input errors surface here, before any response is sent
+
+        try:
+            events, first = await until_disconnect(request, cancelled, start, admission.limiter)
+        except Exception as exc:
+            cancelled.set()
+            release()
+            raise api_error(exc) from exc
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
-        if request.stream:
+        if body.stream:
+            chunks = _sse(_chained(first, events), completion_id, created, body.model)
             return StreamingResponse(
-                _stream(events, completion_id, created, request.model), media_type="text/event-stream"
+                stream_in_threads(chunks, cancelled, admission.limiter, release), media_type="text/event-stream"
             )
-        answer = next(event for event in events if isinstance(event, Answer))
+        try:
+            answer = await until_disconnect(request, cancelled, lambda: _last_answer(first, events), admission.limiter)
+        except Exception as exc:
+            raise api_error(exc) from exc
+        finally:
+            cancelled.set()
+            release()
         return {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
-            "model": request.model,
+            "model": body.model,
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": answer.answer}, "finish_reason": "stop"}
             ],
             "usage": _usage(answer),
             "citations": _citations(answer),
+            **_verdict(answer),
         }
 
     return router
 
 
-def _stream(events: Iterator[str | Answer], completion_id: str, created: int, model: str) -> Iterator[str]:
-    """Server-sent events in OpenAI's chunk format; the last chunk carries the citations."""
+def _chained(first: Event | None, events: Iterator[Event]) -> Iterator[Event]:
+    if first is not None:
+        yield first
+    yield from events
+
+
+def _last_answer(first: Event | None, events: Iterator[Event]) -> Answer:
+    for event in _chained(first, events):
+        if isinstance(event, Answer):
+            return event
+    raise RuntimeError("the chain ended without an answer")
+
+
+def _sse(events: Iterator[Event], completion_id: str, created: int, model: str) -> Iterator[str]:
+    """Server-sent events in OpenAI's chunk format; the last chunk carries the citations.
+
+    A failure after the first chunk ends the stream with an ``error`` event and ``[DONE]``.
+    """
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         body = {
@@ -172,14 +204,18 @@ def _stream(events: Iterator[str | Answer], completion_id: str, created: int, mo
 
     yield chunk({"role": "assistant", "content": ""})
     streamed = ""
-    for event in events:
-        if isinstance(event, Answer):
-            # the finished answer may differ from the raw stream (attributed markers, echo trimmed)
-            tail = event.answer[len(streamed) :] if event.answer.startswith(streamed) else ""
-            if tail:
-                yield chunk({"content": tail})
-            yield chunk({}, "stop", citations=_citations(event), answer=event.answer, usage=_usage(event))
-        else:
-            streamed += event
-            yield chunk({"content": event})
+    try:
+        for event in events:
+            if isinstance(event, Answer):
+                # the finished answer may differ from the raw stream (attributed markers, echo trimmed)
+                tail = event.answer[len(streamed) :] if event.answer.startswith(streamed) else ""
+                if tail:
+                    yield chunk({"content": tail})
+                extras = _verdict(event)
+                yield chunk({}, "stop", citations=_citations(event), answer=event.answer, usage=_usage(event), **extras)
+            else:
+                streamed += event
+                yield chunk({"content": event})
+    except Exception as exc:  # noqa: BLE001 - reported to the client in the stream
+        yield f"data: {json.dumps(api_error(exc).body(), ensure_ascii=False)}\n\n"
     yield "data: [DONE]\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from langchain_core.documents import Document
@@ -26,13 +27,20 @@ PLAIN_PROMPT = ChatPromptTemplate.from_messages(
 )
 
 
+_HEADING_LINE = re.compile(r"^\s*#{1,6}\s.*$\n?", re.M)
+
+
 def format_blocks(documents: Sequence[Document]) -> str:
     """``[n]`` followed by the chunk text, one block per retrieved chunk, best first.
 
-    File names stay out of the prompt: small models copy them into the answer, and the
-    citations already map each number to its file.
+    File names and Markdown heading lines stay out of the prompt: small models copy them into
+    the answer (a heading that repeats the question was pasted back as the whole answer), and the
+    citations already map each number to its file and section.
     """
-    return "\n\n".join(f"[{number}] {document.page_content.strip()}" for number, document in enumerate(documents, 1))
+    return "\n\n".join(
+        f"[{number}] {_HEADING_LINE.sub('', document.page_content).strip()}"
+        for number, document in enumerate(documents, 1)
+    )
 
 
 def fit_blocks(documents: Sequence[Document], budget: int, count: Callable[[str], int]) -> list[Document]:

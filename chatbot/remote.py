@@ -7,6 +7,7 @@ The adapter of a request is sent as ``model``; "base" is sent as ``generation_ba
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from functools import cached_property
@@ -17,8 +18,9 @@ from pydantic import Field
 
 from chatbot.adapter_check import read_manifest
 from chatbot.adapters import Domain, DomainRegistry, apply_manifest
-from chatbot.generation import BASE_ADAPTER, GenerationParams, GenerationStats
+from chatbot.generation import GenerationStats
 from chatbot.llm import StreamingChatModel
+from chatbot.vocabulary import BASE_ADAPTER, GenerationParams
 
 REFRESH_EVERY_S = 10.0
 
@@ -46,9 +48,14 @@ class RemoteChatModel(StreamingChatModel):
         return self.base_model if adapter == BASE_ADAPTER else adapter
 
     def pieces(
-        self, messages: list[dict[str, str]], params: GenerationParams, adapter: str, stats: GenerationStats
+        self,
+        messages: list[dict[str, str]],
+        params: GenerationParams,
+        adapter: str,
+        stats: GenerationStats,
+        cancelled: threading.Event | None = None,
     ) -> Iterator[str]:
-        """Stream the reply from the remote server, with ``adapter`` as the model name."""
+        """Stream the reply from the remote server, with ``adapter`` as the model name (closed when cancelled)."""
         request: dict[str, Any] = {
             "model": self.model_id(adapter),
             "messages": messages,
@@ -63,7 +70,11 @@ class RemoteChatModel(StreamingChatModel):
         if params.seed is not None:
             request["seed"] = params.seed
         started = time.perf_counter()
-        for event in self.client.chat.completions.create(**request):
+        stream = self.client.chat.completions.create(**request)
+        for event in stream:
+            if cancelled is not None and cancelled.is_set():
+                stream.close()  # the remote server sees the disconnect and cancels its own work
+                break
             if getattr(event, "usage", None):
                 stats.prompt_tokens = event.usage.prompt_tokens or 0
                 stats.new_tokens = event.usage.completion_tokens or 0

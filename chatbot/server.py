@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import FrameType
 
-from fastapi import FastAPI, Request
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 
 from chatbot.config import Settings
 from chatbot.service import Chatbot
@@ -41,13 +46,41 @@ def create_app(bot: Chatbot) -> FastAPI:
     import gradio as gr
 
     from chatbot.file_routes import create_file_router
-    from chatbot.openai_api import APIError, create_router
+    from chatbot.http_limits import BodyLimit, BodyTooLarge, too_large_body
+    from chatbot.openai_api import create_router
+    from chatbot.openai_schema import APIError, validation_error
     from chatbot.ui import build_ui
 
     s = bot.settings
-    api = FastAPI(title="hybrid-chatbot")
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        bot.close()  # the watchers stop
+
+    # The schema pages describe the API to anyone who reaches them: only when nothing is behind a login.
+    open_docs = not (s.ui_auth or s.api_key)
+    api = FastAPI(
+        title="hybrid-chatbot",
+        lifespan=lifespan,
+        docs_url="/docs" if open_docs else None,
+        redoc_url="/redoc" if open_docs else None,
+        openapi_url="/openapi.json" if open_docs else None,
+    )
+    if not open_docs:  # closed here, or the mounted Gradio app would answer them with its own schema
+
+        @api.get("/openapi.json", include_in_schema=False)
+        @api.get("/docs", include_in_schema=False)
+        @api.get("/redoc", include_in_schema=False)
+        def no_schema() -> None:
+            raise HTTPException(404, "not found")
+
     api.include_router(create_router(bot))
     api.add_exception_handler(APIError, lambda _request, exc: exc.response())
+    api.add_exception_handler(RequestValidationError, lambda _request, exc: validation_error(exc).response())
+    api.add_exception_handler(BodyTooLarge, lambda _request, exc: JSONResponse(too_large_body(exc.limit), 413))
+    # Gradio's upload route streams files to disk under its own max_file_size; every other body is bounded here.
+    api.add_middleware(BodyLimit, limit=s.max_request_kb * 1024, exempt=("/gradio_api/upload", "/upload"))
     # Routes must be added before Gradio is mounted at "/" (which would catch them), but the login
     # check needs the mounted Gradio app: the router gets a callable filled in after mounting.
     login_check: list[Callable[[Request], bool]] = []
@@ -56,7 +89,7 @@ def create_app(bot: Chatbot) -> FastAPI:
     @api.get("/health")
     def health() -> dict:
         status = bot.status()
-        return {"status": "ok", "documents": status.documents, "chunks": status.chunks}
+        return {"status": "ok", "documents": status.documents, "chunks": status.chunks, **bot.engine_load()}
 
     if s.ui_auth and not s.api_key:
         log.warning("ui_auth is set but api_key is not: the /v1 API is open to anyone who can reach the server")
@@ -72,13 +105,14 @@ def create_app(bot: Chatbot) -> FastAPI:
         footer_links=["api"],
     )
     login_check.append(_gradio_login_check(app))
+    # Gradio checks that a file handed to an event was uploaded (not any server path) only for apps
+    # it launched itself; mounted, it would copy whatever path a forged request names into its cache.
+    blocks.has_launched = True
     return app
 
 
 def run(settings: Settings) -> None:
     """Sync, load the model, and serve until interrupted."""
-    import uvicorn
-
     started = time.perf_counter()
     bot = Chatbot(settings)
     bot.load()  # before the sync, so its embedding runs on the model's thread
@@ -94,7 +128,27 @@ def run(settings: Settings) -> None:
         f"http://{settings.host}:{settings.port}/ ({bot.status().chunks} chunks)",
         flush=True,
     )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        # after SIGTERM, requests still open after this long are cancelled
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
+    )
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        _Server(config, bot).run()
     finally:
         bot.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which on the first SIGTERM/SIGINT also ends every open answer at once."""
+
+    def __init__(self, config: uvicorn.Config, bot: Chatbot) -> None:
+        super().__init__(config)
+        self.bot = bot
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.bot.stop_generating()
+        super().handle_exit(sig, frame)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -16,8 +17,9 @@ from chatbot.answer import Answer
 from chatbot.chain import ChainRequest, RagChain
 from chatbot.config import Settings
 from chatbot.conversation import Turn, joined_query
-from chatbot.generation import BASE_ADAPTER, GenerationParams, Generator
+from chatbot.generation import Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
+from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError, clean_text
 
 if TYPE_CHECKING:
     from chatbot.knowledge.watcher import FolderWatcher
@@ -53,6 +55,8 @@ def _runtime(
     system_prompt: str,
     threads: int,
     max_batch: int,
+    prefill_chunk: int,
+    max_prompt_tokens: int,
 ) -> tuple[Generator, AdapterRegistry]:
     """Load the base model once per adapter folder (adapters are injected into its modules)."""
     if threads:
@@ -64,7 +68,8 @@ def _runtime(
     from chatbot.models.base import load_base_model
 
     hf_logging.disable_progress_bar()
-    generator = Generator(load_base_model(base_model, cache_dir, device, dtype, quantize), max_batch, prepack)
+    base = load_base_model(base_model, cache_dir, device, dtype, quantize)
+    generator = Generator(base, max_batch, prepack, prefill_chunk, max_prompt_tokens)
     registry = AdapterRegistry(adapters_dir, generator, system_prompt)
     registry.refresh()
     return generator, registry
@@ -104,6 +109,7 @@ class Chatbot:
 
     @cached_property
     def knowledge(self) -> KnowledgeSync:
+        from chatbot.knowledge.loaders import LoadLimits
         from chatbot.knowledge.manifest import Manifest
         from chatbot.knowledge.store import open_record_manager
 
@@ -117,6 +123,12 @@ class Chatbot:
             max_bytes=int(s.max_file_mb * 1_000_000),
             lock_path=s.data_dir / "sync.lock",
             keywords=self.keywords,
+            limits=LoadLimits(
+                max_chars=s.max_file_chars,
+                max_pages=s.max_pdf_pages,
+                max_unzipped_bytes=int(s.max_unzipped_mb * 1_000_000),
+                max_zip_entries=s.max_zip_entries,
+            ),
         )
 
     @cached_property
@@ -174,6 +186,22 @@ class Chatbot:
         while self.watchers:
             self.watchers.pop().stop()
 
+    def engine_load(self) -> dict[str, int]:
+        """Answers the local engine holds now, and how many it ended because their reader went away."""
+        if self.remote or "_runtime" not in self.__dict__:
+            return {"generating": 0, "cancelled": 0}
+        engine = self.generator.engine
+        return {"generating": engine.busy, "cancelled": engine.cancelled_total}
+
+    def stop_generating(self) -> None:
+        """End every open answer now ("shutting down") and refuse new ones; returns at once.
+
+        For the server's first SIGTERM: open streams end with an error event instead of holding
+        the shutdown until their last token.
+        """
+        if not self.remote and "_runtime" in self.__dict__:
+            self.generator.engine.stop()
+
     # Generation side
     @cached_property
     def _runtime(self) -> tuple[Generator, AdapterRegistry]:
@@ -189,6 +217,8 @@ class Chatbot:
             s.system_prompt,
             s.threads,
             s.max_batch,
+            s.prefill_chunk_tokens,
+            s.max_prompt_tokens,
         )
         self.embeddings.run_on(runtime[0].engine.call)  # all torch work on one thread (see BatchEngine.call)
         return runtime
@@ -250,7 +280,7 @@ class Chatbot:
             keywords=self.keywords if s.retrieval_mode == "hybrid" else None,
             keyword_weight=s.keyword_weight,
         )
-        return RagChain(retriever, llm, context_tokens=s.context_tokens)
+        return RagChain(retriever, llm, context_tokens=s.context_tokens, decline_unsupported=s.decline_unsupported)
 
     def request(
         self,
@@ -259,29 +289,51 @@ class Chatbot:
         use_retrieval: bool = True,
         history: Sequence[Turn] = (),
         system_prompt: str | None = None,
+        cancelled: threading.Event | None = None,
         **generation: Any,
     ) -> ChainRequest:
         """A chain request with the domain's system prompt, scope and generation defaults applied.
 
-        ``history`` is the conversation so far; ``system_prompt`` replaces the domain's.
+        ``history`` is the conversation so far; ``system_prompt`` replaces the domain's; setting
+        ``cancelled`` stops the answer. Text is made valid Unicode and checked against
+        ``max_message_chars``; bad input raises :class:`~chatbot.vocabulary.InputError` before any work.
         """
-        question = question.strip()
+        question = self._checked_text(question, "question").strip()
         if not question:
-            raise ValueError("the question is empty")
+            raise InputError("the question is empty", param="messages")
+        history = [
+            Turn(self._checked_text(turn.question, "history"), self._checked_text(turn.answer, "history"))
+            for turn in history
+        ]
+        if system_prompt is not None:
+            system_prompt = self._checked_text(system_prompt, "system prompt")
         self.adapters.refresh()  # a few stat calls; picks up adapter folders added or removed
         domain: Domain = self.adapters.get(adapter or BASE_ADAPTER)
-        history = list(history)
+        generation = {k: v for k, v in generation.items() if v is not None}
+        GenerationParams.merged(self._params, {**domain.generation, **generation})  # refuses bad values now
         return ChainRequest(
             question=question,
             adapter=domain.name,
             use_retrieval=use_retrieval,
             system_prompt=domain.system_prompt if system_prompt is None else system_prompt,
             scope=domain.scope,
-            generation={**domain.generation, **{k: v for k, v in generation.items() if v is not None}},
+            generation={**domain.generation, **generation},
             history=history,
             history_turns=self.settings.history_turns,
             search_query=self.search_query(history, question) if use_retrieval else None,
+            cancelled=cancelled,
         )
+
+    def _checked_text(self, text: str, what: str) -> str:
+        if not isinstance(text, str):
+            raise InputError(f"the {what} must be text", param="messages")
+        limit = self.settings.max_message_chars
+        if len(text) > limit:
+            raise InputError(
+                f"the {what} has {len(text):,} characters; the limit is {limit:,} (setting max_message_chars)",
+                param="messages",
+            )
+        return clean_text(text)
 
     def search_query(self, history: Sequence[Turn], question: str) -> str | None:
         """The standalone search query of a follow-up (None for a first question or when turned off)."""

@@ -25,6 +25,15 @@ def free_port() -> int:
 @contextmanager
 def running_server(folder: Path, knowledge: Path, adapters: Path, **settings: str) -> Iterator[str]:
     """The URL of a server with these folders and ``CHATBOT_*`` settings; stopped on exit."""
+    with server_process(folder, knowledge, adapters, **settings) as (url, _process):
+        yield url
+
+
+@contextmanager
+def server_process(
+    folder: Path, knowledge: Path, adapters: Path, **settings: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Like :func:`running_server`, with the process (to signal it); its log is ``folder/serve-PORT.log``."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
     env.update(
@@ -55,7 +64,12 @@ def running_server(folder: Path, knowledge: Path, adapters: Path, **settings: st
             if time.time() > deadline:
                 raise RuntimeError("server did not start: " + log_path.read_text())
             time.sleep(0.5)
-        yield url
+        yield url, process
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -2,6 +2,7 @@
 
 import shutil
 import threading
+import time
 
 import pytest
 import torch
@@ -230,3 +231,96 @@ def test_embedding_runs_on_the_engine_thread_once_the_model_is_loaded(bot, monke
     bot.load()
     vectors = bot.embeddings.embed_documents([f"chunk {i}" for i in range(70)])  # three tasks of <= 32
     assert len(vectors) == 70 and threads == ["batch-engine"] * 3
+
+
+def test_chunk_bounds_end_the_prefix_and_cap_every_chunk():
+    from chatbot.batching import chunk_bounds
+
+    assert chunk_bounds(10, 0, 4) == [4, 8, 10]
+    assert chunk_bounds(10, 6, 4) == [4, 6, 10]  # the prefix ends a chunk, whatever the chunk size
+    assert chunk_bounds(20, 6, 4) == [4, 6, 10, 14, 18, 20]
+    assert chunk_bounds(5, 5, 4) == [4, 5]  # a prompt that is all prefix is not split at it
+    assert chunk_bounds(3, 0, 256) == [3]
+
+
+def test_a_long_prompt_arriving_mid_batch_neither_stalls_nor_changes_the_others(bot):
+    """Chunked prefill: the running row keeps decoding while a long prompt is read, token for token the same."""
+    generator = bot.generator
+    engine = generator.engine
+    params = GenerationParams(max_new_tokens=40)
+    ids, prefix = prompt(generator, QUESTIONS[1])
+    long_ids, long_prefix = prompt(generator, " ".join(QUESTIONS * 16))  # ~700 tokens
+    assert len(long_ids) > 600
+    chunk, engine.prefill_chunk = engine.prefill_chunk, 64
+    try:
+        expected = run_alone(engine, ids, prefix, "demo", params)
+        expected_long = run_alone(engine, long_ids, long_prefix, "other", GenerationParams(max_new_tokens=8))
+        running = engine.submit(ids, "demo", params, prefix)
+        stream = running.token_ids()
+        seen = [next(stream) for _ in range(3)]
+        late = engine.submit(long_ids, "other", GenerationParams(max_new_tokens=8), long_prefix)
+        first_late = next(late.token_ids())
+        during = len(running.generated) - len(seen)  # tokens the running row got while the long prompt was read
+        rest = list(stream)
+        late_tokens = [first_late, *late.token_ids()]
+    finally:
+        engine.prefill_chunk = chunk
+    assert seen + rest == expected and late_tokens == expected_long
+    assert during >= 5  # ~10 chunks of 64 tokens, one decode step after each
+
+
+def test_a_cancelled_reader_returns_at_once_and_never_waits_on_the_engine_thread(bot):
+    generator = bot.generator
+    engine = generator.engine
+    ids, prefix = prompt(generator, QUESTIONS[3])
+    request = engine.submit(ids, "base", GenerationParams(max_new_tokens=200), prefix)
+    stream = request.token_ids()
+    next(stream)
+    threading.Timer(0.2, request.cancel).start()
+    left = list(stream)  # returns on cancel, not after 200 tokens
+    assert len(request.generated) < 100 and len(left) < 100
+    # a reader finalised on the engine's own thread (garbage collection can run anywhere) must not wait
+    # for tokens that only that thread makes: before the fix this deadlocked the engine
+    other = engine.submit(ids, "base", GenerationParams(max_new_tokens=200), prefix)
+    finished = threading.Event()
+    worker = threading.Thread(target=lambda: (engine.call(lambda: list(other.token_ids())), finished.set()))
+    worker.start()
+    worker.join(timeout=30)
+    assert finished.is_set() and other.cancelled.is_set()
+    assert list(engine.submit(ids, "base", GenerationParams(max_new_tokens=4), prefix).token_ids())  # still serving
+
+
+def test_closing_the_chain_stream_early_cancels_its_generation_on_any_thread(make_bot, user_guide):
+    """Closing an abandoned answer costs nothing: no drain to the last token, not even on the engine's thread."""
+    bot = make_bot(max_new_tokens=200)
+    bot.sync()
+    engine = bot.generator.engine
+    for closer in (lambda close: close(), engine.call):  # the reader's thread, then the engine's own thread
+        events = bot.stream("How do I refresh the knowledge base?", adapter="base")
+        assert isinstance(next(events), str)
+        done = threading.Event()
+        worker = threading.Thread(target=lambda e=events, c=closer, d=done: (c(e.close), d.set()))
+        worker.start()
+        worker.join(timeout=30)
+        assert done.is_set()
+        deadline = time.monotonic() + 10
+        while engine.busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.busy == 0
+
+
+def test_closing_the_engine_fails_every_open_request_and_refuses_new_ones():
+    from chatbot.batching import BatchEngine, EngineClosedError
+    from tests.conftest import tiny_llama
+
+    model = tiny_llama().eval()
+    engine = BatchEngine(lambda: model, threading.Lock(), torch.device("cpu"), stop_ids=set(), max_batch=2)
+    params = GenerationParams(max_new_tokens=5000)
+    requests = [engine.submit([1, 2, 3, 4], "base", params) for _ in range(4)]  # two decode, two wait
+    next(requests[0].token_ids())
+    engine.close()
+    for request in requests:
+        with pytest.raises(EngineClosedError):
+            list(request.token_ids())
+    with pytest.raises(EngineClosedError):
+        engine.submit([1, 2], "base", params)

@@ -74,3 +74,58 @@ def test_sampled_generation_repeats_with_a_seed_and_varies_without(fact_bot):
     assert fact_bot.ask(question, seed=7, **kwargs).answer == first
     others = {fact_bot.ask(question, seed=seed, **kwargs).answer for seed in (1, 2, 3)}
     assert len(others | {first}) > 1
+
+
+def _finish(bot, raw, question="What core temperature does the Zorblax reactor run at?"):
+    """The chain's own post-processing of a raw model answer over the blocks it retrieves."""
+    from chatbot.chain import ChainRequest
+    from chatbot.generation import GenerationStats
+
+    chain = bot.chain
+    blocks = chain.fit(chain.retrieve(question))
+    return chain._finish(ChainRequest(question), raw, blocks, {}, GenerationStats())
+
+
+def test_answers_the_passages_do_not_back_are_declined_with_their_reason(fact_bot):
+    from chatbot.chain import CONTEXT_DUMP, UNSUPPORTED
+
+    made_up = _finish(fact_bot, "The Zorblax reactor runs at a core temperature of 5200 kelvin [1].")
+    assert made_up.abstained and made_up.answer == DONT_KNOW and made_up.sources == []
+    assert "5200" in made_up.decline_reason and "5200" in made_up.withheld
+    assert made_up.retrieved[0].source == "reactor.txt"  # what was considered is still shown
+    dump = _finish(fact_bot, "[1] # Tomatoes [2] # Bread")
+    assert dump.abstained and dump.decline_reason == CONTEXT_DUMP
+    wrong_block = _finish(fact_bot, "Bread dough rises best in a warm and quiet kitchen [1].")
+    assert wrong_block.abstained and wrong_block.decline_reason == UNSUPPORTED
+    honest = _finish(fact_bot, "The reactor [1] runs at a core temperature of 4812 kelvin.")
+    assert not honest.abstained and honest.answer == "The reactor runs at a core temperature of 4812 kelvin [1]."
+    assert honest.sources[0].supported and honest.sources[0].cited_by == "model"
+
+
+def test_with_declining_off_the_flagged_answer_is_shown_with_its_problems(fact_bot):
+    fact_bot.chain.decline_unsupported = False
+    try:
+        shown = _finish(fact_bot, "The Zorblax reactor runs at a core temperature of 5200 kelvin [1].")
+    finally:
+        fact_bot.chain.decline_unsupported = True
+    assert not shown.abstained and "5200" in shown.answer
+    assert shown.sources[0].supported is False and shown.sources[0].problems == ["number"]
+    assert shown.unsupported == [1]
+
+
+def test_every_live_answer_is_either_declined_with_a_reason_or_fully_backed(fact_bot):
+    from chatbot.grounding import unfounded_specifics
+
+    questions = (
+        "What core temperature does the Zorblax reactor run at?",
+        "How many hours of sun do tomatoes need?",
+        "What year was the Zorblax reactor on Kepler station built?",
+    )
+    for question in questions:
+        answer = fact_bot.ask(question)
+        if answer.abstained:
+            assert answer.decline_reason and answer.answer == DONT_KNOW
+            continue
+        blocks = [source.snippet for source in answer.retrieved]
+        assert all(source.supported for source in answer.sources), answer.sources
+        assert unfounded_specifics(answer.answer, blocks) == [], answer.answer

@@ -3,9 +3,17 @@
 import pytest
 
 from chatbot.answer import Answer, SourceRef
+from chatbot.chain import DONT_KNOW
 from chatbot.conversation import Turn, history_messages, joined_query, usable_rewrite
-from chatbot.openai_api import ChatMessage, split_conversation
-from chatbot.ui.render import answer_markdown, document_url, highlighted, link_citations, sources_markdown
+from chatbot.openai_schema import ChatMessage, split_conversation
+from chatbot.ui.render import (
+    answer_markdown,
+    document_url,
+    highlighted,
+    link_citations,
+    sources_markdown,
+    sources_title,
+)
 
 BIKE_QUESTION = "How far does the e-bike battery last on a full charge?"
 
@@ -97,8 +105,31 @@ def test_sources_panel_lists_cited_first_and_the_rest_as_secondary():
 def test_unsupported_citations_are_flagged_on_the_page():
     good = SourceRef(n=1, source="a.md", page=None, snippet="x", score=0.5, support=1.0, supported=True)
     bad = SourceRef(n=2, source="b.md", page=None, snippet="y", score=0.4, support=0.2, supported=False)
+    bad.problems = ["number"]
     answer = Answer("q", "One [1]. Two [2].", "base", sources=[good, bad], retrieved=[good, bad])
     assert answer.unsupported == [2] and answer.to_json()["unsupported_citations"] == [2]
     assert "unsupported citation [2]" in answer_markdown(answer, "Base model")
     panel = sources_markdown(answer)
-    assert panel.count("not supported by this block") == 1 and "support 20%" in panel
+    assert panel.count("not supported by this block") == 1 and "a number it states is not in the block" in panel
+
+
+def test_a_declined_answer_shows_why_the_withheld_text_and_the_passages_considered():
+    considered = [_source(1, "a.md", snippet="Zlatograd is a town."), _source(2, "b.md", snippet="<b>Bold</b> claim")]
+    answer = Answer(
+        "How many people live in Zlatograd?",
+        DONT_KNOW,
+        "base",
+        retrieved=considered,
+        abstained=True,
+        decline_reason="the answer states 25,000 that no passage holds",
+        withheld="About 25,000 people <i>live</i> there.",
+    )
+    line = answer_markdown(answer, "Base model")
+    assert "declined: the answer states 25,000 that no passage holds" in line and "2 passages considered" in line
+    panel = sources_markdown(answer)
+    assert "The withheld answer" in panel and "&lt;i&gt;live&lt;/i&gt;" in panel and "<i>" not in panel
+    assert panel.index("a.md") < panel.index("b.md") and "&lt;b&gt;Bold" in panel
+    assert sources_title(answer) == "Sources (declined · 2 passages considered)"
+    payload = answer.to_json()
+    assert payload["abstained"] and payload["decline_reason"].startswith("the answer states")
+    assert payload["withheld"].startswith("About 25,000")

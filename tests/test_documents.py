@@ -172,3 +172,19 @@ def test_adapter_cards_escape_and_show_errors(make_bot, tmp_path):
     }
     card = card_html(row)
     assert "&lt;script&gt;" in card and "bad &lt;i&gt;" in card and "<img" not in card
+
+
+def test_only_files_inside_the_upload_folder_count_as_uploaded(tmp_path):
+    from chatbot.knowledge.documents import check_uploaded
+
+    uploads = tmp_path / "gradio"
+    (uploads / "abc").mkdir(parents=True)
+    real = uploads / "abc" / "notes.md"
+    real.write_text("uploaded")
+    secret = tmp_path / "secret.md"
+    secret.write_text("server file")
+    (uploads / "abc" / "link.md").symlink_to(secret)
+    assert check_uploaded(real, uploads) == real.resolve()
+    for forged in (secret, uploads / "abc" / "link.md", uploads / ".." / "secret.md", uploads / "abc" / "none.md"):
+        with pytest.raises(DocumentError, match="not an uploaded file"):
+            check_uploaded(forged, uploads)

@@ -5,7 +5,6 @@ import shutil
 
 import pytest
 
-from chatbot.citations import check_citations, claims_by_block
 from chatbot.evaluation.datasets import load_questions, read_squad
 from chatbot.evaluation.metrics import (
     best_f1,
@@ -43,15 +42,6 @@ def test_retrieval_metrics():
     assert is_gold_chunk("It stands on the Vistula River.", "w.md", ["other.md"], [passage])
     assert not is_gold_chunk("Krakow is in the south of Poland near the Tatra mountains.", "w.md", ["w.md"], [passage])
     assert is_gold_chunk("any text", "w.md", ["w.md"], [])  # no passages: the gold file decides
-
-
-def test_citation_check_flags_sentences_the_block_does_not_support():
-    blocks = ["Revenue was 12 billion dollars in the third quarter.", "The CEO resigned in March after the audit."]
-    answer = "Revenue was 12 billion dollars in the third quarter [1]. The audit found fraud in Berlin offices [1]."
-    checks = check_citations(claims_by_block(answer, 2), blocks)
-    assert checks[1] < 0.5  # the second sentence cites block 1, which does not contain it
-    assert check_citations(claims_by_block("Revenue was 12 billion dollars [1].", 2), blocks) == {1: 1.0}
-    assert check_citations(claims_by_block("Yes [2].", 2), blocks) == {2: 1.0}  # too short to judge
 
 
 def test_generic_jsonl_reader(tmp_path):
@@ -130,13 +120,17 @@ def test_summary_and_reports(tmp_path):
         "f1": 0.5,
         "contains": True,
         "declined": False,
-        "citations": [{"gold": True, "supported": True}, {"gold": False, "supported": False}],
+        "citations": [
+            {"gold": True, "supported": True, "cited_by": "model"},
+            {"gold": False, "supported": False, "cited_by": "attribution"},
+        ],
         "seconds": 2.0,
         "question": "q1",
         "gold_answers": ["a"],
         "answer": "a [1]",
     }
     unanswerable = {**record, "answerable": False, "f1": None, "contains": None, "declined": True, "citations": []}
+    unanswerable |= {"decline_reason": "the model pasted the passages back instead of answering", "context_dump": True}
     retrieval = {"1": {"hits": [False, True]}, "2": {"hits": []}}
     summary = summarize([record, unanswerable], retrieval, items, top_k=4)
     assert summary["retrieval"]["recall@1"] == 0.0 and summary["retrieval"]["mrr"] == 0.5
@@ -144,9 +138,12 @@ def test_summary_and_reports(tmp_path):
     assert cell["citation_precision"] == 0.5 and cell["citation_coverage"] == 1.0
     assert cell["supported_citations"] == 0.5 and cell["declined_unanswerable"] == 1.0
     assert cell["declined_answerable"] == 0.0
+    assert cell["model_markers"] == 0.5 and cell["context_dumps"] == 0.5
+    assert cell["decline_reasons"] == {"the model pasted the passages back instead of answering": 1}
     paths = write_reports(tmp_path, "demo", {}, summary, [record, unanswerable])
-    assert "| citation precision | 0.500 |" in paths["markdown"].read_text()
-    assert paths["html"].read_text().count("data:image/png;base64,") == 8
+    report = paths["markdown"].read_text()
+    assert "| citation precision | 0.500 |" in report and "pasted the passages back instead of answering (1)" in report
+    assert paths["html"].read_text().count("data:image/png;base64,") == 10
     assert json.loads(paths["json"].read_text())["summary"] == summary
 
 
@@ -179,5 +176,52 @@ def test_ablation_cells_retrieve_only_with_retrieval_and_use_their_adapter(make_
     assert first["base + retrieval"]["retrieved"] and first["support + retrieval"]["retrieved"]
     assert first["base + retrieval"]["retrieval"]["first_gold_rank"] == 1
     assert first["support + no retrieval"]["answer"] != first["base + no retrieval"]["answer"]
-    assert first["support + retrieval"]["answer"] != first["base + retrieval"]["answer"]
+    said = {cell: record["withheld"] or record["answer"] for cell, record in first.items()}  # a decline keeps it
+    assert said["support + retrieval"] != said["base + retrieval"]
     assert result["summary"]["retrieval"]["recall@1"] == 1.0
+
+
+def test_retrieval_only_keeps_a_record_per_question_without_loading_the_model(make_settings, user_guide, tmp_path):
+    from chatbot.evaluation.command import EvalRequest, evaluate
+
+    questions = tmp_path / "q.jsonl"
+    rows = [
+        {"question": "How do I refresh the knowledge base?", "answers": ["chatbot sync"], "gold_sources": ["02-*"]},
+        {"question": "What is the boiling point of mercury?", "answers": []},
+    ]
+    questions.write_text("\n".join(json.dumps(row) for row in rows))
+    request = EvalRequest(questions=questions, knowledge=user_guide, retrieval_only=True, out=tmp_path / "out")
+    result = evaluate(make_settings(), request, show_progress=False)
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
+    assert [record["question"] for record in records] == [row["question"] for row in rows]
+    first = records[0]["retrieval"]
+    assert first["first_gold_rank"] == 1 and "02-" in first["sources"][0] and len(first["hits"]) > 1
+    assert result["summary"]["cells"] == {} and result["summary"]["retrieval"]["recall@1"] == 1.0
+
+
+def test_passage_gold_is_the_page_holding_the_answers_figures(tmp_path):
+    from chatbot.evaluation.passage_gold import add_passage_gold, gold_page
+    from chatbot.knowledge.loaders import Page
+    from chatbot.qa import read_qa
+    from tests.pdfs import make_pdf
+
+    knowledge = tmp_path / "kb"
+    knowledge.mkdir()
+    pages = [
+        "Quarterly report 2023 Q3\nRisk factors and legal proceedings.\nRevenue is discussed on page 2.",
+        "Condensed statements (in millions)\nNet revenue 2,031 and operating income 512 for 2023.",
+        "Outlook for 2023\nRevenue is expected to grow and margins to widen.",
+    ]
+    make_pdf(knowledge / "2023 Q3 ACME.pdf", pages)
+    csv_path = tmp_path / "qna.csv"
+    csv_path.write_text(
+        "Question,Source Docs,Question Type,Source Chunk Type,Answer\n"
+        'What was ACME revenue?,*ACME*,Single-Doc,Table,"Net revenue was $2.0 billion in Q3 2023. (SOURCE: a.pdf)"\n'
+        'What was ACME income?,*ACME*,Single-Doc,Table,"Operating income was $9,999 million. (SOURCE: a.pdf)"\n'
+        'What did ACME say about risk?,*ACME*,Single-Doc,Text,"ACME listed its risk factors and legal proceedings."\n'
+    )
+    revenue, unknown, risk = add_passage_gold(read_qa(csv_path), knowledge)
+    assert len(revenue.gold_passages) == 1 and "Net revenue 2,031" in revenue.gold_passages[0]
+    assert unknown.gold_passages == []  # no page states the figure: file-level gold stays
+    assert len(risk.gold_passages) == 1 and "Risk factors" in risk.gold_passages[0]
+    assert gold_page("It grew in 2023 and on March 3.", [Page("2023 March 3"), Page("2023 March 3")]) is None

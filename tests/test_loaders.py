@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -65,8 +66,9 @@ def test_scan_skips_hidden_temporary_unsupported_oversized_and_outside_links(tmp
     (root / "escape.txt").symlink_to(outside)
     (root / "inside.txt").symlink_to(root / "ok.md")
     result = scan_folder(root, max_bytes=1000)
-    assert set(result.files) == {"ok.md", "sub/deep.txt", "inside.txt"}
+    assert set(result.files) == {"ok.md", "sub/deep.txt"}  # the link inside would index ok.md twice
     assert "outside" in result.skipped["escape.txt"]
+    assert "symlink" in result.skipped["inside.txt"]
     assert "unsupported" in result.skipped["image.png"]
     assert "limit" in result.skipped["big.txt"]
     assert not {".hidden.md", "~$lock.md", "notes.md.swp"} & set(result.skipped)
@@ -127,3 +129,85 @@ def test_sec_filings_that_stop_pypdf_or_are_encrypted_are_read(shared_data, name
     pages = load_file(shared_data / "sec10q" / "docs" / name)
     assert len(pages) > 20 and sum(len(page.text) for page in pages) > 50_000
     assert any(word in page.text.lower() for page in pages[:3] for word in ("microsoft", "apple"))
+
+
+def test_a_zip_bomb_docx_is_refused_from_its_directory_before_anything_is_inflated(tmp_path):
+    import zipfile
+
+    from chatbot.knowledge.loaders import LoadLimits
+
+    bomb = tmp_path / "bomb.docx"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b" " * 30_000_000)  # 30 MB of XML in ~30 KB
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(LoadError, match="expands to 30 MB.*max_unzipped_mb"):
+        load_file(bomb, LoadLimits(max_unzipped_bytes=10_000_000))
+    crowded = tmp_path / "crowded.docx"
+    with zipfile.ZipFile(crowded, "w") as archive:
+        for number in range(30):
+            archive.writestr(f"part{number}.xml", b"<x/>")
+    with pytest.raises(LoadError, match="30 zip entries.*max_zip_entries"):
+        load_file(crowded, LoadLimits(max_zip_entries=20))
+
+
+def test_page_and_character_limits_refuse_files_by_name(tmp_path):
+    from chatbot.knowledge.loaders import LoadLimits
+    from tests.pdfs import make_pdf
+
+    pdf = make_pdf(tmp_path / "long.pdf", ["one", "two", "three"])
+    with pytest.raises(LoadError, match="3 pages.*max_pdf_pages"):
+        load_file(pdf, LoadLimits(max_pages=2))
+    assert len(load_file(pdf, LoadLimits(max_pages=3))) == 3
+    small = LoadLimits(max_chars=1000)
+    (tmp_path / "long.md").write_text("word " * 400)
+    (tmp_path / "wide.json").write_text(json.dumps({"k": [f"value {n}" for n in range(200)]}))
+    (tmp_path / "rows.csv").write_text("a,b\n" + "x,y\n" * 300)
+    for name in ("long.md", "wide.json", "rows.csv"):
+        with pytest.raises(LoadError, match="1,000 characters"):
+            load_file(tmp_path / name, small)
+        assert load_file(tmp_path / name)[0].text  # the default limits read them
+
+
+def test_the_sync_applies_the_file_limits_from_the_settings(make_bot, knowledge):
+    (knowledge / "ok.md").write_text("A short note about returns.")
+    (knowledge / "huge.md").write_text("word " * 600)
+    report = make_bot(max_file_chars=1000).sync()
+    assert report.added == ["ok.md"] and "max_file_chars" in report.errors["huge.md"]
+
+
+ARTICLE = """<!DOCTYPE html><html lang="en"><head><title>Kangaroo - Example Wiki</title>
+<script>window.track = function () { return 1; };</script><style>.nav { color: red }</style></head>
+<body>
+<header><a href="/">Example Wiki</a> <form><input name="q" placeholder="Search"></form></header>
+<nav><ul><li><a href="/">Main page</a></li><li><a href="/random">Random article</a></li>
+<li><a href="/donate">Donate to the wiki</a></li></ul></nav>
+<aside class="sidebar"><h3>Languages</h3><ul><li><a href="/de">Deutsch</a></li><li><a href="/fr">Francais</a></li>
+<li><a href="/es">Espanol</a></li></ul></aside>
+<main><article>
+<h1>Kangaroo</h1>
+<p>A <a href="/wiki/kangaroo">kangaroo</a> is a <b>marsupial</b> from the family <a href="/wiki/m">Macropodidae</a>.
+It is native to <em>Australia</em> and New Guinea, and it moves by hopping on its strong hind legs.</p>
+<h2>Diet</h2>
+<p>Kangaroos are herbivores. They graze on grasses and shrubs, mostly at night and in the early
+morning, and a red kangaroo can go for long periods without drinking any water at all.</p>
+</article></main>
+<footer><p>Copyright 2026 Example Wiki Foundation. All rights reserved.</p>
+<p><a href="/privacy">Privacy policy</a> | <a href="/terms">Terms of use</a></p></footer>
+</body></html>"""
+
+
+def test_a_saved_article_page_keeps_its_main_text_in_paragraphs_and_drops_the_page_furniture(tmp_path):
+    from chatbot.knowledge.chunking import Chunker
+    from chatbot.models.embedded import minilm_folder
+
+    path = tmp_path / "kangaroo.html"
+    path.write_text(ARTICLE, encoding="utf-8")
+    text = load_file(path)[0].text
+    # inline links and emphasis stay inside their sentence, with no Markdown emphasis left
+    assert "A kangaroo is a marsupial from the family Macropodidae." in text
+    assert "*" not in text
+    for furniture in ("Random article", "Donate", "Deutsch", "Languages", "Copyright", "Privacy", "track", "Search"):
+        assert furniture not in text, furniture
+    chunks = Chunker.for_embedding_model(minilm_folder(), 200, 20).split("kangaroo.html", load_file(path), "html")
+    sections = {chunk.metadata.get("section") for chunk in chunks}
+    assert {"Kangaroo", "Kangaroo > Diet"} <= sections

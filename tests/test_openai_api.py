@@ -50,3 +50,20 @@ def test_unknown_model_and_bad_requests_get_openai_errors(api):
     with pytest.raises(APIStatusError) as error:
         client.chat.completions.create(model="base", messages=[{"role": "system", "content": "only a system"}])
     assert error.value.status_code == 400
+
+
+def test_a_declined_answer_says_so_and_why_whole_and_streamed(api):
+    from chatbot.chain import DONT_KNOW, NOTHING_RETRIEVED
+
+    client, _ = api
+    messages = [{"role": "user", "content": "Who won the 1966 football world cup final?"}]
+    whole = client.chat.completions.create(model="base", messages=messages)
+    assert whole.choices[0].message.content == DONT_KNOW
+    assert whole.model_extra["declined"] is True and whole.model_extra["decline_reason"] == NOTHING_RETRIEVED
+    assert whole.model_extra["considered"] == [] and whole.model_extra["citations"] == []
+    last = list(client.chat.completions.create(model="base", messages=messages, stream=True))[-1]
+    assert last.model_extra["declined"] is True and last.model_extra["answer"] == DONT_KNOW
+    answered = client.chat.completions.create(
+        model="base", messages=[{"role": "user", "content": "How do I refresh the knowledge base?"}]
+    )
+    assert answered.model_extra["declined"] is False and answered.model_extra["decline_reason"] is None

@@ -94,6 +94,11 @@ def evaluate(settings: Settings, request: EvalRequest, show_progress: bool = Tru
         "retrieval_mode": bot.settings.retrieval_mode,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if request.retrieval_only:  # one record per question, so each retrieval can still be looked at
+        records = [
+            {"id": item.id, "question": item.question, "answerable": item.answerable, "gold_answers": item.answers}
+            for item in items
+        ]
     for record in records:
         record["retrieval"] = {k: v for k, v in retrieval.get(record["id"], {}).items() if k != "gold_files"}
     title = f"{request.questions.name}: {len(items)} questions"

@@ -11,6 +11,7 @@ import random
 import re
 from pathlib import Path
 
+from chatbot.evaluation.passage_gold import add_passage_gold
 from chatbot.qa import QAItem, read_qa
 
 
@@ -77,7 +78,8 @@ def load_questions(
     """The questions of ``path`` and the knowledge folder they are asked over.
 
     ``only`` keeps items whose gold sources mention one of the strings (e.g. ``INTC,NVDA`` for
-    the SEC rows held out from training). SQuAD writes its knowledge under ``out_dir``.
+    the SEC rows held out from training). SQuAD writes its knowledge under ``out_dir``. Items that
+    name only files get the page holding their answer as passage-level gold (``passage_gold``).
     """
     if is_squad(path):
         folder = knowledge_dir or out_dir / "squad-knowledge"
@@ -87,4 +89,5 @@ def load_questions(
     items = read_qa(path)
     if only:
         items = [item for item in items if any(key in " ".join(item.gold_sources) for key in only)]
-    return (items[:limit] if limit else items), knowledge_dir
+    items = items[:limit] if limit else items
+    return add_passage_gold(items, knowledge_dir), knowledge_dir

@@ -15,6 +15,8 @@ CELL_METRICS = {
     "citation_precision": "citation precision",
     "citation_coverage": "citation coverage",
     "supported_citations": "supported citations",
+    "model_markers": "citations the model wrote itself",
+    "context_dumps": "context dumps (lower is better)",
     "declined_unanswerable": "declined, unanswerable (higher is better)",
     "declined_answerable": "declined, answerable (lower is better)",
     "seconds_per_question": "seconds per question",
@@ -43,6 +45,11 @@ def markdown_summary(summary: dict, title: str) -> str:
         lines.append("| questions | " + " | ".join(_fmt(c["questions"]) for c in cells.values()) + " |")
         for key, label in CELL_METRICS.items():
             lines.append(f"| {label} | " + " | ".join(_fmt(c.get(key)) for c in cells.values()) + " |")
+        reasons = {cell: c.get("decline_reasons") for cell, c in cells.items() if c.get("decline_reasons")}
+        if reasons:
+            lines += ["", "Declines by reason:", ""]
+            for cell, counts in reasons.items():
+                lines.append(f"- {cell}: " + "; ".join(f"{why} ({count})" for why, count in counts.items()))
     return "\n".join(lines) + "\n"
 
 
@@ -92,14 +99,16 @@ def html_report(summary: dict, title: str, records: list[dict]) -> str:
         for key, label in CELL_METRICS.items():
             parts.append(f"<img alt='{html.escape(label)}' src='data:image/png;base64,{_chart(cells, key, label)}'>")
         parts.append("</div>")
+    answered = [record for record in records if "answer" in record]  # not in --retrieval-only records
     parts.append(
         "<h2>Answers (first 40)</h2><table><tr><th>cell</th><th>question</th><th>gold</th><th>answer</th></tr>"
     )
-    for record in records[:40]:
+    for record in answered[:40]:
         gold = "; ".join(record["gold_answers"]) or "(unanswerable)"
+        shown = record["answer"] + (f" (withheld: {record['withheld']})" if record.get("withheld") else "")
         parts.append(
             f"<tr><td>{html.escape(record['cell'])}</td><td>{html.escape(record['question'])}</td>"
-            f"<td>{html.escape(gold[:200])}</td><td>{html.escape(record['answer'][:300])}</td></tr>"
+            f"<td>{html.escape(gold[:200])}</td><td>{html.escape(shown[:400])}</td></tr>"
         )
     parts.append("</table></body></html>")
     return "".join(parts)

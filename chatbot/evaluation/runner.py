@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chatbot.chain import is_decline
+from chatbot.chain import CONTEXT_DUMP, is_decline
 from chatbot.evaluation.metrics import (
     best_f1,
     contains_answer,
@@ -56,7 +57,13 @@ def retrieval_record(
         for doc in documents
     ]
     chunks = {str(doc.metadata.get("chunk_id")): doc.page_content for doc in documents}
-    return {"hits": hits, "first_gold_rank": first_hit_rank(hits), "gold_files": gold_files}, chunks
+    record = {
+        "hits": hits,
+        "first_gold_rank": first_hit_rank(hits),
+        "gold_files": gold_files,
+        "sources": [str(doc.metadata.get("source")) for doc in documents],
+    }
+    return record, chunks
 
 
 def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], chunks: dict[str, str]) -> dict:
@@ -88,6 +95,9 @@ def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], c
         "gold_answers": item.answers,
         "answer": answer.answer,
         "declined": declined,
+        "decline_reason": answer.decline_reason,
+        "withheld": answer.withheld,
+        "context_dump": answer.decline_reason == CONTEXT_DUMP,
         "f1": best_f1(answer.answer, item.answers) if item.answerable else None,
         "contains": contains_answer(answer.answer, item.answers) if item.answerable else None,
         "retrieved": [source.source for source in answer.retrieved],
@@ -151,8 +161,11 @@ def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequen
             "citation_precision": mean([float(c["gold"]) for c in cited]),
             "citation_coverage": mean([float(any(c["gold"] for c in r["citations"])) for r in answerable]),
             "supported_citations": mean([float(bool(c["supported"])) for c in cited]),
+            "model_markers": mean([float(c["cited_by"] == "model") for c in cited]),
+            "context_dumps": mean([float(r.get("context_dump", False)) for r in rows]),
             "declined_unanswerable": mean([float(r["declined"]) for r in unanswerable]),
             "declined_answerable": mean([float(r["declined"]) for r in answerable]),
             "seconds_per_question": mean([r["seconds"] for r in rows]),
+            "decline_reasons": dict(Counter(r.get("decline_reason") or "none" for r in rows if r["declined"])),
         }
     return summary

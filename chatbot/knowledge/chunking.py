@@ -29,8 +29,13 @@ class Chunker:
     """Turns the pages of one file into LangChain documents ready for indexing."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, chunk_size: int, chunk_overlap: int) -> None:
-        self._splitter = RecursiveCharacterTextSplitter.from_huggingface_tokenizer(
-            tokenizer, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        def tokens(text: str) -> int:
+            # verbose=False: measuring a long section is not feeding it to the model, so no
+            # "sequence length is longer than the specified maximum" warning
+            return len(tokenizer.encode(text, add_special_tokens=False, verbose=False))
+
+        self._splitter = RecursiveCharacterTextSplitter(
+            chunk_size=chunk_size, chunk_overlap=chunk_overlap, length_function=tokens
         )
         self._markdown = MarkdownHeaderTextSplitter(_MARKDOWN_HEADERS, strip_headers=False)
 

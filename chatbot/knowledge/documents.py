@@ -19,6 +19,8 @@ class DocumentError(ValueError):
 
 def _checked_parts(relative: str) -> list[str]:
     parts = relative.replace("\\", "/").split("/")
+    if "\x00" in relative or len(relative) > 4096:
+        raise DocumentError("not a path inside the knowledge folder")
     if not relative or relative.startswith("/") or any(part in ("", ".", "..") for part in parts):
         raise DocumentError(f"not a path inside the knowledge folder: {relative!r}")
     if any(is_ignored_name(part) for part in parts):
@@ -31,7 +33,7 @@ def resolve_document(root: Path, relative: str) -> Path:
     path = root.joinpath(*_checked_parts(relative))
     try:
         real = path.resolve(strict=True)
-    except (OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError, ValueError) as exc:
         raise DocumentError(f"no such document: {relative}") from exc
     if not real.is_relative_to(root.resolve()) or not real.is_file():
         raise DocumentError(f"no such document: {relative}")
@@ -58,6 +60,21 @@ def sanitize_folder(folder: str) -> list[str]:
     if any(part.strip() in (".", "..") for part in parts):
         raise DocumentError(f"refused folder {folder!r}")
     return [sanitize_filename(part) for part in parts]
+
+
+def check_uploaded(source: Path, upload_folder: Path) -> Path:
+    """``source`` if it is a regular file that the upload handler wrote into ``upload_folder``.
+
+    A forged upload naming any other path (a server file) is refused: Gradio checks this itself
+    only for apps it launched, not for one mounted on a FastAPI app as this one is.
+    """
+    try:
+        real = source.resolve(strict=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise DocumentError(f"{source.name}: not an uploaded file") from exc
+    if source.is_symlink() or not real.is_file() or not real.is_relative_to(upload_folder.resolve()):
+        raise DocumentError(f"{source.name}: not an uploaded file")
+    return real
 
 
 def save_upload(root: Path, source: Path, name: str, folder: str = "", max_bytes: int | None = None) -> str:

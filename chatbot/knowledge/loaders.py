@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pypdfium2 as pdfium
+import trafilatura
 from bs4 import BeautifulSoup
 from charset_normalizer import from_bytes
 from pypdf import PdfReader
@@ -30,6 +31,34 @@ MARKDOWN_TYPES = frozenset({"md", "markdown", "html", "htm", "docx"})
 
 class LoadError(Exception):
     """A file could not be read; the message is the reason shown to the user."""
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    """Bounds checked before or while a file is read, so a small hostile file cannot take the machine.
+
+    ``max_chars``: text extracted per file; ``max_pages``: pages per PDF; ``max_unzipped_bytes``
+    and ``max_zip_entries``: what a zip-based file (.docx) may expand to, from its directory,
+    before anything is decompressed.
+    """
+
+    max_chars: int = 5_000_000
+    max_pages: int = 2000
+    max_unzipped_bytes: int = 200_000_000
+    max_zip_entries: int = 10_000
+
+
+class _Budget:
+    """Counts extracted characters against ``LoadLimits.max_chars``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, text: str) -> str:
+        self.used += len(text)
+        if self.used > self.limit:
+            raise LoadError(f"more than {self.limit:,} characters of text (setting max_file_chars)")
+        return text
 
 
 @dataclass(frozen=True)
@@ -64,12 +93,17 @@ def decode_text(data: bytes) -> str:
     return str(best)
 
 
-def load_text(path: Path) -> list[Page]:
+def load_text(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     """Plain text and markdown."""
-    return [Page(decode_text(path.read_bytes()))]
+    return [Page(_Budget(limits.max_chars).take(decode_text(path.read_bytes())))]
 
 
-def _pdf_pages_pdfium(path: Path) -> list[Page]:
+def _check_pages(count: int, limits: LoadLimits) -> None:
+    if count > limits.max_pages:
+        raise LoadError(f"PDF has {count:,} pages; the limit is {limits.max_pages:,} (setting max_pdf_pages)")
+
+
+def _pdf_pages_pdfium(path: Path, limits: LoadLimits) -> list[Page]:
     try:
         document = pdfium.PdfDocument(path)
     except pdfium.PdfiumError as exc:
@@ -77,23 +111,27 @@ def _pdf_pages_pdfium(path: Path) -> list[Page]:
             raise LoadError("encrypted PDF that needs a password") from exc
         raise
     try:
+        _check_pages(len(document), limits)
+        budget = _Budget(limits.max_chars)
         pages = []
         for number, page in enumerate(document, 1):
-            text = page.get_textpage().get_text_range()
+            text = budget.take(page.get_textpage().get_text_range())
             pages.append(Page(text.replace("\r\n", "\n").replace("\r", "\n"), number))
         return pages
     finally:
         document.close()
 
 
-def _pdf_pages_pypdf(path: Path) -> list[Page]:
+def _pdf_pages_pypdf(path: Path, limits: LoadLimits) -> list[Page]:
     reader = PdfReader(path)
     if reader.is_encrypted and not reader.decrypt(""):
         raise LoadError("encrypted PDF that needs a password")
-    return [Page(page.extract_text() or "", number) for number, page in enumerate(reader.pages, 1)]
+    _check_pages(len(reader.pages), limits)
+    budget = _Budget(limits.max_chars)
+    return [Page(budget.take(page.extract_text() or ""), number) for number, page in enumerate(reader.pages, 1)]
 
 
-def load_pdf(path: Path) -> list[Page]:
+def load_pdf(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     """One page per PDF page (numbered from 1), read by PDFium, else by pypdf.
 
     Encrypted PDFs with an empty user password are opened. Two parsers because each rejects
@@ -102,7 +140,7 @@ def load_pdf(path: Path) -> list[Page]:
     failures = []
     for name, parse in (("pdfium", _pdf_pages_pdfium), ("pypdf", _pdf_pages_pypdf)):
         try:
-            pages = parse(path)
+            pages = parse(path, limits)
         except LoadError:
             raise
         except (pdfium.PdfiumError, PyPdfError, PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
@@ -114,28 +152,79 @@ def load_pdf(path: Path) -> list[Page]:
     raise LoadError("unreadable PDF (" + "; ".join(failures) + ")")
 
 
+_BLOCKS = ["p", "div", "li", "tr", "br", "section", "article", "table", "ul", "ol", "pre", "blockquote"]
+_EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1|(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
+
+
 def _html_to_markdown(soup: BeautifulSoup) -> str:
+    """Every visible text of the page; the fallback when no main content is found."""
     for tag in soup(["script", "style", "noscript", "template", "svg", "head"]):
         tag.decompose()
     for level in range(1, 7):
         for heading in soup.find_all(f"h{level}"):
             heading.replace_with(f"\n\n{'#' * min(level, 3)} {heading.get_text(' ', strip=True)}\n\n")
-    text = soup.get_text("\n")
-    lines = (re.sub(r"[ \t\xa0]+", " ", line).strip() for line in text.splitlines())
+    for block in soup.find_all(_BLOCKS):
+        block.append("\n")  # inline tags (links, emphasis) stay inside their paragraph
+    lines = (re.sub(r"[ \t\xa0]+", " ", line).strip() for line in soup.get_text().splitlines())
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def load_html(path: Path) -> list[Page]:
-    """Visible text of an HTML page; headings become Markdown headings."""
-    soup = BeautifulSoup(decode_text(path.read_bytes()), "html.parser")
-    return [Page(_html_to_markdown(soup))]
+def _main_content(html: str) -> str | None:
+    """The page's main text as Markdown (headings, paragraphs, tables), without navigation,
+    sidebars, footers or scripts; emphasis markers are dropped so they never reach a quote."""
+    text = trafilatura.extract(
+        html,
+        output_format="markdown",
+        include_formatting=True,  # keeps headings as '#', which become each chunk's section
+        include_links=False,
+        include_images=False,
+        include_comments=False,
+        include_tables=True,
+        with_metadata=False,
+    )
+    return _EMPHASIS.sub(lambda m: m.group(2) or m.group(3), text).strip() if text else None
 
 
-def load_docx(path: Path) -> list[Page]:
+# Below this much visible text a page is a snippet, not an article with furniture around it:
+# trafilatura's fallback extractor then loses its headings and splits it at every bold word.
+MAIN_CONTENT_FROM = 500
+
+
+def load_html(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
+    """Main content of a saved web page (trafilatura); all visible text for snippets, or when
+    no main content is found."""
+    html = _Budget(limits.max_chars).take(decode_text(path.read_bytes()))
+    visible = _html_to_markdown(BeautifulSoup(html, "html.parser"))
+    main = _main_content(html) if len(visible) >= MAIN_CONTENT_FROM else None
+    return [Page(main or visible)]
+
+
+def check_zip(path: Path, limits: LoadLimits) -> None:
+    """Refuse a zip whose directory declares too many entries or too many uncompressed bytes.
+
+    ``zipfile`` never inflates an entry past the size its directory declares, so the declared
+    total bounds what reading it can cost (a 1 MB file holding 1 GiB of XML is refused here).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise LoadError(f"unreadable {path.suffix.lstrip('.').upper()}: not a valid zip: {exc}") from exc
+    if len(entries) > limits.max_zip_entries:
+        raise LoadError(f"{len(entries):,} zip entries; the limit is {limits.max_zip_entries:,} (max_zip_entries)")
+    total = sum(entry.file_size for entry in entries)
+    if total > limits.max_unzipped_bytes:
+        limit_mb = limits.max_unzipped_bytes / 1e6
+        raise LoadError(f"expands to {total / 1e6:,.0f} MB; the limit is {limit_mb:,.0f} MB (max_unzipped_mb)")
+
+
+def load_docx(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     """Paragraphs and tables of a Word document; ``Heading N`` styles become Markdown headings."""
     import docx  # python-docx; imported here because few knowledge folders hold Word files
     from docx.opc.exceptions import PackageNotFoundError
 
+    check_zip(path, limits)
+    budget = _Budget(limits.max_chars)
     try:
         document = docx.Document(str(path))
     except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
@@ -143,9 +232,9 @@ def load_docx(path: Path) -> list[Page]:
     lines: list[str] = []
     for block in document.iter_inner_content():
         if isinstance(block, docx.table.Table):
-            lines.extend(" | ".join(cell.text.strip() for cell in row.cells) for row in block.rows)
+            lines.extend(budget.take(" | ".join(cell.text.strip() for cell in row.cells)) for row in block.rows)
             continue
-        text = block.text.strip()
+        text = budget.take(block.text.strip())
         style = (block.style.name if block.style is not None else "") or ""
         match = re.match(r"(?:Heading|Title)\s*(\d?)", style)
         if text and match:
@@ -155,18 +244,22 @@ def load_docx(path: Path) -> list[Page]:
     return [Page("\n".join(lines).strip())]
 
 
-def load_csv(path: Path) -> list[Page]:
+def load_csv(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     """One line per row, each value labelled with its column (``col: value; ...``)."""
+    budget = _Budget(limits.max_chars)
     text = decode_text(path.read_bytes())
     try:
         dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
-    rows = list(csv.reader(io.StringIO(text), dialect))
-    if not rows:
+    rows = csv.reader(io.StringIO(text), dialect)
+    header = next(rows, None)
+    if header is None:
         return [Page("")]
-    header, body = rows[0], rows[1:]
-    lines = ["; ".join(f"{name}: {value}" for name, value in zip(header, row, strict=False) if value) for row in body]
+    lines = (
+        budget.take("; ".join(f"{name}: {value}" for name, value in zip(header, row, strict=False) if value))
+        for row in rows
+    )
     return [Page("\n".join(line for line in lines if line))]
 
 
@@ -181,16 +274,19 @@ def _flatten(value: object, prefix: str = "") -> Iterator[str]:
         yield f"{prefix}: {value}" if prefix else str(value)
 
 
-def load_json(path: Path) -> list[Page]:
+def load_json(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     """One ``path.to.key: value`` line per leaf value."""
     try:
         data = json.loads(decode_text(path.read_bytes()))
     except json.JSONDecodeError as exc:
         raise LoadError(f"invalid JSON: {exc}") from exc
-    return [Page("\n".join(_flatten(data)))]
+    except RecursionError as exc:
+        raise LoadError("JSON nested too deeply") from exc
+    budget = _Budget(limits.max_chars)
+    return [Page("\n".join(budget.take(line) for line in _flatten(data)))]
 
 
-LOADERS: dict[str, Callable[[Path], list[Page]]] = {
+LOADERS: dict[str, Callable[[Path, LoadLimits], list[Page]]] = {
     ".md": load_text,
     ".markdown": load_text,
     ".txt": load_text,
@@ -208,15 +304,17 @@ def supported(path: Path) -> bool:
     return path.suffix.lower() in LOADERS
 
 
-def load_file(path: Path) -> list[Page]:
-    """Read ``path`` with the loader for its type; raises :class:`LoadError`."""
+def load_file(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
+    """Read ``path`` with the loader for its type within ``limits``; raises :class:`LoadError`."""
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
         raise LoadError(f"unsupported file type {path.suffix or '(none)'}")
     try:
-        return loader(path)
+        return loader(path, limits)
     except LoadError:
         raise
+    except RecursionError as exc:
+        raise LoadError("nested too deeply to read") from exc
     except Exception as exc:  # a parser bug must not stop the sync of other files
         log.exception("loader failed on %s", path)
         raise LoadError(f"{type(exc).__name__}: {exc}") from exc

@@ -58,10 +58,9 @@ def scan_folder(root: Path, max_bytes: int) -> ScanResult:
             if is_ignored_name(name):
                 continue
             if path.is_symlink():
-                reason = _link_problem(path, root_real)
-                if reason:
-                    result.skipped[key] = reason
-                    continue
+                # outside: never read; inside: the target is indexed under its own path already
+                result.skipped[key] = _link_problem(path, root_real) or "symlink to a file in the knowledge folder"
+                continue
             if not supported(path):
                 result.skipped[key] = f"unsupported file type {path.suffix or '(none)'}"
                 continue

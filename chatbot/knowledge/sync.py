@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from chatbot.knowledge.chunking import Chunker
 from chatbot.knowledge.keywords import KeywordIndex
-from chatbot.knowledge.loaders import LoadError, load_file
+from chatbot.knowledge.loaders import LoadError, LoadLimits, load_file
 from chatbot.knowledge.manifest import FileRecord, Manifest
 from chatbot.knowledge.scan import scan_folder
 
@@ -96,8 +96,10 @@ class KnowledgeSync:
         max_bytes: int,
         lock_path: Path,
         keywords: KeywordIndex | None = None,
+        limits: LoadLimits | None = None,
     ) -> None:
         self.root = root
+        self.limits = limits or LoadLimits()
         self.keywords = keywords
         self.store = store
         self.records = records
@@ -167,7 +169,7 @@ class KnowledgeSync:
             try:
                 if size == 0:
                     raise LoadError("empty file")
-                pages = load_file(path)
+                pages = load_file(path, self.limits)
                 chunks = self.chunker.split(key, pages, path.suffix.lower().lstrip("."))
                 if not chunks:
                     raise LoadError("no text found")

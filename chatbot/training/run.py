@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.config import Settings, load_settings
-from chatbot.generation import BASE_ADAPTER
 from chatbot.training.examples import Messages, read_chat_jsonl, write_chat_jsonl
 from chatbot.training.trainer import TrainConfig, TrainResult
+from chatbot.vocabulary import BASE_ADAPTER
 
 log = logging.getLogger(__name__)
 

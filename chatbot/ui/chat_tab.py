@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -9,8 +10,8 @@ import gradio as gr
 
 from chatbot.answer import Answer
 from chatbot.conversation import Turn
-from chatbot.generation import BASE_ADAPTER
 from chatbot.ui.render import answer_markdown, sources_markdown, sources_title
+from chatbot.vocabulary import BASE_ADAPTER
 
 if TYPE_CHECKING:
     from chatbot.service import Chatbot
@@ -42,8 +43,10 @@ def stream_reply(
 ) -> Iterator[tuple[Messages, Answer | None]]:
     """Append the question and the streamed answer (then its sources) to ``chat``; yields as it grows."""
     chat = [*chat, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
+    cancelled = threading.Event()  # set when Gradio closes this generator (the tab went away)
     try:
-        for event in bot.stream(question, adapter=adapter, use_retrieval=use_retrieval, history=turns):
+        events = bot.stream(question, adapter=adapter, use_retrieval=use_retrieval, history=turns, cancelled=cancelled)
+        for event in events:
             if isinstance(event, Answer):
                 chat[-1] = {"role": "assistant", "content": answer_markdown(event, _label(bot, event.adapter))}
                 if event.used_retrieval:
@@ -61,6 +64,8 @@ def stream_reply(
     except Exception as exc:  # shown to this user only; the server keeps running
         chat[-1] = {"role": "assistant", "content": f"⚠️ {exc}"}
         yield chat, None
+    finally:
+        cancelled.set()
 
 
 def build_chat_tab(bot: Chatbot) -> gr.Dropdown:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
-from chatbot.knowledge.documents import DocumentError, delete_document, save_upload
+from chatbot.knowledge.documents import DocumentError, check_uploaded, delete_document, save_upload
 from chatbot.knowledge.loaders import LOADERS
 
 if TYPE_CHECKING:
@@ -102,10 +103,12 @@ def build_knowledge_tab(bot: Chatbot) -> None:
 
     def add(files: list[str] | None, subfolder: str) -> tuple:
         note: list[str] = []
+        uploads = Path(get_upload_folder())
         for file in files or []:
             path = Path(file)
             try:
-                saved = save_upload(root, path, path.name, subfolder, int(bot.settings.max_upload_mb * 1_000_000))
+                source = check_uploaded(path, uploads)
+                saved = save_upload(root, source, path.name, subfolder, int(bot.settings.max_upload_mb * 1_000_000))
                 note.append(f"added `{saved}`")
             except (DocumentError, OSError) as exc:
                 note.append(f"⚠️ {exc}")

@@ -7,10 +7,18 @@ import re
 from urllib.parse import quote
 
 from chatbot.answer import Answer, SourceRef
-from chatbot.generation import BASE_ADAPTER
+from chatbot.vocabulary import BASE_ADAPTER
 
 _MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _FRAGMENT_WORDS = 6
+_PROBLEMS = {  # grounding.Verdict.reasons, as a reader would say them
+    "number": "a number it states is not in the block",
+    "name": "a name it states is not in the block",
+    "structure": "a pasted heading or table row",
+    "echo": "it repeats the question",
+    "negation": "the block says otherwise",
+    "words": "few of its words are in the block",
+}
 
 
 def document_url(source: SourceRef) -> str:
@@ -44,7 +52,11 @@ def answer_markdown(answer: Answer, domain_label: str) -> str:
     """The answer with linked citations and a line naming the domain that wrote it."""
     seconds = answer.timings.get("total_s")
     facts = [f"answered by **{domain_label}**"]
-    if answer.used_retrieval:
+    if answer.abstained:
+        facts.append("declined" + (f": {html.escape(answer.decline_reason)}" if answer.decline_reason else ""))
+        if answer.retrieved:
+            facts.append(f"{len(answer.retrieved)} passages considered")
+    elif answer.used_retrieval:
         facts.append(f"{len(answer.sources)} of {len(answer.retrieved)} sources cited")
         if answer.unsupported:
             facts.append("⚠️ unsupported citation " + ", ".join(f"[{n}]" for n in answer.unsupported))
@@ -70,7 +82,8 @@ def _source_line(source: SourceRef) -> str:
     if source.section:
         where += f" · {html.escape(source.section)}"
     if source.supported is False:
-        where += f" · ⚠️ the cited sentence is not supported by this block (support {source.support or 0:.0%})"
+        why = ", ".join(_PROBLEMS.get(problem, problem) for problem in source.problems or [])
+        where += " · ⚠️ the cited sentence is not supported by this block" + (f" ({why})" if why else "")
     name = html.escape(source.source)
     # an HTML block, so the snippet's own Markdown (headings, lists, backticks) is shown as text
     return (
@@ -85,6 +98,15 @@ def sources_markdown(answer: Answer) -> str:
         return "_Retrieval was off for this answer._"
     if not answer.retrieved:
         return "_Nothing in the knowledge base was relevant._"
+    if answer.abstained:
+        parts = [f"_Declined: {html.escape(answer.decline_reason or 'no answer in these passages')}._"]
+        if answer.withheld:
+            withheld = html.escape(answer.withheld)
+            parts.append(f"<details><summary>The withheld answer</summary>\n\n{withheld}\n\n</details>")
+        parts.append(f"<details open><summary>Passages considered ({len(answer.retrieved)})</summary>\n")
+        parts.extend(_source_line(source) for source in answer.retrieved)
+        parts.append("</details>")
+        return "\n\n".join(parts)
     cited = {source.n for source in answer.sources}
     parts = [_source_line(source) for source in answer.sources] or ["_No source was cited._"]
     others = [source for source in answer.retrieved if source.n not in cited]
@@ -97,4 +119,6 @@ def sources_markdown(answer: Answer) -> str:
 
 def sources_title(answer: Answer) -> str:
     label = "" if answer.adapter == BASE_ADAPTER else f"{answer.adapter} · "
+    if answer.abstained and answer.retrieved:
+        return f"{label}Sources (declined · {len(answer.retrieved)} passages considered)"
     return f"{label}Sources ({len(answer.sources)} cited)"

@@ -1,0 +1,73 @@
+"""Passage-level gold for question sets that name only files (the SEC 10-Q rows): for each gold
+file, the page that holds the reference answer's figures, found by script.
+
+A page is gold for a question when it states the most of the answer's figures (amounts,
+percentages; years and day numbers say nothing about where an answer is) and at least
+``MIN_FIGURES`` of them, or, for answers without such figures, when it holds at least
+``MIN_WORD_SHARE`` of the answer's content words and more than any other page of the file.
+Questions where no page qualifies keep file-level gold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from chatbot.citations import content_words
+from chatbot.grounding import Figure, figures, matches, stated_values
+from chatbot.knowledge.loaders import LoadError, Page, load_file
+from chatbot.qa import QAItem
+
+MIN_FIGURES = 1
+MIN_WORD_SHARE = 0.5
+
+
+def telling_figures(answer: str) -> list[Figure]:
+    """The answer's figures that point at a page: not years, not day-of-month numbers."""
+
+    def dateish(figure: Figure) -> bool:
+        whole = figure.value.is_integer() and not figure.digits
+        return whole and (figure.value <= 31 or 1900 <= figure.value <= 2100)
+
+    return [figure for figure in figures(answer) if not dateish(figure)]
+
+
+def gold_page(answer: str, pages: Sequence[Page]) -> Page | None:
+    """The page of one file that holds ``answer`` (None when none clearly does)."""
+    wanted = telling_figures(answer)
+    if wanted:
+        counts = [sum(matches(figure, stated_values(page.text)) for figure in wanted) for page in pages]
+        best = max(range(len(pages)), key=counts.__getitem__, default=None)
+        return pages[best] if best is not None and counts[best] >= MIN_FIGURES else None
+    words = content_words(answer)
+    if not words:
+        return None
+    shares = [len(words & content_words(page.text)) / len(words) for page in pages]
+    best = max(range(len(pages)), key=shares.__getitem__, default=None)
+    if best is None or shares[best] < MIN_WORD_SHARE or shares.count(shares[best]) > 1:
+        return None
+    return pages[best]
+
+
+def add_passage_gold(items: Sequence[QAItem], knowledge_dir: Path) -> list[QAItem]:
+    """``items`` with ``gold_passages`` set to the gold page of each gold file, where one is found."""
+    files = sorted(str(path.relative_to(knowledge_dir)) for path in knowledge_dir.rglob("*") if path.is_file())
+    pages: dict[str, list[Page]] = {}
+    found = []
+    for item in items:
+        if item.gold_passages or not item.answerable:
+            found.append(item)
+            continue
+        passages = []
+        for name in item.gold_files(files):
+            if name not in pages:
+                try:
+                    pages[name] = load_file(knowledge_dir / name)
+                except LoadError:
+                    pages[name] = []
+            page = gold_page(item.answers[0], pages[name])
+            if page is not None:
+                passages.append(page.text)
+        found.append(replace(item, gold_passages=passages) if passages else item)
+    return found

@@ -1,0 +1,114 @@
+"""The request shapes of the OpenAI-compatible API, its error shape, and the message list as a conversation."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from chatbot.conversation import Turn
+from chatbot.vocabulary import BASE_ADAPTER, MAX_NEW_TOKENS, SEED_RANGE, clean_text
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's ``{"error": {...}}`` shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.kind, self.param = status, message, code, kind, param
+        self.headers = headers
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "code": self.code, "param": self.param}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def validation_error(exc: RequestValidationError) -> APIError:
+    """A 400 in OpenAI's shape naming the first bad field (the input itself is never echoed)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    field = ".".join(location) or None
+    message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return APIError(400, message, "invalid_value", param=field)
+
+
+class ContentPart(BaseModel):
+    """One part of OpenAI's list-of-parts ``content`` (only text parts are served)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[ContentPart] | None = ""
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, value: str | list[ContentPart] | None) -> str:
+        if isinstance(value, list):
+            kinds = sorted({part.type for part in value if part.type != "text"})
+            if kinds:
+                raise ValueError(f"only text content parts are supported, not {', '.join(kinds)}")
+            value = "\n".join(part.text or "" for part in value)
+        return clean_text(value or "")
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)  # NaN and Infinity are refused, not passed on
+
+    model: str = Field(BASE_ADAPTER, min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1000)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    n: int = 1
+    use_retrieval: bool = True
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError("only n=1 is supported (one choice per request)")
+        return value
+
+
+def split_conversation(messages: list[ChatMessage]) -> tuple[str | None, list[Turn], str | None]:
+    """(system prompt, earlier exchanges, last question) of an OpenAI message list.
+
+    System/developer messages replace the domain's system prompt; user/assistant pairs become
+    the history; the last message must be the user's question.
+    """
+    system = [m.content for m in messages if m.role in ("system", "developer") and m.content]
+    dialogue = [m for m in messages if m.role in ("user", "assistant")]
+    if not dialogue or dialogue[-1].role != "user" or not (dialogue[-1].content or "").strip():
+        return None, [], None
+    history: list[Turn] = []
+    pending: str | None = None
+    for message in dialogue[:-1]:
+        if message.role == "user":
+            pending = message.content or ""
+        elif pending is not None:
+            history.append(Turn(pending, message.content or ""))
+            pending = None
+    return ("\n\n".join(system) or None), history, dialogue[-1].content

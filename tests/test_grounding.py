@@ -1,0 +1,99 @@
+"""The citation check against hard negatives: each rule is shown flagging what it must and
+passing the honest paraphrase next to it."""
+
+from pathlib import Path
+
+import pytest
+
+from chatbot.citations import attribute, claims_by_block
+from chatbot.grounding import check_citations, judge, unfounded_specifics
+
+ADAMS = (
+    "John Adams was the second president of the United States, serving from 1797 to 1801. "
+    "He died on July 4, 1826, the same day as Thomas Jefferson."
+)
+REPORT = "Net revenue (in millions): 2,031 in the third quarter of 2023, up 12.4% from 1,807 a year earlier."
+SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad2" / "dev-v2.0.json"
+
+
+@pytest.mark.parametrize(
+    ("sentence", "block", "reason"),
+    [
+        ("The death of George W. Bush was 2001 [4].", ADAMS, "name"),  # another person's file
+        ("Adams served as president from 1797 to 1805.", ADAMS, "number"),
+        ("Adams died on July 4, 1827.", ADAMS, "number"),
+        ("Net revenue was $2.5 billion in the third quarter of 2023.", REPORT, "number"),
+        ("Net revenue rose 21% from a year earlier.", REPORT, "number"),
+        ("Adams did not serve as president of the United States.", ADAMS, "negation"),
+        ("# John Adams", "# John Adams\n\n" + ADAMS, "structure"),
+        ("| Net revenue | 2,031 |", REPORT, "structure"),
+        ("Who was the second president of the United States?", ADAMS, "echo"),
+        ("Adams founded a shipping company and traded tobacco overseas.", ADAMS, "words"),
+        ("The population of the town is approximately 25,000.", "The town lies on the river Struma.", "number"),
+    ],
+)
+def test_unsupported_sentences_are_flagged_with_their_reason(sentence, block, reason):
+    question = "Who was the second president of the United States?"
+    verdict = judge(sentence, block, question)
+    assert not verdict.supported and reason in verdict.reasons, verdict
+
+
+@pytest.mark.parametrize(
+    ("sentence", "block"),
+    [
+        ("Adams served as president from 1797 to 1801 [1].", ADAMS),
+        ("John Adams died on July 4, 1826.", ADAMS),
+        ("Net revenue was $2.0 billion in the third quarter of 2023.", REPORT),  # rounded, scale from the caption
+        ("Net revenue was 2031 million in the third quarter of 2023.", REPORT),
+        ("Net revenue grew 12.4 percent from a year earlier.", REPORT),
+        ("Net revenue grew about 12% from a year earlier.", "Net revenue grew 12.4% from a year earlier."),
+        ("The stool has three legs.", "The stool has 3 legs and a round seat."),
+        ("1826.", ADAMS),  # a short answer: judged on its number only
+        ("Jefferson died the same day as Adams.", ADAMS),
+    ],
+)
+def test_honest_sentences_pass(sentence, block):
+    question = "Who was the second president of the United States?"
+    assert judge(sentence, block, question).supported
+
+
+def test_check_reports_the_worst_sentence_per_block_and_attribution_never_adds_a_rejected_marker():
+    blocks = [ADAMS, REPORT]
+    answer = "Adams served from 1797 to 1801 [1]. He died in 1830 [1]. Net revenue was 2,031 million [2]."
+    verdicts = check_citations(claims_by_block(answer, 2), blocks)
+    assert not verdicts[1].supported and "number" in verdicts[1].reasons
+    assert verdicts[2].supported
+    fabricated = "John Adams was the second president of the United States until 1805."
+    accept = lambda sentence, block: judge(sentence, block).supported  # noqa: E731
+    assert attribute(fabricated, blocks)[1] == [1]  # word overlap alone would cite block 1
+    assert attribute(fabricated, blocks, accept) == (fabricated, [])
+    honest = "John Adams was the second president of the United States."
+    assert attribute(honest, blocks, accept)[1] == [1]
+
+
+def test_unfounded_specifics_are_the_numbers_and_names_no_block_states():
+    blocks = ["Zlatograd is a town in the Smolyan Province of southern Bulgaria."]
+    assert unfounded_specifics("The population of Zlatograd is approximately 25,000 [1].", blocks) == ["25,000"]
+    assert unfounded_specifics("It was founded by Ivan Shishman.", blocks) == ["Ivan", "Shishman"]
+    assert unfounded_specifics("Zlatograd is a town in southern Bulgaria [1].", blocks) == []
+
+
+@pytest.mark.skipif(not SQUAD.exists(), reason="needs ../shared/data/squad2 (public data, not in the repo)")
+def test_on_the_script_built_labelled_set_the_check_meets_its_targets_and_beats_word_overlap():
+    from chatbot.evaluation.citation_set import build_pairs, check_flags, overlap_flags, score
+
+    pairs = build_pairs(SQUAD, questions=150)
+    assert len(pairs) >= 300
+    unsupported = sum(not pair.supported for pair in pairs)
+    assert 0.4 <= unsupported / len(pairs) <= 0.6
+    assert len({pair.kind for pair in pairs if not pair.supported}) == 7  # every kind of hard negative
+    check, overlap = score(pairs, check_flags), score(pairs, overlap_flags)
+    assert check["precision"] >= 0.9 and check["recall"] >= 0.8, check
+    assert check["recall"] > overlap["recall"] + 0.3, (check, overlap)
+
+
+def test_list_numbering_is_not_a_claimed_number():
+    block = "Create a folder adapters/<domain>/ with the PEFT files. Add a domain.toml manifest."
+    answer = "1. Create a folder adapters/<domain>/ with the PEFT files [1].\n2. Add a domain.toml manifest [1]."
+    assert unfounded_specifics(answer, [block]) == []
+    assert judge("2. Add a domain.toml manifest [1].", block).supported
