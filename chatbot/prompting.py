@@ -30,6 +30,11 @@ PLAIN_PROMPT = ChatPromptTemplate.from_messages(
 _HEADING_LINE = re.compile(r"^\s*#{1,6}\s.*$\n?", re.M)
 
 
+def block_text(text: str) -> str:
+    """A chunk as the prompt shows it: without its Markdown heading lines."""
+    return _HEADING_LINE.sub("", text).strip()
+
+
 def format_blocks(documents: Sequence[Document]) -> str:
     """``[n]`` followed by the chunk text, one block per retrieved chunk, best first.
 
@@ -38,7 +43,7 @@ def format_blocks(documents: Sequence[Document]) -> str:
     citations already map each number to its file and section.
     """
     return "\n\n".join(
-        f"[{number}] {_HEADING_LINE.sub('', document.page_content).strip()}"
+        f"[{number}] {block_text(document.page_content)}"
         for number, document in enumerate(documents, 1)
     )
 

@@ -5,6 +5,7 @@ import json
 import pytest
 from safetensors import safe_open
 
+from chatbot.prompting import block_text
 from chatbot.qa import read_qa
 from chatbot.training.examples import IGNORE, read_chat_jsonl, tokenize
 from chatbot.training.raft import DECLINE, build_raft_examples
@@ -72,7 +73,7 @@ def test_raft_examples_put_the_gold_chunk_among_distractors_and_cite_it(make_bot
         cited = {int(n) for n in __import__("re").findall(r"\[(\d)\]", assistant["content"])}
         assert cited, assistant["content"]
         gold_numbers = {
-            n for n in range(1, 4) if gold_text[0].page_content.strip() in user["content"].split(f"[{n}] ")[1]
+            n for n in range(1, 4) if block_text(gold_text[0].page_content) in user["content"].split(f"[{n}] ")[1]
         }
         assert cited <= gold_numbers
     assert examples[-1][-1]["content"] == DECLINE
