@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,7 +52,16 @@ _NEGATION = re.compile(r"\b(?:not|no|never|none|nor|neither|cannot|without)\b|n[
 _TABLE = re.compile(r"\|.*\|")
 _HEADING = re.compile(r"#{1,6}\s")
 _ENUMERATOR = re.compile(r"(?m)^\s*(?:\d{1,2}|[a-z])[.)]\s")  # "1. ", "b) ": list numbering, not a claim
-_WORD = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_UNDECOMPOSED = str.maketrans({"ł": "l", "Ł": "L", "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O",
+                               "ß": "ss", "đ": "d", "Đ": "D", "ı": "i", "’": "'"})
+
+
+def plain(text: str) -> str:
+    """``text`` in ASCII letters where it can be (Śródmieście = Srodmiescie, Skłodowska = Sklodowska):
+    a model writes names with or without their diacritics."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_UNDECOMPOSED))
+    return "".join(char for char in decomposed if not unicodedata.combining(char))
 _NOT_NAMES = frozenset(
     """i a an the this that these those it its he she they we you his her their our your in on at of
     for to by with from as and or but if when while after before since during under over however
@@ -164,7 +174,7 @@ def share_in(sentence: str, block: str) -> float:
 
 def judge(sentence: str, block: str, question: str = "") -> Verdict:
     """Whether ``block`` supports the claims of ``sentence`` (its ``[n]`` markers are ignored)."""
-    raw = sentence.strip()
+    raw, block = plain(sentence).strip(), plain(block)
     claim = _ENUMERATOR.sub("", strip_markers(raw)).strip()
     reasons: list[str] = []
     if _HEADING.match(raw) or _TABLE.search(raw) or _is_heading(claim, block):
@@ -202,7 +212,8 @@ def _echoes(claim: str, question: str) -> bool:
 
 def unfounded_specifics(answer: str, blocks: Sequence[str]) -> list[str]:
     """Numbers and names of ``answer`` that no block states: specifics the model made up."""
-    everything = "\n\n".join(blocks)
+    everything = plain("\n\n".join(blocks))
+    answer = plain(answer)
     stated = stated_values(everything)
     words = _words(everything)
     claims = _ENUMERATOR.sub("", strip_markers(answer))

@@ -97,3 +97,11 @@ def test_list_numbering_is_not_a_claimed_number():
     answer = "1. Create a folder adapters/<domain>/ with the PEFT files [1].\n2. Add a domain.toml manifest [1]."
     assert unfounded_specifics(answer, [block]) == []
     assert judge("2. Add a domain.toml manifest [1].", block).supported
+
+
+def test_names_match_with_or_without_their_diacritics_and_possessives():
+    block = "Maria Skłodowska-Curie studied in Śródmieście. Newton’s Philosophiæ Naturalis was printed in 1687."
+    answer = "Sklodowska-Curie studied in Srodmiescie [1]. Newton's Philosophiae Naturalis appeared in 1687 [1]."
+    assert unfounded_specifics(answer, [block]) == []
+    assert judge("Sklodowska-Curie studied in Srodmiescie [1].", block).supported
+    assert unfounded_specifics("Sklodowska-Curie studied in Krakow.", [block]) == ["Krakow"]

@@ -135,6 +135,11 @@ def run_eval(
     return records, retrieval
 
 
+def _reason_kind(reason: str | None) -> str:
+    """A decline reason without its particulars (the numbers or names after the colon)."""
+    return (reason or "the model declined").split(":")[0]
+
+
 def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequence[QAItem], top_k: int) -> dict:
     """Per-cell figures (and retrieval figures over the answerable items)."""
     answerable_ids = {item.id for item in items if item.answerable and (item.gold_sources or item.gold_passages)}
@@ -166,6 +171,6 @@ def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequen
             "declined_unanswerable": mean([float(r["declined"]) for r in unanswerable]),
             "declined_answerable": mean([float(r["declined"]) for r in answerable]),
             "seconds_per_question": mean([r["seconds"] for r in rows]),
-            "decline_reasons": dict(Counter(r.get("decline_reason") or "none" for r in rows if r["declined"])),
+            "decline_reasons": dict(Counter(_reason_kind(r.get("decline_reason")) for r in rows if r["declined"])),
         }
     return summary
