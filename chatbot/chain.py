@@ -58,7 +58,8 @@ def is_decline(text: str) -> bool:
 
 
 class RagChain:
-    """LCEL pipelines for the retrieval and the no-retrieval paths, plus citation bookkeeping."""
+    """LCEL prompts for the retrieval and the no-retrieval paths, the model's stream, and the answer's
+    tidying, citation check and decline decision."""
 
     def __init__(
         self,
@@ -83,10 +84,6 @@ class RagChain:
         if use_retrieval:
             return RunnablePassthrough.assign(context=lambda x: format_blocks(x["blocks"])) | RAG_PROMPT
         return PLAIN_PROMPT
-
-    def pipeline(self, use_retrieval: bool, **llm_kwargs: Any) -> Runnable:
-        """The LCEL pipeline of one turn, with the adapter and limits bound to the model call."""
-        return self.prompt(use_retrieval) | self.llm.bind(**llm_kwargs) | StrOutputParser()
 
     def retrieve(self, question: str, scope: dict[str, Any] | None = None) -> list[Document]:
         return self.retriever.invoke(question, filter=scope) if scope else self.retriever.invoke(question)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-_MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")  # [1] or [2, 3]
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)\s+|\n+")  # not after "U.S."
 _WORD = re.compile(r"[a-z0-9]+(?:['.-][a-z0-9]+)*")
 _STOPWORDS = frozenset(
@@ -31,13 +31,13 @@ def sentences(text: str) -> list[tuple[str, str]]:
 
 def strip_markers(text: str) -> str:
     """``text`` without its ``[n]`` markers (and the space before each)."""
-    return re.sub(r"\s*" + _MARKER.pattern, "", text)
+    return re.sub(r"\s*" + MARKER.pattern, "", text)
 
 
 def cited_numbers(text: str, block_count: int) -> list[int]:
     """Valid block numbers cited in ``text``, in order of first appearance."""
     seen: list[int] = []
-    for match in _MARKER.finditer(text):
+    for match in MARKER.finditer(text):
         for part in match.group(1).split(","):
             number = int(part)
             if 1 <= number <= block_count and number not in seen:
@@ -69,7 +69,7 @@ def attribute(
     added: list[int] = []
     out: list[str] = []
     for sentence, separator in sentences(answer):
-        if sentence.strip() and not _MARKER.search(sentence) and len(content_words(sentence)) >= MIN_CONTENT_WORDS:
+        if sentence.strip() and not MARKER.search(sentence) and len(content_words(sentence)) >= MIN_CONTENT_WORDS:
             scores = [support(sentence, block) for block in blocks]
             best = max(range(len(blocks)), key=scores.__getitem__)
             if scores[best] >= MIN_SUPPORT and (accept is None or accept(sentence, blocks[best])):
@@ -101,7 +101,7 @@ def claims_by_block(text: str, block_count: int) -> dict[int, list[str]]:
     claims: dict[int, list[str]] = {}
     for sentence, _separator in sentences(text):
         for number in cited_numbers(sentence, block_count):
-            claims.setdefault(number, []).append(_MARKER.sub("", sentence).strip())
+            claims.setdefault(number, []).append(MARKER.sub("", sentence).strip())
     return claims
 
 

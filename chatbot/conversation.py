@@ -12,14 +12,13 @@ follow-up is made standalone in one of two ways (setting ``followup_query``):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate
 
-_MARKERS = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
+from chatbot.citations import strip_markers
 
 CONDENSE_PROMPT = ChatPromptTemplate.from_messages(
     [
@@ -46,7 +45,7 @@ def history_messages(history: Sequence[Turn], turns: int) -> list[BaseMessage]:
     messages: list[BaseMessage] = []
     for turn in history[-turns:] if turns > 0 else []:
         messages.append(HumanMessage(turn.question))
-        messages.append(AIMessage(_MARKERS.sub("", turn.answer).strip()))
+        messages.append(AIMessage(strip_markers(turn.answer).strip()))
     return messages
 
 
@@ -57,7 +56,7 @@ def joined_query(history: Sequence[Turn], question: str, turns: int = 1) -> str:
 
 
 def conversation_text(history: Sequence[Turn], turns: int) -> str:
-    return "\n".join(f"User: {t.question}\nAssistant: {_MARKERS.sub('', t.answer).strip()}" for t in history[-turns:])
+    return "\n".join(f"User: {t.question}\nAssistant: {strip_markers(t.answer).strip()}" for t in history[-turns:])
 
 
 def usable_rewrite(rewrite: str, question: str) -> str | None:

@@ -36,6 +36,7 @@ _NUMBER = re.compile(
     re.I,
 )
 _SCALES = {"thousand": 1e3, "million": 1e6, "mn": 1e6, "billion": 1e9, "bn": 1e9, "trillion": 1e12}
+_WORD_SCALES = {"hundred": 1e2} | _SCALES
 _UNITS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty"
@@ -53,8 +54,17 @@ _TABLE = re.compile(r"\|.*\|")
 _HEADING = re.compile(r"#{1,6}\s")
 _ENUMERATOR = re.compile(r"(?m)^\s*(?:\d{1,2}|[a-z])[.)]\s")  # "1. ", "b) ": list numbering, not a claim
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_UNDECOMPOSED = str.maketrans({"ł": "l", "Ł": "L", "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O",
-                               "ß": "ss", "đ": "d", "Đ": "D", "ı": "i", "’": "'"})
+_UNDECOMPOSED = str.maketrans(  # letters NFKD does not split into a base letter and a mark
+    {
+        "ł": "l", "Ł": "L", "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O",
+        "ß": "ss", "đ": "d", "Đ": "D", "ı": "i", "’": "'",
+    }
+)
+_NOT_NAMES = frozenset(
+    """i a an the this that these those it its he she they we you his her their our your in on at of
+    for to by with from as and or but if when while after before since during under over however
+    also yes no not""".split()
+)
 
 
 def plain(text: str) -> str:
@@ -62,11 +72,6 @@ def plain(text: str) -> str:
     a model writes names with or without their diacritics."""
     decomposed = unicodedata.normalize("NFKD", text.translate(_UNDECOMPOSED))
     return "".join(char for char in decomposed if not unicodedata.combining(char))
-_NOT_NAMES = frozenset(
-    """i a an the this that these those it its he she they we you his her their our your in on at of
-    for to by with from as and or but if when while after before since during under over however
-    also yes no not""".split()
-)
 
 
 @dataclass(frozen=True)
@@ -106,9 +111,8 @@ def figures(text: str) -> list[Figure]:
         values.append(Figure(value * scale, len(fraction.lstrip(".")), digits, match.group(0).strip(), percent))
     for match in _WORD_NUMBER.finditer(text):
         value = _WORD_VALUES[match.group(1).lower()] + (_UNITS.index(match.group(2).lower()) if match.group(2) else 0)
-        scale = {"hundred": 1e2} | _SCALES
         if match.group(3):
-            value *= scale[match.group(3).lower()]
+            value *= _WORD_SCALES[match.group(3).lower()]
         values.append(Figure(value, 0, len(f"{value:.0f}".rstrip("0")) if match.group(3) else 0, match.group(0)))
     return values
 
@@ -155,6 +159,11 @@ def _names(sentence: str) -> list[str]:
     return found
 
 
+def _stems(text: str) -> set[str]:
+    """The content words of ``text``, plural-insensitive."""
+    return {_stem(word) for word in content_words(text)}
+
+
 def _words(text: str) -> set[str]:
     return {_stem(word) for word in _WORD.findall(text.lower().replace("’", "'"))}
 
@@ -166,10 +175,10 @@ def _closest_sentence(claim: str, block: str) -> str:
 
 def share_in(sentence: str, block: str) -> float:
     """Share of the sentence's content words (plural-insensitive) that appear in the block."""
-    words = {_stem(word) for word in content_words(sentence)}
+    words = _stems(sentence)
     if not words:
         return 0.0
-    return len(words & {_stem(word) for word in content_words(block)}) / len(words)
+    return len(words & _stems(block)) / len(words)
 
 
 def judge(sentence: str, block: str, question: str = "") -> Verdict:
@@ -200,14 +209,14 @@ def judge(sentence: str, block: str, question: str = "") -> Verdict:
 def _is_heading(claim: str, block: str) -> bool:
     """The claim is no more than the words of the block's headings."""
     headings = " ".join(line for line in block.splitlines() if line.lstrip().startswith("#"))
-    words = {_stem(word) for word in content_words(claim)}
-    return bool(words) and words <= {_stem(word) for word in content_words(headings)}
+    words = _stems(claim)
+    return bool(words) and words <= _stems(headings)
 
 
 def _echoes(claim: str, question: str) -> bool:
     """The claim adds no word to the question: it asks or restates it instead of answering."""
-    words = {_stem(word) for word in content_words(claim)}
-    return bool(words) and words <= {_stem(word) for word in content_words(question)}
+    words = _stems(claim)
+    return bool(words) and words <= _stems(question)
 
 
 def unfounded_specifics(answer: str, blocks: Sequence[str]) -> list[str]:

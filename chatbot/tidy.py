@@ -6,9 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from chatbot.citations import collapse_repeats, sentences
+from chatbot.citations import MARKER, collapse_repeats, sentences, strip_markers
 
-_MARKERS = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
 _STRUCTURE_LINE = re.compile(r"^\s*(?:#{1,6}\s.*|\|.*\||[-|: ]{3,}|(?:\[\d{1,3}\]\s*)+)$")
 _INLINE_HEADING = re.compile(r"(?:^|(?<=\]))\s*#{1,6}\s[^\n\[]*")  # "[1] # Title [2] # Title" on one line
 _END = re.compile(r"[.!?][\"')\]]*$")
@@ -43,14 +42,14 @@ def markers_to_sentence_end(text: str) -> str:
     out = []
     for sentence, separator in sentences(text):
         found = []
-        for match in _MARKERS.finditer(sentence):
-            for number in re.findall(r"\d+", match.group(0)):
+        for match in MARKER.finditer(sentence):
+            for number in re.findall(r"\d+", match.group(1)):
                 if number not in found:
                     found.append(number)
         if not found:
             out.append(sentence + separator)
             continue
-        body = _MARKERS.sub("", sentence).rstrip()
+        body = strip_markers(sentence).rstrip()
         if not body:  # markers alone: they belong to the sentence before
             if out:
                 previous = out.pop().rstrip()
@@ -75,7 +74,7 @@ def trim_cut_off(text: str) -> str:
     parts = sentences(text.strip())
     if len(parts) < 2 or "\n" in parts[-2][1]:
         return text.strip()
-    if _END.search(_MARKERS.sub("", parts[-1][0]).rstrip()):
+    if _END.search(strip_markers(parts[-1][0]).rstrip()):
         return text.strip()
     return "".join(sentence + separator for sentence, separator in parts[:-1]).strip()
 
@@ -88,7 +87,7 @@ def tidy(raw: str) -> str:
 
 
 def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", _MARKERS.sub("", text).lower())
+    return re.findall(r"\w+", strip_markers(text).lower())
 
 
 def _copied_from(sentence: str, blocks: Sequence[str]) -> int | None:

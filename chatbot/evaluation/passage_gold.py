@@ -11,7 +11,7 @@ Questions where no page qualifies keep file-level gold.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chatbot.citations import content_words
@@ -33,27 +33,44 @@ def telling_figures(answer: str) -> list[Figure]:
     return [figure for figure in figures(answer) if not dateish(figure)]
 
 
+@dataclass(frozen=True)
+class _Indexed:
+    """A page with what ``gold_page`` compares, worked out once per file, not once per question."""
+
+    page: Page
+    values: set[float]
+    words: set[str]
+
+    @classmethod
+    def of(cls, page: Page) -> _Indexed:
+        return cls(page, stated_values(page.text), content_words(page.text))
+
+
 def gold_page(answer: str, pages: Sequence[Page]) -> Page | None:
     """The page of one file that holds ``answer`` (None when none clearly does)."""
+    return _best_page(answer, [_Indexed.of(page) for page in pages])
+
+
+def _best_page(answer: str, indexed: Sequence[_Indexed]) -> Page | None:
     wanted = telling_figures(answer)
     if wanted:
-        counts = [sum(matches(figure, stated_values(page.text)) for figure in wanted) for page in pages]
-        best = max(range(len(pages)), key=counts.__getitem__, default=None)
-        return pages[best] if best is not None and counts[best] >= MIN_FIGURES else None
+        counts = [sum(matches(figure, page.values) for figure in wanted) for page in indexed]
+        best = max(range(len(indexed)), key=counts.__getitem__, default=None)
+        return indexed[best].page if best is not None and counts[best] >= MIN_FIGURES else None
     words = content_words(answer)
     if not words:
         return None
-    shares = [len(words & content_words(page.text)) / len(words) for page in pages]
-    best = max(range(len(pages)), key=shares.__getitem__, default=None)
+    shares = [len(words & page.words) / len(words) for page in indexed]
+    best = max(range(len(indexed)), key=shares.__getitem__, default=None)
     if best is None or shares[best] < MIN_WORD_SHARE or shares.count(shares[best]) > 1:
         return None
-    return pages[best]
+    return indexed[best].page
 
 
 def add_passage_gold(items: Sequence[QAItem], knowledge_dir: Path) -> list[QAItem]:
     """``items`` with ``gold_passages`` set to the gold page of each gold file, where one is found."""
     files = sorted(str(path.relative_to(knowledge_dir)) for path in knowledge_dir.rglob("*") if path.is_file())
-    pages: dict[str, list[Page]] = {}
+    pages: dict[str, list[_Indexed]] = {}
     found = []
     for item in items:
         if item.gold_passages or not item.answerable:
@@ -63,10 +80,10 @@ def add_passage_gold(items: Sequence[QAItem], knowledge_dir: Path) -> list[QAIte
         for name in item.gold_files(files):
             if name not in pages:
                 try:
-                    pages[name] = load_file(knowledge_dir / name)
+                    pages[name] = [_Indexed.of(page) for page in load_file(knowledge_dir / name)]
                 except LoadError:
                     pages[name] = []
-            page = gold_page(item.answers[0], pages[name])
+            page = _best_page(item.answers[0], pages[name])
             if page is not None:
                 passages.append(page.text)
         found.append(replace(item, gold_passages=passages) if passages else item)

@@ -7,9 +7,9 @@ import re
 from urllib.parse import quote
 
 from chatbot.answer import Answer, SourceRef
+from chatbot.citations import MARKER
 from chatbot.vocabulary import BASE_ADAPTER
 
-_MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 _FRAGMENT_WORDS = 6
 _PROBLEMS = {  # grounding.Verdict.reasons, as a reader would say them
     "number": "a number it states is not in the block",
@@ -45,7 +45,7 @@ def link_citations(text: str, sources: list[SourceRef]) -> str:
             parts.append(f"[{label}]({document_url(source)})" if source else label)
         return "".join(parts)
 
-    return _MARKER.sub(linked, text)
+    return MARKER.sub(linked, text)
 
 
 def answer_markdown(answer: Answer, domain_label: str) -> str:
