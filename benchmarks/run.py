@@ -219,12 +219,24 @@ def concurrent_decode(generator, adapters: list[str], users: int, max_new_tokens
     return {"tokens_per_s": round(tokens / (time.perf_counter() - started), 1)}
 
 
+def cpu_flags() -> str:
+    """The CPU's vector extensions that pick fast paths (AVX2, AVX-512 variants, AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    wanted = [flag for flag in flags if flag.startswith(("avx", "amx", "fma", "f16c"))]
+    return " ".join(sorted(set(wanted))) or "none of avx/amx"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--llama-cpp-job", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="the quantize setting")
+    parser.add_argument("--engine", choices=["auto", "onnx", "torch"], default="auto", help="the engine setting")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "speed.json")
     args = parser.parse_args()
     if args.llama_cpp_job:
@@ -245,6 +257,7 @@ def main() -> None:
     figures: dict = {
         "machine": f"{cpu}, {torch.get_num_threads()} torch threads, native bf16: {cpu_has_bf16()}, "
         f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}",
+        "cpu_flags": cpu_flags(),
     }
     with tempfile.TemporaryDirectory() as scratch:
         scratch_dir = Path(scratch)
@@ -261,6 +274,7 @@ def main() -> None:
             "context_tokens": 850,  # with the system prompt and question: the ~1,000-token turn
             "max_new_tokens": args.max_new_tokens,
             "quantize": args.quantize,
+            "engine": args.engine,
         }
         bot = Chatbot(load_settings(**overrides))
         bot.load()
@@ -273,6 +287,7 @@ def main() -> None:
         adapter = next((name for name in adapters if name != "base"), "base")
         figures["dtype"] = str(generator.base.dtype).removeprefix("torch.")
         figures["quantize"] = args.quantize
+        figures["engine"] = "onnx" if getattr(generator.engine, "model_dir", None) else "torch"
         figures["adapters"] = adapters
 
         chain = bot.chain

@@ -181,6 +181,9 @@ class AdapterRegistry(DomainRegistry):
         return domain
 
     def _attach(self, name: str, path: Path) -> None:
+        if not self.generator.uses_peft:  # the ONNX engine converts and holds its adapters itself
+            self.generator.engine.add_adapter(name, path)
+            return
         with self.generator.exclusive:  # never inject layers during a forward pass
             self.generator.forget_adapter(name)
             self._inject(name, path)
@@ -204,6 +207,10 @@ class AdapterRegistry(DomainRegistry):
 
     def _unload(self, name: str) -> None:
         domain = self._domains.pop(name, None)
+        if not self.generator.uses_peft:
+            if domain is not None and domain.ready:
+                self.generator.engine.unload_adapter(name)
+            return
         model = self.generator.model
         if domain is not None and domain.ready and name in getattr(model, "peft_config", {}):
             with self.generator.exclusive:

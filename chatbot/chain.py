@@ -141,6 +141,9 @@ class RagChain:
             first_token_s=(stats.first_token_s or stats.seconds) + timings.get("retrieval_s", 0.0),
             total_s=time.perf_counter() - started,
         )
+        decode_s = stats.seconds - (stats.first_token_s or stats.seconds)
+        if stats.new_tokens > 1 and decode_s > 0:
+            timings["decode_tokens_per_s"] = (stats.new_tokens - 1) / decode_s
         yield self._finish(request, raw, blocks, timings, stats)
 
     def _finish(

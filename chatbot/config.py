@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     embedding_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights of the embedding model; auto as for dtype (bf16 embeds ~3x faster on such CPUs)."
     )
+    engine: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description=(
+            "auto: onnxruntime-genai on a CPU (converted once, ~6x faster decode), transformers on a GPU; "
+            "onnx or torch to choose."
+        ),
+    )
+    onnx_precision: Literal["int4", "int8", "fp32"] = Field(
+        "int4", description="Weights of the ONNX engine's converted model (int4 fastest; fp32 equals transformers)."
+    )
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: int8 weights for the chat model's linear layers (CPU; faster decode, see the eval)."
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -48,20 +48,27 @@ class Generator:
         prepack: bool = False,
         prefill_chunk: int = PREFILL_CHUNK,
         max_prompt_tokens: int = 0,
+        engine: Callable[[set[int], threading.Lock], Any] | None = None,
     ) -> None:
         """``prepack``: pack a bf16 model's linear weights for oneDNN (CPU) in the engine's thread.
 
         ``max_prompt_tokens``: longest prompt accepted (0: the model's context less the answer).
+        ``engine``: makes another engine (the ONNX one) from the stop token ids and the lock held
+        for each step; None: the transformers :class:`BatchEngine` on ``base.model``.
         """
         self.base = base
-        if base.model.config._attn_implementation == "sdpa":
-            use_row_attention(base.model)  # batched answers equal answers alone, to the bit
         self.model = base.model
         self.tokenizer = base.tokenizer
         self._lock = threading.Lock()  # held for each forward pass on the shared weights
-        prepare = (lambda: pack_model(base)) if prepack else None
         self.context_length = int(getattr(base.model.config, "max_position_embeddings", 0) or 0)
         self.max_prompt_tokens = max_prompt_tokens
+        self._system_prefix = lru_cache(maxsize=64)(self._encode_system)
+        if engine is not None:
+            self.engine = engine(_stop_ids(base), self._lock)
+            return
+        if base.model.config._attn_implementation == "sdpa":
+            use_row_attention(base.model)  # batched answers equal answers alone, to the bit
+        prepare = (lambda: pack_model(base)) if prepack else None
         self.engine = BatchEngine(
             lambda: self.model,
             self._lock,
@@ -71,7 +78,11 @@ class Generator:
             prepare=prepare,
             prefill_chunk=prefill_chunk,
         )
-        self._system_prefix = lru_cache(maxsize=64)(self._encode_system)
+
+    @property
+    def uses_peft(self) -> bool:
+        """True when adapters are PEFT modules injected into :attr:`model` (the transformers engine)."""
+        return isinstance(self.engine, BatchEngine)
 
     @property
     def exclusive(self) -> threading.Lock:
@@ -191,11 +202,20 @@ def safe_chat_ids(tokenizer: Any, messages: Sequence[dict[str, str]], add_genera
     return ids + encode_text(tokenizer, rest, split=False)
 
 
+_TOKENIZE = threading.Lock()
+
+
 def encode_text(tokenizer: Any, text: str, split: bool) -> list[int]:
-    """Token ids of ``text``, no special tokens added; ``split``: special-token strings stay plain text."""
+    """Token ids of ``text``, no special tokens added; ``split``: special-token strings stay plain text.
+
+    One call at a time: ``split_special_tokens`` is switched on the shared fast tokenizer for
+    the call, so two threads encoding at once could each get the other's setting (seen: the
+    template's ``<|im_start|>`` encoded as plain text, or a message's as a control token).
+    """
     if not text:
         return []
-    return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"])
+    with _TOKENIZE:
+        return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"])
 
 
 def pack_model(base: BaseModel) -> bool:

@@ -56,8 +56,19 @@ _ENUMERATOR = re.compile(r"(?m)^\s*(?:\d{1,2}|[a-z])[.)]\s")  # "1. ", "b) ": li
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _UNDECOMPOSED = str.maketrans(  # letters NFKD does not split into a base letter and a mark
     {
-        "ł": "l", "Ł": "L", "æ": "ae", "Æ": "Ae", "œ": "oe", "Œ": "Oe", "ø": "o", "Ø": "O",
-        "ß": "ss", "đ": "d", "Đ": "D", "ı": "i", "’": "'",
+        "ł": "l",
+        "Ł": "L",
+        "æ": "ae",
+        "Æ": "Ae",
+        "œ": "oe",
+        "Œ": "Oe",
+        "ø": "o",
+        "Ø": "O",
+        "ß": "ss",
+        "đ": "d",
+        "Đ": "D",
+        "ı": "i",
+        "’": "'",
     }
 )
 _NOT_NAMES = frozenset(

@@ -43,8 +43,7 @@ def format_blocks(documents: Sequence[Document]) -> str:
     citations already map each number to its file and section.
     """
     return "\n\n".join(
-        f"[{number}] {block_text(document.page_content)}"
-        for number, document in enumerate(documents, 1)
+        f"[{number}] {block_text(document.page_content)}" for number, document in enumerate(documents, 1)
     )
 
 

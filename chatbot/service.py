@@ -57,8 +57,10 @@ def _runtime(
     max_batch: int,
     prefill_chunk: int,
     max_prompt_tokens: int,
+    engine: str,
+    onnx_precision: str,
 ) -> tuple[Generator, AdapterRegistry]:
-    """Load the base model once per adapter folder (adapters are injected into its modules)."""
+    """Load the base model once per adapter folder and engine (adapters are loaded into the engine)."""
     if threads:
         import torch
 
@@ -66,13 +68,40 @@ def _runtime(
     from transformers.utils import logging as hf_logging
 
     from chatbot.models.base import load_base_model
+    from chatbot.models.device import resolve_device
 
     hf_logging.disable_progress_bar()
-    base = load_base_model(base_model, cache_dir, device, dtype, quantize)
-    generator = Generator(base, max_batch, prepack, prefill_chunk, max_prompt_tokens)
+    chosen = resolve_engine(engine, resolve_device(device).type, quantize)
+    generator = None
+    if chosen == "onnx":
+        from chatbot.onnxgenai import onnx_generator
+
+        base = load_base_model(base_model, cache_dir, "cpu", "float32", weights=False)
+        try:
+            generator = onnx_generator(
+                base, cache_dir, onnx_precision, max_batch, prefill_chunk, max_prompt_tokens, threads
+            )
+        except Exception as exc:
+            if engine == "onnx":
+                raise
+            log.warning("the ONNX engine is unavailable (%s); using transformers", exc)
+    if generator is None:
+        base = load_base_model(base_model, cache_dir, device, dtype, quantize)
+        generator = Generator(base, max_batch, prepack, prefill_chunk, max_prompt_tokens)
     registry = AdapterRegistry(adapters_dir, generator, system_prompt)
     registry.refresh()
     return generator, registry
+
+
+def resolve_engine(engine: str, device_type: str, quantize: str = "none") -> str:
+    """ "onnx" or "torch" for the ``engine`` setting: auto takes onnxruntime-genai on a CPU where installed."""
+    if engine != "auto":
+        return engine
+    if device_type != "cpu" or quantize != "none":
+        return "torch"
+    import importlib.util
+
+    return "onnx" if importlib.util.find_spec("onnxruntime_genai") is not None else "torch"
 
 
 @dataclass
@@ -219,6 +248,8 @@ class Chatbot:
             s.max_batch,
             s.prefill_chunk_tokens,
             s.max_prompt_tokens,
+            s.engine,
+            s.onnx_precision,
         )
         self.embeddings.run_on(runtime[0].engine.call)  # all torch work on one thread (see BatchEngine.call)
         return runtime
@@ -424,7 +455,10 @@ class Chatbot:
             from chatbot.models.packed import PackedLinear
 
             base = self.generator.base
+            onnx_dir = getattr(self.generator.engine, "model_dir", None)
             data["base_model"].update(
+                engine="onnx" if onnx_dir else "torch",
+                onnx_model=str(onnx_dir) if onnx_dir else None,
                 name=base.name,
                 folder=str(base.folder),
                 device=str(base.device),

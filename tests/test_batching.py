@@ -20,12 +20,22 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture
-def bot(make_bot, tmp_path, lora_folder, other_lora_folder):
+@pytest.fixture(params=["torch", "onnx"])
+def any_bot(request, make_bot, tmp_path, lora_folder, other_lora_folder):
+    """A bot with two adapters, on each engine: the engines keep the same promises."""
     adapters = tmp_path / "adapters"
     shutil.copytree(lora_folder, adapters / "demo")
     shutil.copytree(other_lora_folder, adapters / "other")
-    return make_bot(adapters_dir=adapters)
+    return make_bot(adapters_dir=adapters, engine=request.param)
+
+
+@pytest.fixture
+def bot(make_bot, tmp_path, lora_folder, other_lora_folder):
+    """The transformers engine (its prefix store and PEFT routing are its own)."""
+    adapters = tmp_path / "adapters"
+    shutil.copytree(lora_folder, adapters / "demo")
+    shutil.copytree(other_lora_folder, adapters / "other")
+    return make_bot(adapters_dir=adapters, engine="torch")
 
 
 def prompt(generator, question: str, system: str = SYSTEM) -> tuple[list[int], int]:
@@ -44,8 +54,8 @@ def submit_together(generator, jobs):
         return [generator.engine.submit(ids, adapter, params, prefix) for ids, prefix, adapter, params in jobs]
 
 
-def test_greedy_and_seeded_outputs_alone_equal_outputs_inside_a_mixed_batch(bot):
-    generator = bot.generator
+def test_greedy_and_seeded_outputs_alone_equal_outputs_inside_a_mixed_batch(any_bot):
+    generator = any_bot.generator
     engine = generator.engine
     greedy_long = GenerationParams(max_new_tokens=40)
     greedy_short = GenerationParams(max_new_tokens=12)  # leaves the batch early
@@ -59,7 +69,8 @@ def test_greedy_and_seeded_outputs_alone_equal_outputs_inside_a_mixed_batch(bot)
         (*prompt(generator, " ".join(QUESTIONS * 4)), "other", greedy_long),  # long: made the active adapter
     ]
     alone = [run_alone(engine, *job) for job in jobs]
-    assert generator.model.active_adapter == "other"
+    if generator.uses_peft:
+        assert generator.model.active_adapter == "other"
     assert len({tuple(tokens) for tokens in alone}) == len(jobs)
     assert len(alone[2]) < min(len(alone[0]), len(alone[1]))  # so one row leaves mid-batch
 
@@ -70,8 +81,8 @@ def test_greedy_and_seeded_outputs_alone_equal_outputs_inside_a_mixed_batch(bot)
     assert together == alone
 
 
-def test_the_generator_streams_the_same_text_for_concurrent_users(bot):
-    generator = bot.generator
+def test_the_generator_streams_the_same_text_for_concurrent_users(any_bot):
+    generator = any_bot.generator
     params = GenerationParams(max_new_tokens=24)
     cases = [(QUESTIONS[0], "demo"), (QUESTIONS[2], "other"), (QUESTIONS[1], "base")]
 
@@ -96,8 +107,8 @@ def test_the_generator_streams_the_same_text_for_concurrent_users(bot):
     assert generator.engine.largest_batch >= 2
 
 
-def test_a_cancelled_or_failing_request_leaves_the_others_untouched(bot):
-    generator = bot.generator
+def test_a_cancelled_or_failing_request_leaves_the_others_untouched(any_bot):
+    generator = any_bot.generator
     engine = generator.engine
     params = GenerationParams(max_new_tokens=20)
     ids, prefix = prompt(generator, QUESTIONS[0])
@@ -119,16 +130,19 @@ def test_a_cancelled_or_failing_request_leaves_the_others_untouched(bot):
     assert list(kept.token_ids()) == expected
 
 
-def test_removing_an_adapter_fails_only_its_running_requests(bot):
-    generator = bot.generator
+def test_removing_an_adapter_fails_only_its_running_requests(any_bot):
+    generator = any_bot.generator
     ids, prefix = prompt(generator, QUESTIONS[1])
     params = GenerationParams(max_new_tokens=60)
     expected = run_alone(generator.engine, ids, prefix, "base", params)
     doomed, kept = submit_together(generator, [(ids, prefix, "other", params), (ids, prefix, "base", params)])
     next(doomed.token_ids())
-    with generator.exclusive:
-        generator.model.delete_adapter("other")
-        generator.forget_adapter("other")
+    if generator.uses_peft:
+        with generator.exclusive:
+            generator.model.delete_adapter("other")
+            generator.forget_adapter("other")
+    else:
+        generator.engine.unload_adapter("other")
     with pytest.raises(ValueError, match="removed while generating"):
         list(doomed.token_ids())
     assert list(kept.token_ids()) == expected
@@ -201,8 +215,8 @@ def test_repeats_itself_detects_a_verbatim_loop_only():
     assert not repeats_itself([1, 2, 3, 4, 1, 2, 3], window=4)  # too short to judge
 
 
-def test_tasks_run_on_the_engine_thread_between_steps_while_requests_decode(bot):
-    generator = bot.generator
+def test_tasks_run_on_the_engine_thread_between_steps_while_requests_decode(any_bot):
+    generator = any_bot.generator
     engine = generator.engine
     ids, prefix = prompt(generator, QUESTIONS[3])
     params = GenerationParams(max_new_tokens=30)
@@ -211,7 +225,7 @@ def test_tasks_run_on_the_engine_thread_between_steps_while_requests_decode(bot)
     threads = []
     for _ in range(50):  # many small tasks racing the decode loop (none may be lost)
         threads.append(engine.call(lambda: threading.current_thread().name))
-    assert set(threads) == {"batch-engine"}
+    assert set(threads) == {engine._worker.name}
     assert list(request.token_ids()) == expected
     with pytest.raises(ZeroDivisionError):
         engine.call(lambda: 1 / 0)
@@ -243,9 +257,9 @@ def test_chunk_bounds_end_the_prefix_and_cap_every_chunk():
     assert chunk_bounds(3, 0, 256) == [3]
 
 
-def test_a_long_prompt_arriving_mid_batch_neither_stalls_nor_changes_the_others(bot):
+def test_a_long_prompt_arriving_mid_batch_neither_stalls_nor_changes_the_others(any_bot):
     """Chunked prefill: the running row keeps decoding while a long prompt is read, token for token the same."""
-    generator = bot.generator
+    generator = any_bot.generator
     engine = generator.engine
     params = GenerationParams(max_new_tokens=40)
     ids, prefix = prompt(generator, QUESTIONS[1])
@@ -269,8 +283,8 @@ def test_a_long_prompt_arriving_mid_batch_neither_stalls_nor_changes_the_others(
     assert during >= 5  # ~10 chunks of 64 tokens, one decode step after each
 
 
-def test_a_cancelled_reader_returns_at_once_and_never_waits_on_the_engine_thread(bot):
-    generator = bot.generator
+def test_a_cancelled_reader_returns_at_once_and_never_waits_on_the_engine_thread(any_bot):
+    generator = any_bot.generator
     engine = generator.engine
     ids, prefix = prompt(generator, QUESTIONS[3])
     request = engine.submit(ids, "base", GenerationParams(max_new_tokens=200), prefix)

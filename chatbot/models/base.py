@@ -112,10 +112,13 @@ def load_base_model(
     device: str = "auto",
     dtype: str = "auto",
     quantize: str = "none",
+    weights: bool = True,
 ) -> BaseModel:
     """Load the configured base model (embedded, folder or GGUF) for inference.
 
     ``quantize="int8"`` stores the linear layers' weights as int8 (CPU only; see ``models.quantize``).
+    ``weights=False``: the model's layers without their weights (on torch's meta device), for an
+    engine that runs converted weights and needs only the shapes, the tokenizer and the config.
     """
     source = resolve_model_source(base_model)
     folder = convert_gguf(source, cache_dir) if source.suffix == ".gguf" else source
@@ -128,6 +131,9 @@ def load_base_model(
         tokenizer.pad_token = tokenizer.eos_token
     if quantize == "int8" and torch_device.type != "cpu":
         raise ValueError("quantize = 'int8' is for CPUs; on a GPU use dtype float16 or bfloat16 instead")
+    name = _display_name(base_model, source)
+    if not weights:
+        return BaseModel(_skeleton(folder), tokenizer, name, folder, torch_device, torch_dtype)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(torch_device)
     model.eval()
     if quantize == "int8":
@@ -135,5 +141,19 @@ def load_base_model(
 
         quantize_int8(model)
 
-    name = "SmolLM2-135M-Instruct" if base_model == EMBEDDED else source.stem if source.is_file() else source.name
     return BaseModel(model, tokenizer, name, folder, torch_device, torch_dtype)
+
+
+def _display_name(base_model: str, source: Path) -> str:
+    return "SmolLM2-135M-Instruct" if base_model == EMBEDDED else source.stem if source.is_file() else source.name
+
+
+def _skeleton(folder: Path) -> PreTrainedModel:
+    """The model of ``folder`` with its layers on the meta device (no memory for weights)."""
+    from transformers import AutoConfig, GenerationConfig
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder))
+    if (folder / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+    return model.eval()

@@ -1,0 +1,315 @@
+"""Convert the base model and PEFT LoRA adapters for onnxruntime-genai, once, cached in the data dir.
+
+The base model goes through onnxruntime-genai's own model builder with a stand-in adapter that
+targets every linear layer of the decoder, so the builder emits a LoRA branch (``x @ A @ B``)
+beside each of them. Those branches' weights then become graph inputs whose default is zero:
+with no adapter active the model is the base model, and an adapter is a file of those inputs
+(``onnxruntime.AdapterFormat``) that onnxruntime-genai feeds per generator. Adapters of any rank
+fit, since the rank is a free dimension of the inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CONVERT_VERSION = 1  # bump when the graph surgery below changes: old caches are rebuilt
+PRECISIONS = ("int4", "int8", "fp32")
+ADAPTER_SUFFIX = ".onnx_adapter"
+_RANK = "lora_rank"
+_LORA_NODE = re.compile(r"/lora_[AB]/")
+_ONNX_PARAM = re.compile(r"layers\.(\d+)\..*?([A-Za-z0-9_]+)\.(lora_[AB])\.MatMul\.weight$")
+_PEFT_TENSOR = re.compile(r"layers\.(\d+)\..*\.([A-Za-z0-9_]+)\.(lora_[AB])\.weight$")
+
+Progress = Callable[[str], None]
+
+
+class ConversionError(RuntimeError):
+    """The model or an adapter cannot be converted; the message says why."""
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    log.info("onnx: %s", message)
+    if progress is not None:
+        progress(message)
+
+
+def files_digest(paths: list[Path], *extra: str) -> str:
+    """sha256 (first 12 hex) over ``extra`` and the names and bytes of ``paths``."""
+    digest = hashlib.sha256("\x00".join(extra).encode())
+    for path in paths:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def model_key(fingerprint: str, precision: str) -> str:
+    """Cache key of a converted base model: its weights, the precision, this converter and the builder."""
+    import onnxruntime_genai
+
+    text = f"{fingerprint}:{precision}:{CONVERT_VERSION}:{onnxruntime_genai.__version__}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def linear_targets(model: object) -> dict[str, tuple[int, int]]:
+    """Every linear layer of the decoder's blocks: full module name -> (in_features, out_features)."""
+    import torch
+
+    return {
+        name: (module.in_features, module.out_features)
+        for name, module in model.named_modules()  # type: ignore[attr-defined]
+        if isinstance(module, torch.nn.Linear) and ".layers." in name
+    }
+
+
+def _stand_in_adapter(folder: Path, base_folder: Path, targets: dict[str, tuple[int, int]]) -> None:
+    """A rank-1 adapter on every target, so the builder emits a LoRA branch for each (values unused)."""
+    import torch
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": str(base_folder),
+        "r": 1,
+        "lora_alpha": 1,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "target_modules": sorted({name.rsplit(".", 1)[-1] for name in targets}),
+        "inference_mode": True,
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    tensors = {}
+    for name, (fan_in, fan_out) in targets.items():
+        tensors[f"base_model.model.{name}.lora_A.weight"] = torch.full((1, fan_in), 0.01)
+        tensors[f"base_model.model.{name}.lora_B.weight"] = torch.full((fan_out, 1), 0.01)
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+
+
+def _run_builder(base_folder: Path, adapter: Path, output: Path, precision: str, work: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(base_folder),
+        "-o",
+        str(output),
+        "-p",
+        precision,
+        "-e",
+        "cpu",
+        "-c",
+        str(work / "hf-cache"),
+        "--extra_options",
+        f"adapter_path={adapter}",
+    ]
+    log_file = work / "builder.log"
+    with log_file.open("w") as sink:
+        done = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0 or not (output / "model.onnx").is_file():
+        tail = log_file.read_text(errors="replace")[-1500:]
+        raise ConversionError(f"the onnxruntime-genai model builder failed (exit {done.returncode}):\n{tail}")
+
+
+def lora_inputs(model_path: Path) -> dict[str, tuple[int, int]]:
+    """The converted model's LoRA inputs: name -> (rows, columns) with the rank as -1."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    shapes = {}
+    for value in graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
+        if _ONNX_PARAM.search(value.name) and len(dims) == 2:
+            shapes[value.name] = (dims[0], dims[1])
+    return shapes
+
+
+def _free_lora_weights(model_path: Path) -> int:
+    """Turn each LoRA branch's weight into a graph input with a rank-1 zero default; returns how many.
+
+    The builder quantises the branches like every MatMul (MatMulNBits at int4/int8); a branch
+    becomes a plain float MatMul again, since its weight now arrives at run time.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    dropped: set[str] = set()
+    inputs, defaults, nodes = [], [], []
+    for node in graph.node:
+        if not _LORA_NODE.search(node.name) or node.op_type not in ("MatMul", "MatMulNBits"):
+            nodes.append(node)
+            continue
+        part = "lora_A" if "/lora_A/" in node.name else "lora_B"
+        if node.op_type == "MatMulNBits":
+            attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            rows, columns = int(attributes["K"]), int(attributes["N"])
+            dropped.update(name for name in node.input[1:] if name)
+        else:
+            weight = initializers.get(node.input[1])
+            if weight is None:
+                raise ConversionError(f"LoRA node {node.name} has no weight initializer")
+            rows, columns = (int(d) for d in weight.dims)
+            dropped.add(node.input[1])
+        # the quantiser renames MatMul nodes to MatMul_Q4 / MatMul_Q8
+        name = re.sub(r"_Q\d+$", "", node.name).strip("/").replace("/", ".") + ".weight"
+        dims: list[int | str] = [rows, _RANK] if part == "lora_A" else [_RANK, columns]
+        zero = np.zeros((rows, 1) if part == "lora_A" else (1, columns), dtype=np.float32)
+        inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
+        defaults.append(numpy_helper.from_array(zero, name))
+        nodes.append(helper.make_node("MatMul", [node.input[0], name], list(node.output), name=node.name))
+    if not inputs:
+        raise ConversionError("the builder made no LoRA branches for this model")
+    kept = [init for init in graph.initializer if init.name not in dropped]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + defaults)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.input.extend(inputs)
+    # The external weights file is left as written; the orphaned branch weights in it are tiny.
+    onnx.save(model, str(model_path))
+    return len(inputs)
+
+
+def convert_model(
+    base_folder: Path,
+    model: object,
+    fingerprint: str,
+    cache_dir: Path,
+    precision: str = "int4",
+    progress: Progress | None = None,
+) -> Path:
+    """The converted model folder for ``base_folder`` at ``precision``; built once, then reused.
+
+    ``model`` is the transformers model of ``base_folder`` (weights not needed, only its layers).
+    A crash mid-way leaves only a ``.partial`` folder, removed on the next try.
+    """
+    if precision not in PRECISIONS:
+        raise ConversionError(f"onnx precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    target = cache_dir / "onnx" / f"{base_folder.name}-{precision}-{model_key(fingerprint, precision)}"
+    if (target / "genai_config.json").is_file():
+        return target
+    targets = linear_targets(model)
+    if not targets:
+        raise ConversionError("the base model has no linear layers under '.layers.' to put LoRA branches on")
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    work = staging / "_work"
+    _say(progress, f"converting {base_folder.name} to ONNX ({precision}), once (about a minute)")
+    _stand_in_adapter(work / "stand-in", base_folder, targets)
+    _say(progress, "running the onnxruntime-genai model builder")
+    _run_builder(base_folder, work / "stand-in", staging, precision, work)
+    _say(progress, "making the LoRA weights inputs")
+    count = _free_lora_weights(staging / "model.onnx")
+    _say(progress, f"{count} LoRA inputs; done")
+    shutil.rmtree(work)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def _scaling(config: dict) -> float:
+    rank, alpha = config.get("r"), config.get("lora_alpha", config.get("r"))
+    if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, int | float):
+        raise ConversionError("adapter_config.json needs a positive whole r and a numeric lora_alpha")
+    return float(alpha) / (rank**0.5 if config.get("use_rslora") else rank)
+
+
+def _refusals(config: dict) -> list[str]:
+    problems = []
+    if config.get("peft_type", "LORA") != "LORA":
+        problems.append(f"peft_type {config.get('peft_type')!r} (only LORA converts)")
+    if config.get("use_dora"):
+        problems.append("DoRA (use_dora) has no ONNX form here")
+    if config.get("bias", "none") != "none":
+        problems.append(f"bias={config['bias']!r} (trained biases are not LoRA inputs)")
+    if config.get("modules_to_save"):
+        problems.append("modules_to_save (full copies of modules) cannot be an adapter file")
+    if config.get("rank_pattern") or config.get("alpha_pattern"):
+        problems.append("rank_pattern/alpha_pattern (per-module ranks) are not supported by the ONNX engine")
+    return problems
+
+
+def export_adapter(folder: Path, model_dir: Path, name: str) -> Path:
+    """The ``.onnx_adapter`` file of the PEFT adapter in ``folder`` for the model in ``model_dir``.
+
+    Written once per content of the folder (a changed folder gets a new file; older ones of the
+    same name are removed). Raises :class:`ConversionError` naming what cannot be converted.
+    """
+    sources = [folder / "adapter_config.json", folder / "adapter_model.safetensors"]
+    if not all(path.is_file() for path in sources):
+        raise ConversionError("needs adapter_config.json and adapter_model.safetensors")
+    store = model_dir / "adapters"
+    target = store / f"{name}-{files_digest(sources, model_dir.name)}{ADAPTER_SUFFIX}"
+    if target.is_file():
+        return target
+    config = json.loads(sources[0].read_text())
+    problems = _refusals(config)
+    if problems:
+        raise ConversionError("cannot convert for the ONNX engine: " + "; ".join(problems))
+    params = _adapter_params(sources[1], lora_inputs(model_dir / "model.onnx"), _scaling(config))
+    import onnxruntime
+
+    store.mkdir(exist_ok=True)
+    adapter = onnxruntime.AdapterFormat()
+    adapter.set_adapter_version(1)
+    adapter.set_model_version(1)
+    adapter.set_parameters({key: onnxruntime.OrtValue.ortvalue_from_numpy(value) for key, value in params.items()})
+    partial = target.with_suffix(".partial")
+    adapter.export_adapter(str(partial))
+    partial.replace(target)
+    for old in store.glob(f"{name}-*{ADAPTER_SUFFIX}"):
+        if old != target:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def _adapter_params(weights: Path, inputs: dict[str, tuple[int, int]], scaling: float) -> dict:
+    """PEFT's A (r x in) and B (out x r) as the model's inputs: transposed, B times the scaling."""
+    import numpy as np
+    from safetensors import safe_open
+
+    by_key = {}
+    for name in inputs:
+        match = _ONNX_PARAM.search(name)
+        if match:
+            by_key[match.groups()] = name
+    params: dict[str, np.ndarray] = {}
+    unplaced: list[str] = []
+    with safe_open(str(weights), framework="np") as handle:
+        for tensor in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+            match = _PEFT_TENSOR.search(tensor)
+            name = by_key.get(match.groups()) if match else None
+            if name is None:
+                unplaced.append(tensor)
+                continue
+            value = np.asarray(handle.get_tensor(tensor), dtype=np.float32).T
+            if match.group(3) == "lora_B":
+                value = value * np.float32(scaling)
+            rows, columns = inputs[name]
+            fixed = rows if match.group(3) == "lora_A" else columns
+            if value.shape[0 if match.group(3) == "lora_A" else 1] != fixed:
+                raise ConversionError(f"{tensor} has shape {list(value.shape[::-1])}, which the model cannot take")
+            params[name] = np.ascontiguousarray(value)
+    if unplaced:
+        shown = ", ".join(unplaced[:3]) + (" ..." if len(unplaced) > 3 else "")
+        raise ConversionError(f"{len(unplaced)} tensors have no LoRA input in the converted model ({shown})")
+    if not params:
+        raise ConversionError("the adapter holds no LoRA weights")
+    return params
