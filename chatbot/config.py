@@ -58,10 +58,10 @@ class Settings(BaseSettings):
         "auto", description="Weights of the embedding model; auto as for dtype (bf16 embeds ~3x faster on such CPUs)."
     )
     engine: Literal["auto", "onnx", "torch"] = Field(
-        "auto",
+        "torch",
         description=(
-            "auto: onnxruntime-genai on a CPU (converted once, ~6x faster decode), transformers on a GPU; "
-            "onnx or torch to choose."
+            "torch: transformers + PEFT; onnx: onnxruntime-genai (converted once; ~5x faster decode on a CPU "
+            "in int4, answers differ, see docs/performance.md); auto: onnx on a CPU, torch on a GPU."
         ),
     )
     onnx_precision: Literal["int4", "int8", "fp32"] = Field(
