@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from langchain_core.documents import Document
@@ -78,6 +78,15 @@ class Answer:
     def unsupported(self) -> list[int]:
         """Cited block numbers that the citation check flagged."""
         return [source.n for source in self.sources if source.supported is False]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Answer:
+        """The answer :meth:`to_json` wrote (fields it does not know are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in data.items() if key in known}
+        for key in ("sources", "retrieved"):
+            values[key] = [SourceRef(**source) for source in values.get(key) or []]
+        return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -188,6 +188,36 @@ def adapters_check(folder: Annotated[Path, typer.Argument(help="An adapter folde
     typer.echo(f"{folder}: fits {base.name} ({base.fingerprint})")
 
 
+feedback_app = typer.Typer(help="What users said about answers.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Annotated[Path | None, typer.Option(help="Write to this .jsonl file (default: standard output).")] = None,
+    adapter: Annotated[str | None, typer.Option(help="Only answers of this adapter.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this user's (login or API key name).")] = None,
+) -> None:
+    """Every answer with feedback, newest first, one JSON object per line."""
+    from chatbot.chats import ChatStore
+
+    settings = _settings()
+    path = settings.data_dir / "chats.sqlite"
+    if not path.is_file():
+        raise _fail(f"no saved conversations yet ({path} does not exist)")
+    records = ChatStore(path).feedback(owner=owner, adapter=adapter)
+    lines = (json.dumps(record.to_json(), ensure_ascii=False) + "\n" for record in records)
+    if out is None:
+        count = sum(1 for line in lines if sys.stdout.write(line))
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")  # a reader never sees half an export
+        with partial.open("w", encoding="utf-8") as handle:
+            count = sum(1 for line in lines if handle.write(line))
+        partial.replace(out)
+    typer.secho(f"{count} answers with feedback", err=True)
+
+
 @app.command()
 def train(
     domain: Annotated[str, typer.Option(help="Adapter name: the folder adapters/<domain>/ it is written to.")],
@@ -215,6 +245,16 @@ def train(
     eval_every: Annotated[int, typer.Option(help="Steps between validations (0: four per epoch).")] = 0,
     limit: Annotated[int | None, typer.Option(help="Use only the first N examples or questions.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split, the shuffling and LoRA's init.")] = 0,
+    from_feedback: Annotated[
+        bool,
+        typer.Option(
+            "--from-feedback", help="Add examples from users' feedback; the adapter is saved as <domain>-<date>."
+        ),
+    ] = False,
+    feedback_adapter: Annotated[
+        str | None, typer.Option(help="Use the feedback on this adapter's answers (default: --domain).")
+    ] = None,
+    min_feedback: Annotated[int, typer.Option(help="Refuse with fewer feedback examples than this.")] = 10,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a LoRA adapter for a domain on the configured base model."""
@@ -232,6 +272,9 @@ def train(
         system_prompt=system_prompt,
         scope_folder=scope_folder,
         limit=limit,
+        from_feedback=from_feedback,
+        feedback_adapter=feedback_adapter,
+        min_feedback=min_feedback,
     )
     config = TrainConfig(
         rank=rank,
@@ -249,8 +292,9 @@ def train(
     except (ValueError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from exc
     metrics = result.metrics()
+    compared = _compare_on_held_out(settings, domain, folder.name) if from_feedback else None
     if as_json:
-        typer.echo(json.dumps({"folder": str(folder), **metrics}, indent=2))
+        typer.echo(json.dumps({"folder": str(folder), **metrics, "held_out_eval": compared}, indent=2))
         return
     typer.echo(
         f"adapter written to {folder}\n"
@@ -259,6 +303,28 @@ def train(
         f"  validation perplexity {metrics['validation_perplexity']} "
         f"(base model {metrics['base_validation_perplexity']})"
     )
+
+
+def _compare_on_held_out(settings: Settings, old: str, new: str) -> dict | None:
+    """``chatbot eval`` of the old and the new adapter on the feedback held out from training."""
+    from chatbot.evaluation.command import EvalRequest, evaluate
+
+    questions = settings.data_dir / "training" / f"{new}-heldout.jsonl"
+    if not questions.is_file() or not questions.read_text().strip():
+        typer.secho("no feedback was held out, so there is nothing to compare on", err=True)
+        return None
+    adapters = [old, new] if (settings.adapters_dir / old).is_dir() else [new]
+    out = settings.data_dir / "training" / f"{new}-eval"
+    summary = evaluate(
+        settings, EvalRequest(questions=questions, knowledge=settings.knowledge_dir, adapters=adapters, out=out)
+    )
+    typer.echo(f"held-out feedback ({questions.name}): report in {out}")
+    for cell, row in summary["summary"]["cells"].items():
+        typer.echo(
+            f"  {cell:40} answer contains reference {row.get('answer_contains', 0):.3f}  "
+            f"token F1 {row.get('answer_f1', 0):.3f}  citation precision {row.get('citation_precision') or 0:.3f}"
+        )
+    return summary
 
 
 @app.command("eval")

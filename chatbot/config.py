@@ -139,7 +139,13 @@ class Settings(BaseSettings):
 
     # Server
     api_key: str | None = Field(None, description="When set, /v1 requests need 'Authorization: Bearer <key>'.")
+    api_keys: dict[str, str] | None = Field(
+        None, description="name = key pairs: several API keys, each with its own saved conversations."
+    )
     ui_auth: dict[str, str] | None = Field(None, description="user = password pairs; when set the UI needs a login.")
+    save_conversations: bool = Field(
+        True, description="Keep every conversation and its feedback in DATA_DIR/chats.sqlite (per user / API key)."
+    )
     max_upload_mb: float = Field(50.0, gt=0, description="Largest file the Knowledge tab accepts.")
     concurrency_limit: int = Field(
         8, ge=1, le=64, description="Chat requests worked on at once (decoded as one batch); others queue."
@@ -189,6 +195,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_path = Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_FILE))
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_path)
+
+    @property
+    def api_credentials(self) -> dict[str, str]:
+        """Every accepted API key by its name (``api_key`` is named "api")."""
+        keys = dict(self.api_keys or {})
+        if self.api_key:
+            keys.setdefault("api", self.api_key)
+        return keys
 
     # Derived locations
     @property

@@ -22,16 +22,19 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from chatbot.adapters import UnknownAdapterError
 from chatbot.answer import Answer
 from chatbot.batching import EngineClosedError
+from chatbot.chats import ConversationNotFoundError
+from chatbot.conversation import Turn
 from chatbot.http_limits import Admission, stream_in_threads, until_disconnect
 from chatbot.openai_schema import APIError, ChatCompletionRequest, split_conversation
 from chatbot.service import Chatbot
@@ -63,6 +66,8 @@ def api_error(exc: BaseException) -> APIError:
     """The OpenAI-shaped error for a failure of the chain (unknown adapter, bad input, shutdown, bug)."""
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, ConversationNotFoundError):
+        return APIError(404, str(exc), "conversation_not_found", param="conversation_id")
     if isinstance(exc, UnknownAdapterError):
         return APIError(404, str(exc), "model_not_found", param="model")
     if isinstance(exc, InputError):
@@ -73,20 +78,30 @@ def api_error(exc: BaseException) -> APIError:
     return APIError(500, f"the answer failed: {type(exc).__name__}: {exc}", "internal_error", "server_error")
 
 
-def _authorizer(expected: str | None):  # noqa: ANN202 - a FastAPI dependency
-    def authorize(authorization: str | None = Header(None)) -> None:
-        if not expected:
-            return
+ANONYMOUS = "api"  # the owner of saved conversations when the API has no keys
+
+
+def api_owner(keys: dict[str, str]):  # noqa: ANN202 - a FastAPI dependency
+    """A dependency that checks the bearer key (when keys are set) and names its owner."""
+
+    def authorize(authorization: str | None = Header(None)) -> str:
+        if not keys:
+            return ANONYMOUS
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected.encode()):
+        given = token.strip().encode()
+        # every key is compared, so the time taken does not say which one nearly matched
+        matches = [name for name, key in keys.items() if secrets.compare_digest(given, key.encode())]
+        if scheme.lower() != "bearer" or not matches:
             raise APIError(401, "missing or wrong API key (Authorization: Bearer ...)", "invalid_api_key")
+        return matches[0]
 
     return authorize
 
 
 def create_router(bot: Chatbot) -> APIRouter:
     """The ``/v1`` routes for ``bot``; an API key is required when the ``api_key`` setting is set."""
-    router = APIRouter(prefix="/v1", dependencies=[Depends(_authorizer(bot.settings.api_key))])
+    owner_of = api_owner(bot.settings.api_credentials)
+    router = APIRouter(prefix="/v1", dependencies=[Depends(owner_of)])
     admission = Admission(bot.settings.queue_size)
 
     @router.get("/models")
@@ -100,10 +115,15 @@ def create_router(bot: Chatbot) -> APIRouter:
         return {"object": "list", "data": data}
 
     @router.post("/chat/completions", response_model=None)
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> dict[str, Any] | StreamingResponse:
+    async def chat_completions(
+        body: ChatCompletionRequest, request: Request, owner: str = Depends(owner_of)
+    ) -> dict[str, Any] | StreamingResponse:
         system_prompt, history, question = split_conversation(body.messages)
         if not question:
             raise APIError(400, "the last message must be a user message with content", "missing_user_message")
+        if body.conversation_id is not None:
+            history = await run_in_threadpool(_conversation_history, bot, owner, body.conversation_id, history)
+        saving = body.store and bot.settings.save_conversations
         if not admission.enter():
             raise APIError(
                 429,
@@ -144,8 +164,12 @@ def create_router(bot: Chatbot) -> APIRouter:
             raise api_error(exc) from exc
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
+
+        def saved(answer: Answer) -> dict[str, Any]:
+            return _save(bot, owner, body.conversation_id, answer) if saving else {}
+
         if body.stream:
-            chunks = _sse(_chained(first, events), completion_id, created, body.model)
+            chunks = _sse(_chained(first, events), completion_id, created, body.model, saved)
             return StreamingResponse(
                 stream_in_threads(chunks, cancelled, admission.limiter, release), media_type="text/event-stream"
             )
@@ -156,6 +180,7 @@ def create_router(bot: Chatbot) -> APIRouter:
         finally:
             cancelled.set()
             release()
+        stored = await run_in_threadpool(saved, answer)
         return {
             "id": completion_id,
             "object": "chat.completion",
@@ -167,9 +192,31 @@ def create_router(bot: Chatbot) -> APIRouter:
             "usage": _usage(answer),
             "citations": _citations(answer),
             **_verdict(answer),
+            **stored,
         }
 
     return router
+
+
+def _conversation_history(bot: Chatbot, owner: str, conversation_id: str, sent: list[Turn]) -> list[Turn]:
+    """The history of a request naming a saved conversation: the client's own if it sent one, else the saved turns."""
+    if not bot.settings.save_conversations:
+        raise APIError(400, "this server does not save conversations (save_conversations = false)", "conversations_off")
+    saved = bot.chats.turns(owner, conversation_id)  # not found (or not the caller's): 404
+    return sent or [Turn(turn.question, turn.answer.answer) for turn in saved]
+
+
+def _save(bot: Chatbot, owner: str, conversation_id: str | None, answer: Answer) -> dict[str, Any]:
+    """Store the answer; the ids for the response (nothing when saving failed: the answer still goes out)."""
+    try:
+        remembered = bot.remember(owner, conversation_id, answer, channel="api")
+    except Exception:  # noqa: BLE001 - a full disk must not cost the user the answer they waited for
+        log.exception("could not save the answer")
+        return {}
+    if remembered is None:
+        return {}
+    conversation, turn = remembered
+    return {"conversation_id": conversation.id, "turn_id": turn.id}
 
 
 def _chained(first: Event | None, events: Iterator[Event]) -> Iterator[Event]:
@@ -185,8 +232,14 @@ def _last_answer(first: Event | None, events: Iterator[Event]) -> Answer:
     raise RuntimeError("the chain ended without an answer")
 
 
-def _sse(events: Iterator[Event], completion_id: str, created: int, model: str) -> Iterator[str]:
-    """Server-sent events in OpenAI's chunk format; the last chunk carries the citations.
+def _sse(
+    events: Iterator[Event],
+    completion_id: str,
+    created: int,
+    model: str,
+    saved: Callable[[Answer], dict[str, Any]] = lambda _answer: {},
+) -> Iterator[str]:
+    """Server-sent events in OpenAI's chunk format; the last chunk carries the citations and saved ids.
 
     A failure after the first chunk ends the stream with an ``error`` event and ``[DONE]``.
     """
@@ -211,7 +264,7 @@ def _sse(events: Iterator[Event], completion_id: str, created: int, model: str) 
                 tail = event.answer[len(streamed) :] if event.answer.startswith(streamed) else ""
                 if tail:
                     yield chunk({"content": tail})
-                extras = _verdict(event)
+                extras = {**_verdict(event), **saved(event)}
                 yield chunk({}, "stop", citations=_citations(event), answer=event.answer, usage=_usage(event), **extras)
             else:
                 streamed += event

@@ -84,6 +84,10 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     n: int = 1
     use_retrieval: bool = True
+    store: bool = Field(True, description="Save the exchange in the caller's conversations.")
+    conversation_id: str | None = Field(
+        None, pattern=r"^[0-9a-f]{32}$", description="Continue this saved conversation (its turns are the history)."
+    )
 
     @field_validator("n")
     @classmethod

@@ -12,7 +12,7 @@ import fnmatch
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 _SOURCE_NOTES = re.compile(r"\s*\(SOURCE:[^)]*\)|\n*\s*SOURCE\(S\):.*$", re.S)
@@ -93,3 +93,10 @@ def read_qa(path: Path) -> list[QAItem]:
     if path.suffix in (".jsonl", ".json"):
         return _read_jsonl(path)
     raise ValueError(f"{path}: unknown question file type (expected .jsonl or .csv)")
+
+
+def write_qa_jsonl(path: Path, items: Iterable[QAItem]) -> None:
+    """Write items in the JSONL layout :func:`read_qa` reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = (json.dumps(asdict(item), ensure_ascii=False) + "\n" for item in items)
+    path.write_text("".join(lines), encoding="utf-8")

@@ -45,11 +45,14 @@ def create_app(bot: Chatbot) -> FastAPI:
     """The ASGI app for ``bot`` (the knowledge folder is synced before this is called)."""
     import gradio as gr
 
+    from chatbot.chats import ConversationNotFoundError
+    from chatbot.conversation_routes import create_conversation_router
     from chatbot.file_routes import create_file_router
     from chatbot.http_limits import BodyLimit, BodyTooLarge, too_large_body
-    from chatbot.openai_api import create_router
+    from chatbot.openai_api import api_error, create_router
     from chatbot.openai_schema import APIError, validation_error
     from chatbot.ui import build_ui
+    from chatbot.vocabulary import InputError
 
     s = bot.settings
 
@@ -59,7 +62,7 @@ def create_app(bot: Chatbot) -> FastAPI:
         bot.close()  # the watchers stop
 
     # The schema pages describe the API to anyone who reaches them: only when nothing is behind a login.
-    open_docs = not (s.ui_auth or s.api_key)
+    open_docs = not (s.ui_auth or s.api_credentials)
     api = FastAPI(
         title="hybrid-chatbot",
         lifespan=lifespan,
@@ -76,7 +79,10 @@ def create_app(bot: Chatbot) -> FastAPI:
             raise HTTPException(404, "not found")
 
     api.include_router(create_router(bot))
+    api.include_router(create_conversation_router(bot))
     api.add_exception_handler(APIError, lambda _request, exc: exc.response())
+    for failure in (ConversationNotFoundError, InputError):
+        api.add_exception_handler(failure, lambda _request, exc: api_error(exc).response())
     api.add_exception_handler(RequestValidationError, lambda _request, exc: validation_error(exc).response())
     api.add_exception_handler(BodyTooLarge, lambda _request, exc: JSONResponse(too_large_body(exc.limit), 413))
     # Gradio's upload route streams files to disk under its own max_file_size; every other body is bounded here.
@@ -91,7 +97,7 @@ def create_app(bot: Chatbot) -> FastAPI:
         status = bot.status()
         return {"status": "ok", "documents": status.documents, "chunks": status.chunks, **bot.engine_load()}
 
-    if s.ui_auth and not s.api_key:
+    if s.ui_auth and not s.api_credentials:
         log.warning("ui_auth is set but api_key is not: the /v1 API is open to anyone who can reach the server")
     blocks = build_ui(bot).queue(default_concurrency_limit=s.concurrency_limit, max_size=s.queue_size)
     app = gr.mount_gradio_app(

@@ -22,6 +22,7 @@ from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, Syn
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError, clean_text
 
 if TYPE_CHECKING:
+    from chatbot.chats import ChatStore, ConversationInfo, SavedTurn
     from chatbot.knowledge.watcher import FolderWatcher
     from chatbot.remote import RemoteAdapters, RemoteChatModel
 
@@ -384,6 +385,33 @@ class Chatbot:
     def ask(self, question: str, *args: Any, **kwargs: Any) -> Answer:
         """Answer one question with citations (arguments as :meth:`request`)."""
         return self.chain.ask(self.request(question, *args, **kwargs))
+
+    # Saved conversations
+    @cached_property
+    def chats(self) -> ChatStore:
+        from chatbot.chats import ChatStore
+
+        return ChatStore(self.settings.data_dir / "chats.sqlite")
+
+    def remember(
+        self, owner: str, conversation_id: str | None, answer: Answer, channel: str = "ui"
+    ) -> tuple[ConversationInfo, SavedTurn] | None:
+        """Save a finished answer in ``owner``'s conversation (a new one when the id is None).
+
+        The hash of every file the answer retrieved from is kept, so the conversation can later
+        say which of its sources were deleted or changed since. None when saving is turned off.
+        """
+        if not self.settings.save_conversations:
+            return None
+        conversation = (
+            self.chats.get(owner, conversation_id)
+            if conversation_id is not None
+            else self.chats.create(owner, channel=channel)
+        )
+        current = self.knowledge.file_versions() if answer.retrieved else {}
+        versions = {source.source: current.get(source.source) for source in answer.retrieved}
+        turn = self.chats.add_turn(owner, conversation.id, answer, versions)
+        return self.chats.get(owner, conversation.id), turn
 
     def adapter_rows(self) -> list[dict[str, Any]]:
         """One row per adapter folder (after a refresh), for ``chatbot adapters list`` and the UI."""

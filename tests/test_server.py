@@ -6,10 +6,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.browsers import ask
 from tests.conftest import REPO
 from tests.servers import running_server
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = Path(__file__).parent / "artifacts"
 QUESTION = "How do I refresh the knowledge base?"
 
@@ -89,21 +89,6 @@ def test_remote_generation_backend_gives_the_same_answers(served, tmp_path):
 # Browser tests: Debian's chromium through Playwright (browser downloads are not possible here).
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser, served):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
@@ -111,30 +96,6 @@ def page(browser, served):
     page.goto(served[0])
     yield page
     context.close()
-
-
-def ask(page, question: str, timeout_ms: int = 120_000) -> list[str]:
-    """Ask in the Chat tab; returns the answer texts seen while it streamed, the final one last."""
-    from playwright.sync_api import expect
-
-    chat = page.locator("#chat")
-    before = chat.get_by_text("Sources (", exact=False).count()
-    page.locator("#question textarea").fill(question)
-    page.locator("#send").click()
-    seen: list[str] = []
-    for _ in range(timeout_ms // 50):
-        if chat.get_by_text("Sources (", exact=False).count() > before:
-            break
-        bots = chat.locator(".bot")
-        if bots.count():
-            text = bots.last.inner_text()
-            if text.strip() and (not seen or seen[-1] != text):
-                seen.append(text)
-        page.wait_for_timeout(50)
-    expect(chat.get_by_text("Sources (", exact=False).nth(before)).to_be_visible()
-    answer = chat.locator(".bot").filter(has_text="answered by").last
-    seen.append(answer.inner_text())
-    return seen
 
 
 @pytest.mark.browser

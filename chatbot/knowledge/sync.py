@@ -248,6 +248,10 @@ class KnowledgeSync:
             log.warning("repaired index: %d orphan vectors, %d lost records", len(orphans), len(missing))
         return len(orphans) + len(missing)
 
+    def file_versions(self) -> dict[str, str]:
+        """The content hash of every indexed file, by its path under the knowledge folder."""
+        return {path: record.sha256 for path, record in self.manifest.all().items() if record.indexed_at}
+
     def status(self) -> KnowledgeStatus:
         files = sorted(self.manifest.all().values(), key=lambda record: record.path)
         last = self.manifest.get_meta("last_sync")

@@ -56,7 +56,7 @@ def gold_chunks(store: Chroma, item: QAItem, files: Sequence[str], per_file: int
     return chunks
 
 
-def _example(system_prompt: str, blocks: Sequence[Document], question: str, target: str) -> Messages:
+def rag_example(system_prompt: str, blocks: Sequence[Document], question: str, target: str) -> Messages:
     """The chain's own prompt for these blocks, followed by the target answer."""
     prompt = RAG_PROMPT.format_messages(system_prompt=system_prompt, context=format_blocks(blocks), question=question)
     roles = {"system": "system", "human": "user"}
@@ -80,7 +80,7 @@ def build_raft_examples(
     for item in items:
         if not item.answerable:  # an unanswerable question teaches the decline over what retrieval finds
             blocks = store.similarity_search(item.question, k=top_k)
-            examples.append(_example(system_prompt, blocks, item.question, DECLINE))
+            examples.append(rag_example(system_prompt, blocks, item.question, DECLINE))
             report.distractors_only += 1
             continue
         files = item.gold_files(indexed_files)
@@ -103,6 +103,6 @@ def build_raft_examples(
             numbered = [(n, doc.page_content) for n, doc in enumerate(blocks, 1) if doc.id in gold_ids]
             target = cite(item.answers[0], numbered)
             report.with_gold += 1
-        examples.append(_example(system_prompt, blocks, item.question, target))
+        examples.append(rag_example(system_prompt, blocks, item.question, target))
     report.examples = len(examples)
     return examples, report

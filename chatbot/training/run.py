@@ -5,13 +5,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chatbot.config import Settings, load_settings
+from chatbot.qa import QAItem, write_qa_jsonl
 from chatbot.training.examples import Messages, read_chat_jsonl, write_chat_jsonl
 from chatbot.training.trainer import TrainConfig, TrainResult
+
+if TYPE_CHECKING:
+    from chatbot.training.feedback import FeedbackExamples
 from chatbot.vocabulary import BASE_ADAPTER
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,9 @@ class TrainRequest:
     scope_folder: str | None = None
     distractor_only_share: float = 0.2
     limit: int | None = None
+    from_feedback: bool = False  # add examples from users' feedback on this domain's answers
+    feedback_adapter: str | None = None  # whose answers' feedback (default: the domain's)
+    min_feedback: int = 10
 
 
 def _knowledge_settings(settings: Settings, knowledge: Path | None) -> Settings:
@@ -99,27 +107,45 @@ def train_domain(settings: Settings, request: TrainRequest, config: TrainConfig)
     from chatbot.training.trainer import train_adapter
 
     check_domain_name(request.domain)
-    if (request.data is None) == (request.raft is None):
-        raise ValueError("give exactly one of --data (chat JSONL) and --raft (question file)")
+    if request.data is not None and request.raft is not None:
+        raise ValueError("give at most one of --data (chat JSONL) and --raft (question file)")
+    if request.data is None and request.raft is None and not request.from_feedback:
+        raise ValueError("give --data (chat JSONL), --raft (question file) or --from-feedback")
+    name = request.domain
+    examples: list[Messages] = []
+    data: dict[str, Any] = {}
+    if request.from_feedback:
+        request.system_prompt = request.system_prompt or _domain_prompt(settings, request.domain)
+        name = dated_name(settings.adapters_dir, request.domain)
     if request.raft is not None:
         request.system_prompt = request.system_prompt or settings.system_prompt
         examples, data = raft_examples(settings, request)
-    else:
-        assert request.data is not None
+    elif request.data is not None:
         examples = read_chat_jsonl(request.data)[: request.limit]
         data = {"recipe": "chat", "source": request.data.name, "examples": len(examples)}
+    elif request.from_feedback:
+        earlier = settings.data_dir / "training" / f"{request.domain}-examples.jsonl"
+        if earlier.is_file():  # the domain's own data, so feedback adds to what it learnt, not replaces it
+            examples = read_chat_jsonl(earlier)[: request.limit]
+            data = {"recipe": "earlier examples", "source": earlier.name, "examples": len(examples)}
+    if request.from_feedback:
+        from_feedback, held_out = feedback_training(settings, request)
+        examples = [*examples, *from_feedback.examples]
+        data = {**data, "recipe": "+".join(filter(None, [data.get("recipe"), "feedback"]))}
+        data["feedback"] = {**from_feedback.summary(), "adapter": request.feedback_adapter or request.domain}
+        write_qa_jsonl(settings.data_dir / "training" / f"{name}-heldout.jsonl", held_out)
     system_prompt = request.system_prompt or next(
         (m["content"] for m in examples[0] if m["role"] == "system"), settings.system_prompt
     )
-    if request.raft is not None:  # keep what the model saw, outside the adapter folder
-        write_chat_jsonl(settings.data_dir / "training" / f"{request.domain}-examples.jsonl", examples)
+    if request.raft is not None or request.from_feedback:  # keep what the model saw, outside the adapter folder
+        write_chat_jsonl(settings.data_dir / "training" / f"{name}-examples.jsonl", examples)
     base = load_base_model(settings.base_model, settings.models_cache_dir, settings.device, "float32")
     result = train_adapter(base, examples, config)
     folder = write_adapter(
-        settings.adapters_dir / request.domain,
+        settings.adapters_dir / name,
         result,
         base,
-        display_name=request.display_name or request.domain.replace("-", " ").title(),
+        display_name=request.display_name or name.replace("-", " ").title(),
         description=request.description,
         system_prompt=system_prompt,
         config=config,
@@ -127,3 +153,53 @@ def train_domain(settings: Settings, request: TrainRequest, config: TrainConfig)
         knowledge_scope={"folder": request.scope_folder} if request.scope_folder else None,
     )
     return folder, result
+
+
+def dated_name(adapters_dir: Path, domain: str) -> str:
+    """``<domain>-YYYY-MM-DD`` (``-2``, ``-3``... when taken): a retrained adapter lands beside the old one."""
+    base = f"{domain}-{time.strftime('%Y-%m-%d')}"
+    name, number = base, 1
+    while (adapters_dir / name).exists():
+        number += 1
+        name = f"{base}-{number}"
+    return check_domain_name(name)
+
+
+def _domain_prompt(settings: Settings, domain: str) -> str:
+    """The system prompt of the existing domain (the settings' default for a new one)."""
+    import tomllib
+
+    manifest = settings.adapters_dir / domain / "domain.toml"
+    try:
+        prompt = tomllib.loads(manifest.read_text(encoding="utf-8")).get("system_prompt")
+    except (OSError, tomllib.TOMLDecodeError):
+        prompt = None
+    return prompt if isinstance(prompt, str) and prompt.strip() else settings.system_prompt
+
+
+def feedback_training(settings: Settings, request: TrainRequest) -> tuple[FeedbackExamples, list[QAItem]]:
+    """Examples from the feedback on the domain's answers, over the knowledge base as it is now."""
+    from chatbot.chats import ChatStore
+    from chatbot.service import Chatbot
+    from chatbot.training.feedback import feedback_examples
+
+    path = settings.data_dir / "chats.sqlite"
+    if not path.is_file():
+        raise ValueError(f"no saved conversations yet ({path} does not exist): chat, give feedback, then train")
+    adapter = request.feedback_adapter or request.domain
+    records = list(ChatStore(path).feedback(adapter=adapter))
+    bot = Chatbot(settings)
+    report = bot.sync(show_progress=True)  # the facts come from the knowledge folder as it is now
+    if report.errors:
+        log.warning("knowledge files not indexed: %s", report.errors)
+    built = feedback_examples(bot.store, records, request.system_prompt, top_k=settings.top_k)
+    log.info("feedback on %s: %s", adapter, built.summary())
+    if len(built.examples) < request.min_feedback:
+        kinds = ", ".join(f"{count} {kind}" for kind, count in built.kinds.items()) or "none"
+        skipped = ", ".join(f"{count} {why}" for why, count in built.skipped.items()) or "none"
+        raise ValueError(
+            f"only {len(built.examples)} training examples from {len(records)} answers with feedback on "
+            f"{adapter!r} (usable: {kinds}; held out for eval: {len(built.held_out)}; skipped: {skipped}); "
+            f"at least {request.min_feedback} are needed (--min-feedback)"
+        )
+    return built, built.held_out

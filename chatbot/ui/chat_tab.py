@@ -1,7 +1,9 @@
-"""The Chat tab: streamed answers with linked citations, domain selector, retrieval switch, compare view."""
+"""The Chat tab: streamed answers with linked citations, saved conversations, feedback, compare view."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -9,14 +11,25 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from chatbot.answer import Answer
+from chatbot.chats import ConversationNotFoundError, SavedTurn
 from chatbot.conversation import Turn
-from chatbot.ui.render import answer_markdown, sources_markdown, sources_title
-from chatbot.vocabulary import BASE_ADAPTER
+from chatbot.ui.history import (
+    Messages,
+    answer_choices,
+    answer_messages,
+    browser_secret,
+    history_choices,
+    new_browser_id,
+    saved_chat,
+    source_choices,
+    ui_owner,
+)
+from chatbot.vocabulary import BASE_ADAPTER, InputError
 
 if TYPE_CHECKING:
     from chatbot.service import Chatbot
 
-Messages = list[dict[str, Any]]
+log = logging.getLogger(__name__)
 
 
 def adapter_choices(bot: Chatbot) -> list[tuple[str, str]]:
@@ -33,11 +46,6 @@ def describe(bot: Chatbot, name: str | None) -> str:
     return f"_{domain.description}_" if domain and domain.description else ""
 
 
-def _label(bot: Chatbot, name: str) -> str:
-    domain = next((d for d in bot.adapters.list() if d.name == name), None)
-    return domain.display_name if domain and domain.name != BASE_ADAPTER else "Base model"
-
-
 def stream_reply(
     bot: Chatbot, chat: Messages, question: str, adapter: str, use_retrieval: bool, turns: list[Turn]
 ) -> Iterator[tuple[Messages, Answer | None]]:
@@ -48,16 +56,7 @@ def stream_reply(
         events = bot.stream(question, adapter=adapter, use_retrieval=use_retrieval, history=turns, cancelled=cancelled)
         for event in events:
             if isinstance(event, Answer):
-                chat[-1] = {"role": "assistant", "content": answer_markdown(event, _label(bot, event.adapter))}
-                if event.used_retrieval:
-                    chat.append(
-                        {
-                            "role": "assistant",
-                            "content": sources_markdown(event),
-                            "metadata": {"title": sources_title(event), "status": "done"},
-                        }
-                    )
-                yield chat, event
+                yield [*chat[:-1], *answer_messages(bot, event)], event
                 return
             chat[-1]["content"] += event
             yield chat, None
@@ -68,60 +67,244 @@ def stream_reply(
         cancelled.set()
 
 
-def build_chat_tab(bot: Chatbot) -> gr.Dropdown:
-    """Lay out the tab inside the current Blocks; returns the adapter selector (refreshed on load)."""
+def _turn_of(chat: Messages, index: int, turn_ids: list[int | None]) -> int | None:
+    """The saved answer a message of the chat belongs to (the number of questions up to it)."""
+    asked = sum(1 for message in chat[: index + 1] if _role(message) == "user")
+    return turn_ids[asked - 1] if 0 < asked <= len(turn_ids) else None
+
+
+def _role(message: Any) -> str | None:
+    return message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
+
+
+def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.BrowserState]:
+    """Lay out the tab inside the current Blocks; returns the adapter selector and the browser id."""
     choices = adapter_choices(bot)
     names = {name for _label, name in choices}
     default = bot.settings.default_adapter if bot.settings.default_adapter in names else BASE_ADAPTER
+    saving = bot.settings.save_conversations
+    secret = browser_secret(bot.settings.data_dir)
 
-    with gr.Row(equal_height=True):
-        adapter = gr.Dropdown(choices=choices, value=default, label="Domain adapter", scale=3, elem_id="adapter")
-        use_retrieval = gr.Checkbox(value=True, label="Use the knowledge base", scale=1, elem_id="use-retrieval")
-        compare = gr.Checkbox(value=False, label="Compare with base", scale=1, elem_id="compare-toggle")
-    about = gr.Markdown(describe(bot, default), elem_id="adapter-about")
-    turns = gr.State([])  # this browser session's conversation (Turn objects)
+    browser_id = gr.BrowserState("", storage_key="hybrid-chatbot-browser", secret=secret)
+    open_id = gr.BrowserState("", storage_key="hybrid-chatbot-open", secret=secret)  # reopened after a reload
+    conversation = gr.State(None)  # id of the saved conversation on screen
+    turn_ids = gr.State([])  # the saved answer of each question on screen (None: not saved)
+    turns = gr.State([])  # the conversation as the model sees it (Turn objects)
+
     with gr.Row():
-        chat = gr.Chatbot(label="Conversation", height=540, elem_id="chat", scale=1)
-        base_chat = gr.Chatbot(label="Base model, same question", height=540, elem_id="compare", visible=False)
-    with gr.Row():
-        box = gr.Textbox(placeholder="Ask a question…", show_label=False, scale=8, elem_id="question")
-        send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
-    clear = gr.Button("New conversation", size="sm")
+        with gr.Column(scale=1, min_width=240, visible=saving, elem_id="history-panel"):
+            search = gr.Textbox(placeholder="Search conversations…", show_label=False, elem_id="history-search")
+            history = gr.Radio(choices=[], label="Conversations", elem_id="history")
+            title = gr.Textbox(label="Title", elem_id="conversation-title", max_length=120)
+            with gr.Row():
+                rename = gr.Button("Rename", size="sm", elem_id="rename-conversation")
+                delete = gr.Button("Delete", size="sm", variant="stop", elem_id="delete-conversation")
+        with gr.Column(scale=4):
+            with gr.Row(equal_height=True):
+                adapter = gr.Dropdown(
+                    choices=choices, value=default, label="Domain adapter", scale=3, elem_id="adapter"
+                )
+                use_retrieval = gr.Checkbox(
+                    value=True, label="Use the knowledge base", scale=1, elem_id="use-retrieval"
+                )
+                compare = gr.Checkbox(value=False, label="Compare with base", scale=1, elem_id="compare-toggle")
+            about = gr.Markdown(describe(bot, default), elem_id="adapter-about")
+            with gr.Row():
+                chat = gr.Chatbot(label="Conversation", height=540, elem_id="chat", scale=1)
+                base_chat = gr.Chatbot(label="Base model, same question", height=540, elem_id="compare", visible=False)
+            with gr.Row():
+                box = gr.Textbox(placeholder="Ask a question…", show_label=False, scale=8, elem_id="question")
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+            new = gr.Button("New conversation", size="sm", elem_id="new-conversation")
+            with gr.Accordion("Feedback on an answer", open=False, visible=saving, elem_id="feedback-panel"):
+                gr.Markdown("Thumbs are on each answer. Here you can also correct an answer or mark a wrong source.")
+                answer_pick = gr.Dropdown(choices=[], label="Answer", elem_id="feedback-answer")
+                wrong = gr.CheckboxGroup(choices=[], label="Wrong sources", elem_id="feedback-wrong")
+                correction = gr.Textbox(
+                    label="Correction: what the answer should have said", lines=2, elem_id="feedback-correction"
+                )
+                save = gr.Button("Save feedback", size="sm", elem_id="feedback-save")
+                feedback_note = gr.Markdown(elem_id="feedback-note")
+
+    def who(request: gr.Request, browser: str) -> str | None:
+        return ui_owner(bot, request, browser)
+
+    def form(owner: str | None, conversation_id: str | None, pick: int | None = None) -> tuple:
+        """The feedback form for one answer of the conversation (the last by default)."""
+        saved: list[SavedTurn] = bot.chats.turns(owner, conversation_id) if owner and conversation_id else []
+        turn = next((t for t in saved if t.id == pick), saved[-1] if saved else None)
+        feedback = turn.feedback if turn else None
+        return (
+            gr.Dropdown(choices=answer_choices(saved), value=turn.id if turn else None),
+            gr.CheckboxGroup(choices=source_choices(turn), value=list(feedback.wrong_sources) if feedback else []),
+            feedback.correction or "" if feedback else "",
+        )
+
+    def opened(owner: str | None, conversation_id: str | None, search_text: str = "") -> tuple:
+        """Everything the page shows for a saved conversation (an empty page for None)."""
+        saved, info = [], None
+        if owner and conversation_id:
+            try:
+                info = bot.chats.get(owner, conversation_id)
+                saved = bot.chats.turns(owner, conversation_id)
+            except ConversationNotFoundError:
+                conversation_id = None
+        messages, thumbs = saved_chat(bot, saved)
+        return (
+            gr.Chatbot(value=messages, feedback_value=thumbs),
+            [],
+            [Turn(t.question, t.answer.answer) for t in saved],
+            conversation_id,
+            [t.id for t in saved],
+            gr.Radio(choices=history_choices(bot, owner, search_text), value=conversation_id),
+            info.title if info else "",
+            conversation_id or "",
+            *form(owner, conversation_id),
+        )
+
+    page = [chat, base_chat, turns, conversation, turn_ids, history, title, open_id, answer_pick, wrong, correction]
+
+    def on_load(browser: str, reopen: str, request: gr.Request) -> tuple:
+        browser = new_browser_id(browser)
+        owner = ui_owner(bot, request, browser)
+        return (browser, *(opened(owner, reopen or None) if saving else (gr.skip(),) * len(page)))
+
+    demo.load(on_load, [browser_id, open_id], [browser_id, *page], api_name=False)
 
     def respond(
         message: str,
-        history: Messages,
-        base_history: Messages,
-        turns: list[Turn],
+        shown: Messages,
+        shown_base: Messages,
+        earlier: list[Turn],
         name: str,
         retrieval: bool,
         both: bool,
+        conversation_id: str | None,
+        saved_ids: list[int | None],
+        browser: str,
+        search_text: str,
+        request: gr.Request,
     ) -> Iterator[tuple]:
+        keep = (gr.skip(),) * 8
         question = message.strip()
         if not question:
-            yield history, base_history, message, turns
+            yield shown, shown_base, message, earlier, *keep
             return
-        shown, shown_base, answer = history, base_history, None
-        for shown, answer in stream_reply(bot, history, question, name, retrieval, turns):  # noqa: B007
-            yield shown, shown_base, "", turns
-        earlier = list(turns)
-        if answer is not None:
-            turns = [*turns, Turn(question, answer.answer)]
+        answer = None
+        before = shown
+        for shown, answer in stream_reply(bot, before, question, name, retrieval, earlier):  # noqa: B007
+            yield shown, shown_base, "", earlier, *keep
+        later = [*earlier, Turn(question, answer.answer)] if answer is not None else earlier
+        browser = new_browser_id(browser)  # asked before the page's load event gave this browser its id
+        owner = who(request, browser)
+        turn_id = None
+        if answer is not None and owner is not None and saving:
+            try:
+                remembered = bot.remember(owner, conversation_id, answer)
+            except Exception as exc:  # noqa: BLE001 - the answer is shown even when it cannot be kept
+                log.exception("could not save the answer")
+                gr.Warning(f"the answer could not be saved: {exc}")
+                remembered = None
+            if remembered is not None:
+                info, turn = remembered
+                conversation_id, turn_id = info.id, turn.id
+        saved_ids = [*saved_ids, turn_id]
+        updates = (
+            browser,
+            conversation_id,
+            saved_ids,
+            gr.Radio(choices=history_choices(bot, owner, search_text), value=conversation_id),
+            conversation_id or "",
+            *form(owner, conversation_id),
+        )
+        yield shown, shown_base, "", later, *updates
         if both and name != BASE_ADAPTER:
-            for shown_base, _ in stream_reply(bot, base_history, question, BASE_ADAPTER, retrieval, earlier):  # noqa: B007
-                yield shown, shown_base, "", turns
-        yield shown, shown_base, "", turns
+            base_before = shown_base
+            for shown_base, _ in stream_reply(bot, base_before, question, BASE_ADAPTER, retrieval, earlier):  # noqa: B007
+                yield shown, shown_base, "", later, *updates
 
-    inputs = [box, chat, base_chat, turns, adapter, use_retrieval, compare]
+    inputs = [box, chat, base_chat, turns, adapter, use_retrieval, compare, conversation, turn_ids, browser_id, search]
+    outputs = [chat, base_chat, box, turns, browser_id, conversation, turn_ids, history, open_id]
+    outputs += [answer_pick, wrong, correction]
     for trigger in (box.submit, send.click):
-        trigger(respond, inputs, [chat, base_chat, box, turns], api_name=False)
-    clear.click(lambda: ([], [], "", []), outputs=[chat, base_chat, box, turns], api_name=False)
+        trigger(respond, inputs, outputs, api_name=False)
+
+    def start_over(browser: str, search_text: str, request: gr.Request) -> tuple:
+        return (*opened(who(request, browser), None, search_text), "")
+
+    for trigger in (new.click, chat.clear):  # the chat's own trash button also starts a new conversation
+        trigger(start_over, [browser_id, search], [*page, box], api_name=False)
     adapter.change(lambda name: describe(bot, name), adapter, about, api_name=False)
     compare.change(lambda on: gr.Chatbot(visible=on), compare, base_chat, api_name=False)
+
+    def on_open(conversation_id: str | None, browser: str, search_text: str, request: gr.Request) -> tuple:
+        return opened(who(request, browser), conversation_id, search_text)
+
+    history.input(on_open, [history, browser_id, search], page, api_name=False)
+
+    def on_search(search_text: str, conversation_id: str | None, browser: str, request: gr.Request) -> gr.Radio:
+        return gr.Radio(choices=history_choices(bot, who(request, browser), search_text), value=conversation_id)
+
+    search.change(on_search, [search, conversation, browser_id], history, api_name=False, show_progress="hidden")
+
+    def on_rename(new_title: str, conversation_id: str | None, browser: str, search_text: str, request: gr.Request):  # noqa: ANN202
+        owner = who(request, browser)
+        if not owner or not conversation_id:
+            raise gr.Error("open or start a conversation first")
+        try:
+            bot.chats.rename(owner, conversation_id, new_title)
+        except (InputError, ConversationNotFoundError) as exc:
+            raise gr.Error(str(exc)) from exc
+        return gr.Radio(choices=history_choices(bot, owner, search_text), value=conversation_id)
+
+    rename.click(on_rename, [title, conversation, browser_id, search], history, api_name=False)
+
+    def on_delete(conversation_id: str | None, browser: str, search_text: str, request: gr.Request) -> tuple:
+        owner = who(request, browser)
+        if owner and conversation_id:
+            with contextlib.suppress(ConversationNotFoundError):
+                bot.chats.delete(owner, conversation_id)
+        return opened(owner, None, search_text)
+
+    delete.click(on_delete, [conversation, browser_id, search], page, api_name=False)
+
+    def on_like(data: gr.LikeData, shown: Messages, saved_ids: list[int | None], browser: str, request: gr.Request):  # noqa: ANN202
+        owner = who(request, browser)
+        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        turn_id = _turn_of(shown, index, saved_ids)
+        if owner is None or turn_id is None:
+            gr.Warning("this answer was not saved, so feedback cannot be kept")
+            return
+        verdict = "up" if data.liked is True else "down" if data.liked is False else None
+        try:
+            bot.chats.set_feedback(owner, turn_id, verdict=verdict)
+        except ConversationNotFoundError as exc:
+            raise gr.Error(str(exc)) from exc
+
+    chat.like(on_like, [chat, turn_ids, browser_id], None, api_name=False)
+
+    def on_pick(pick: int | None, conversation_id: str | None, browser: str, request: gr.Request) -> tuple:
+        return form(who(request, browser), conversation_id, pick)[1:]
+
+    answer_pick.input(on_pick, [answer_pick, conversation, browser_id], [wrong, correction], api_name=False)
+
+    def on_save(pick: int | None, marks: list[int], text: str, browser: str, request: gr.Request) -> str:
+        owner = who(request, browser)
+        if owner is None or pick is None:
+            return "Choose an answer first."
+        try:
+            bot.chats.set_feedback(
+                owner, pick, correction=text, wrong_sources=marks or [], max_chars=bot.settings.max_message_chars
+            )
+        except (InputError, ConversationNotFoundError) as exc:
+            return f"⚠️ {exc}"
+        return "Feedback saved."
+
+    save.click(on_save, [answer_pick, wrong, correction, browser_id], feedback_note, api_name=False)
 
     def ask(question: str, adapter: str = BASE_ADAPTER, use_retrieval: bool = True) -> dict:
         """Answer one question with citations (the JSON of ``chatbot ask --json``)."""
         return bot.ask(question, adapter=adapter, use_retrieval=use_retrieval).to_json()
 
     gr.api(ask, api_name="ask")
-    return adapter
+    return adapter, browser_id

@@ -33,9 +33,9 @@ def document_url(source: SourceRef) -> str:
     return url
 
 
-def link_citations(text: str, sources: list[SourceRef]) -> str:
-    """Turn each ``[n]`` of ``text`` into a link to block n's document; unknown numbers stay text."""
-    by_number = {source.n: source for source in sources}
+def link_citations(text: str, sources: list[SourceRef], gone: frozenset[str] = frozenset()) -> str:
+    """Turn each ``[n]`` of ``text`` into a link to block n's document (unknown numbers, files ``gone``: text)."""
+    by_number = {source.n: source for source in sources if source.source not in gone}
 
     def linked(match: re.Match[str]) -> str:
         parts = []
@@ -48,8 +48,12 @@ def link_citations(text: str, sources: list[SourceRef]) -> str:
     return MARKER.sub(linked, text)
 
 
-def answer_markdown(answer: Answer, domain_label: str) -> str:
-    """The answer with linked citations and a line naming the domain that wrote it."""
+def answer_markdown(answer: Answer, domain_label: str, changes: dict[str, str] | None = None) -> str:
+    """The answer with linked citations and a line naming the domain that wrote it.
+
+    ``changes`` (files deleted or changed since a saved answer was given) are named in that line.
+    """
+    changes = changes or {}
     seconds = answer.timings.get("total_s")
     facts = [f"answered by **{domain_label}**"]
     if answer.abstained:
@@ -64,7 +68,13 @@ def answer_markdown(answer: Answer, domain_label: str) -> str:
         facts.append("knowledge base off")
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
-    return f"{link_citations(answer.answer, answer.sources)}\n\n<sub>{' · '.join(facts)}</sub>"
+    cited = {source.source for source in answer.sources}
+    for kind in ("deleted", "changed"):
+        files = sorted(name for name, change in changes.items() if change == kind and name in cited)
+        if files:
+            facts.append(f"⚠️ {kind} since: " + ", ".join(html.escape(name) for name in files))
+    gone = frozenset(name for name, change in changes.items() if change == "deleted")
+    return f"{link_citations(answer.answer, answer.sources, gone)}\n\n<sub>{' · '.join(facts)}</sub>"
 
 
 def highlighted(source: SourceRef) -> str:
@@ -77,7 +87,13 @@ def highlighted(source: SourceRef) -> str:
     return snippet
 
 
-def _source_line(source: SourceRef) -> str:
+_CHANGES = {
+    "deleted": "⚠️ this file was deleted after the answer was given",
+    "changed": "⚠️ this file changed after the answer was given",
+}
+
+
+def _source_line(source: SourceRef, change: str | None = None) -> str:
     where = f" · page {source.page}" if source.page is not None else ""
     if source.section:
         where += f" · {html.escape(source.section)}"
@@ -85,15 +101,26 @@ def _source_line(source: SourceRef) -> str:
         why = ", ".join(_PROBLEMS.get(problem, problem) for problem in source.problems or [])
         where += " · ⚠️ the cited sentence is not supported by this block" + (f" ({why})" if why else "")
     name = html.escape(source.source)
+    link = name if change == "deleted" else f"[{name}]({document_url(source)})"
+    if change:
+        where += f" · {_CHANGES[change]}"
     # an HTML block, so the snippet's own Markdown (headings, lists, backticks) is shown as text
     return (
-        f"**[{source.n}]** [{name}]({document_url(source)}){where} · score {source.score:.2f}\n\n"
+        f"**[{source.n}]** {link}{where} · score {source.score:.2f}\n\n"
         f"<blockquote class='source-quote'>{highlighted(source)}</blockquote>"
     )
 
 
-def sources_markdown(answer: Answer) -> str:
-    """The sources panel of one answer: cited blocks first, other retrieved blocks after."""
+def sources_markdown(answer: Answer, changes: dict[str, str] | None = None) -> str:
+    """The sources panel of one answer: cited blocks first, other retrieved blocks after.
+
+    ``changes``: files deleted or changed since a saved answer was given (their blocks say so).
+    """
+    changes = changes or {}
+
+    def line(source: SourceRef) -> str:
+        return _source_line(source, changes.get(source.source))
+
     if not answer.used_retrieval:
         return "_Retrieval was off for this answer._"
     if not answer.retrieved:
@@ -104,15 +131,15 @@ def sources_markdown(answer: Answer) -> str:
             withheld = html.escape(answer.withheld)
             parts.append(f"<details><summary>The withheld answer</summary>\n\n{withheld}\n\n</details>")
         parts.append(f"<details open><summary>Passages considered ({len(answer.retrieved)})</summary>\n")
-        parts.extend(_source_line(source) for source in answer.retrieved)
+        parts.extend(line(source) for source in answer.retrieved)
         parts.append("</details>")
         return "\n\n".join(parts)
     cited = {source.n for source in answer.sources}
-    parts = [_source_line(source) for source in answer.sources] or ["_No source was cited._"]
+    parts = [line(source) for source in answer.sources] or ["_No source was cited._"]
     others = [source for source in answer.retrieved if source.n not in cited]
     if others:
         parts.append(f"<details><summary>Also retrieved, not cited ({len(others)})</summary>\n")
-        parts.extend(_source_line(source) for source in others)
+        parts.extend(line(source) for source in others)
         parts.append("</details>")
     return "\n\n".join(parts)
 

@@ -1,0 +1,94 @@
+"""``/v1/conversations``: the caller's saved conversations, their answers, and feedback on an answer.
+
+Behind the same API keys as ``/v1/chat/completions``; each key sees only its own conversations
+(another key's conversation id is answered 404, like one that does not exist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from chatbot.chats import SavedTurn, source_changes
+from chatbot.chats.store import SEARCH_CHARS, TITLE_CHARS
+from chatbot.openai_api import api_owner
+from chatbot.openai_schema import APIError
+from chatbot.service import Chatbot
+
+
+class Rename(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=TITLE_CHARS * 4)
+
+
+class FeedbackBody(BaseModel):
+    """Only the fields sent are changed; ``verdict: null`` clears the thumbs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["up", "down"] | None = None
+    correction: str | None = None
+    wrong_sources: list[int] | None = Field(None, max_length=100)
+
+
+def _turn_json(turn: SavedTurn, current: dict[str, str]) -> dict[str, Any]:
+    return {
+        "turn_id": turn.id,
+        "created": turn.created_at,
+        **turn.answer.to_json(),
+        "feedback": asdict(turn.feedback) if turn.feedback else None,
+        "source_changes": source_changes(turn.versions, current),
+    }
+
+
+def create_conversation_router(bot: Chatbot) -> APIRouter:
+    """List, read, rename and delete saved conversations; give feedback on an answer."""
+    router = APIRouter(prefix="/v1/conversations")
+    owner_of = api_owner(bot.settings.api_credentials)
+
+    def store():  # noqa: ANN202 - ChatStore
+        if not bot.settings.save_conversations:
+            raise APIError(404, "this server does not save conversations (save_conversations = false)", "not_found")
+        return bot.chats
+
+    @router.get("")
+    def conversations(
+        search: str = Query("", max_length=SEARCH_CHARS),
+        limit: int = Query(50, ge=1, le=500),
+        owner: str = Depends(owner_of),
+    ) -> dict[str, Any]:
+        found = store().conversations(owner, search, limit)
+        return {"object": "list", "data": [asdict(conversation) for conversation in found]}
+
+    @router.get("/{conversation_id}")
+    def conversation(conversation_id: str, owner: str = Depends(owner_of)) -> dict[str, Any]:
+        info = store().get(owner, conversation_id)
+        current = bot.knowledge.file_versions()
+        turns = [_turn_json(turn, current) for turn in bot.chats.turns(owner, conversation_id)]
+        return {**asdict(info), "messages": turns}
+
+    @router.patch("/{conversation_id}")
+    def rename(conversation_id: str, body: Rename, owner: str = Depends(owner_of)) -> dict[str, Any]:
+        return asdict(store().rename(owner, conversation_id, body.title))
+
+    @router.delete("/{conversation_id}")
+    def delete(conversation_id: str, owner: str = Depends(owner_of)) -> dict[str, Any]:
+        store().delete(owner, conversation_id)
+        return {"id": conversation_id, "deleted": True}
+
+    @router.put("/{conversation_id}/turns/{turn_id}/feedback")
+    def feedback(conversation_id: str, turn_id: int, body: FeedbackBody, owner: str = Depends(owner_of)) -> dict:
+        chats = store()
+        if all(turn.id != turn_id for turn in chats.turns(owner, conversation_id)):
+            raise APIError(404, f"no answer {turn_id} in this conversation", "not_found", param="turn_id")
+        changes = body.model_dump(exclude_unset=True)
+        if "wrong_sources" in changes:
+            changes["wrong_sources"] = changes["wrong_sources"] or []
+        saved = chats.set_feedback(owner, turn_id, max_chars=bot.settings.max_message_chars, **changes)
+        return {"turn_id": turn_id, **asdict(saved)}
+
+    return router

@@ -1,0 +1,129 @@
+"""Saved conversations over the API: conversation ids, isolation per API key, feedback, export."""
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from openai import NotFoundError, OpenAI
+from typer.testing import CliRunner
+
+QUESTION = "How do I refresh the knowledge base?"
+GUIDE = "user-guide/02-knowledge-base.md"
+
+
+@pytest.fixture
+def served(make_bot, user_guide):
+    from chatbot.server import create_app
+
+    bot = make_bot(api_keys={"ann": "key-ann", "bob": "key-bob"}, max_new_tokens=40)
+    bot.sync()
+    http = TestClient(create_app(bot))
+
+    def client(key: str) -> OpenAI:
+        return OpenAI(base_url="http://testserver/v1", api_key=key, http_client=http)
+
+    def call(method: str, path: str, key: str, **kwargs):  # noqa: ANN202
+        return http.request(method, path, headers={"Authorization": f"Bearer {key}"}, **kwargs)
+
+    return bot, client, call
+
+
+def test_each_exchange_is_saved_and_a_conversation_id_continues_it_with_its_history(served):
+    _bot, client, call = served
+    first = client("key-ann").chat.completions.create(model="base", messages=[{"role": "user", "content": QUESTION}])
+    conversation_id, first_turn = first.model_extra["conversation_id"], first.model_extra["turn_id"]
+    chunks = list(
+        client("key-ann").chat.completions.create(
+            model="base",
+            messages=[{"role": "user", "content": "and how do I remove a file from it?"}],
+            stream=True,
+            extra_body={"conversation_id": conversation_id},
+        )
+    )
+    last = chunks[-1].model_extra
+    assert last["conversation_id"] == conversation_id and last["turn_id"] != first_turn
+    listed = call("GET", "/v1/conversations", "key-ann").json()["data"]
+    assert [(c["id"], c["turns"], c["title"]) for c in listed] == [(conversation_id, 2, QUESTION)]
+    saved = call("GET", f"/v1/conversations/{conversation_id}", "key-ann").json()
+    one, two = saved["messages"]
+    assert one["answer"] == first.choices[0].message.content and one["sources"][0]["source"] == GUIDE
+    assert two["answer"] == last["answer"]
+    # the follow-up was searched with the saved first question: the history came from the store
+    assert two["search_query"] == f"{QUESTION} and how do I remove a file from it?"
+    assert one["source_changes"] == {} and one["feedback"] is None
+
+
+def test_a_key_never_sees_or_touches_another_keys_conversation(served):
+    bot, client, call = served
+    reply = client("key-ann").chat.completions.create(model="base", messages=[{"role": "user", "content": QUESTION}])
+    conversation_id, turn_id = reply.model_extra["conversation_id"], reply.model_extra["turn_id"]
+    assert call("GET", "/v1/conversations", "key-bob").json()["data"] == []
+    for method, path, body in (
+        ("GET", f"/v1/conversations/{conversation_id}", None),
+        ("PATCH", f"/v1/conversations/{conversation_id}", {"title": "bob's now"}),
+        ("PUT", f"/v1/conversations/{conversation_id}/turns/{turn_id}/feedback", {"verdict": "down"}),
+        ("DELETE", f"/v1/conversations/{conversation_id}", None),
+    ):
+        response = call(method, path, "key-bob", json=body)
+        assert response.status_code == 404, (method, response.text)
+        assert response.json()["error"]["code"] == "conversation_not_found"
+    with pytest.raises(NotFoundError, match="no conversation"):
+        client("key-bob").chat.completions.create(
+            model="base", messages=[{"role": "user", "content": "hi"}], extra_body={"conversation_id": conversation_id}
+        )
+    assert call("GET", "/v1/conversations", "key-wrong").status_code == 401
+    (saved,) = bot.chats.turns("ann", conversation_id)  # untouched
+    assert saved.feedback is None and bot.chats.get("ann", conversation_id).title == QUESTION
+
+
+def test_feedback_rename_store_false_and_a_deleted_source_file(served, user_guide):
+    bot, client, call = served
+    unsaved = client("key-ann").chat.completions.create(
+        model="base", messages=[{"role": "user", "content": QUESTION}], extra_body={"store": False}
+    )
+    assert "conversation_id" not in unsaved.model_extra
+    assert call("GET", "/v1/conversations", "key-ann").json()["data"] == []
+    reply = client("key-ann").chat.completions.create(model="base", messages=[{"role": "user", "content": QUESTION}])
+    conversation_id, turn_id = reply.model_extra["conversation_id"], reply.model_extra["turn_id"]
+    feedback = f"/v1/conversations/{conversation_id}/turns/{turn_id}/feedback"
+    cited = reply.model_extra["citations"][0]["n"]
+    ok = call("PUT", feedback, "key-ann", json={"verdict": "down", "wrong_sources": [cited]})
+    assert ok.json() == {"turn_id": turn_id, "verdict": "down", "correction": None, "wrong_sources": [cited]}
+    ok = call("PUT", feedback, "key-ann", json={"correction": "Run `chatbot sync`."})
+    assert ok.json()["verdict"] == "down" and ok.json()["wrong_sources"] == [cited]  # only the correction changed
+    assert call("PUT", feedback, "key-ann", json={"wrong_sources": [99]}).status_code == 400
+    assert call("PUT", feedback, "key-ann", json={"verdict": "meh"}).status_code == 400
+    assert (
+        call(
+            "PUT", f"/v1/conversations/{conversation_id}/turns/{turn_id + 99}/feedback", "key-ann", json={}
+        ).status_code
+        == 404
+    )
+    assert (
+        call("PATCH", f"/v1/conversations/{conversation_id}", "key-ann", json={"title": "Sync"}).json()["title"]
+        == "Sync"
+    )
+    assert [c["id"] for c in call("GET", "/v1/conversations?search=sync", "key-ann").json()["data"]] == [
+        conversation_id
+    ]
+
+    (user_guide / GUIDE).unlink()
+    bot.sync()
+    message = call("GET", f"/v1/conversations/{conversation_id}", "key-ann").json()["messages"][0]
+    assert message["source_changes"][GUIDE] == "deleted"  # the old answer still opens, and says so
+    assert message["answer"] == reply.choices[0].message.content
+
+    from chatbot.cli import app
+
+    out = user_guide.parent / "feedback.jsonl"
+    result = CliRunner().invoke(
+        app, ["feedback", "export", "--out", str(out)], env={"CHATBOT_DATA_DIR": str(bot.settings.data_dir)}
+    )
+    assert result.exit_code == 0, result.output
+    (line,) = [json.loads(text) for text in out.read_text().splitlines()]
+    assert (line["owner"], line["verdict"], line["correction"]) == ("ann", "down", "Run `chatbot sync`.")
+    assert line["question"] == QUESTION and line["sources"][0]["source"] == GUIDE
+
+    assert call("DELETE", f"/v1/conversations/{conversation_id}", "key-ann").json()["deleted"] is True
+    assert call("GET", f"/v1/conversations/{conversation_id}", "key-ann").status_code == 404
+    assert list(bot.chats.feedback()) == []
