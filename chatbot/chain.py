@@ -25,6 +25,7 @@ from chatbot.tidy import is_context_dump, tidy
 from chatbot.vocabulary import BASE_ADAPTER
 
 DONT_KNOW = "I don't know. The knowledge base has nothing relevant to this question."
+NOT_ANSWERED = "I don't know. The passages I found do not answer this question."  # an answer withheld
 # Why an answer was declined (Answer.decline_reason); the UI and API show them as they are.
 NOTHING_RETRIEVED = "no passage of the knowledge base matched the question"
 MODEL_DECLINED = "the model found no answer in the passages"
@@ -187,7 +188,7 @@ class RagChain:
         if blocks and not declined and self.decline_unsupported:
             reason = self.decline_reason(raw, text, texts, sources)
             if reason:
-                answer.answer, answer.withheld, answer.sources = DONT_KNOW, text, []
+                answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
                 answer.abstained, answer.decline_reason = True, reason
         answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}
         return answer

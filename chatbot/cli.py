@@ -255,6 +255,9 @@ def train(
         str | None, typer.Option(help="Use the feedback on this adapter's answers (default: --domain).")
     ] = None,
     min_feedback: Annotated[int, typer.Option(help="Refuse with fewer feedback examples than this.")] = 10,
+    held_out: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of approved/corrected answers kept for the eval.")
+    ] = 0.2,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a LoRA adapter for a domain on the configured base model."""
@@ -275,6 +278,7 @@ def train(
         from_feedback=from_feedback,
         feedback_adapter=feedback_adapter,
         min_feedback=min_feedback,
+        held_out_share=held_out,
     )
     config = TrainConfig(
         rank=rank,

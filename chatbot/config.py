@@ -60,12 +60,14 @@ class Settings(BaseSettings):
     engine: Literal["auto", "onnx", "torch"] = Field(
         "torch",
         description=(
-            "torch: transformers + PEFT; onnx: onnxruntime-genai (converted once; ~5x faster decode on a CPU "
-            "in int4, answers differ, see docs/performance.md); auto: onnx on a CPU, torch on a GPU."
+            "torch: transformers + PEFT; onnx: onnxruntime-genai (converted once; ~2x (fp32) to ~5x (int8) "
+            "faster decode on a CPU, see docs/performance.md); auto: onnx on a CPU, torch on a GPU."
         ),
     )
     onnx_precision: Literal["int4", "int8", "fp32"] = Field(
-        "int4", description="Weights of the ONNX engine's converted model (int4 fastest; fp32 equals transformers)."
+        "int8",
+        description="Weights of the ONNX engine's model: int8 (eval equal to transformers), int4 (fastest, "
+        "declines more), fp32 (same answers as transformers).",
     )
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: int8 weights for the chat model's linear layers (CPU; faster decode, see the eval)."

@@ -138,3 +138,29 @@ def test_train_from_feedback_refuses_too_little_and_lands_beside_the_old_adapter
     again, _ = train_domain(settings, request, TrainConfig(max_steps=1, batch_size=1))
     assert again.name == f"{folder.name}-2" and folder.is_dir()  # the earlier one is kept
     assert ChatStore(settings.data_dir / "chats.sqlite").feedback_counts()["support"]["up"] == 3
+
+
+def test_the_train_command_compares_old_and_new_on_the_held_out_feedback(kb, make_settings):
+    from typer.testing import CliRunner
+
+    from chatbot.cli import app
+
+    settings = make_settings()
+    for question in (QUESTION, "Which file types can I index?"):
+        saved(kb, answered(kb, question, cite=[1]), verdict="up")  # held out (all of them, below)
+    saved(kb, answered(kb, "How do I switch the domain adapter?", cite=[1]), wrong_sources=[1])  # trained on
+    env = {
+        "CHATBOT_KNOWLEDGE_DIR": str(settings.knowledge_dir),
+        "CHATBOT_DATA_DIR": str(settings.data_dir),
+        "CHATBOT_ADAPTERS_DIR": str(settings.adapters_dir),
+        "CHATBOT_CACHE_DIR": str(settings.models_cache_dir),
+        "CHATBOT_MAX_NEW_TOKENS": "24",
+    }
+    args = ["train", "--domain", "support", "--from-feedback", "--held-out", "1.0", "--min-feedback", "1"]
+    result = CliRunner().invoke(app, [*args, "--max-steps", "1", "--batch-size", "1", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout[result.stdout.index("{") :])
+    assert report["folder"].endswith(f"support-{time.strftime('%Y-%m-%d')}")
+    cells = report["held_out_eval"]["summary"]["cells"]
+    (cell,) = cells.values()  # no older "support" to compare with here: the new adapter alone
+    assert cell["questions"] == 2

@@ -112,7 +112,7 @@ def test_the_app_on_the_onnx_engine_routes_adapters_and_drops_removed_ones(make_
     (adapters / "broken" / "adapter_config.json").write_text(
         json.dumps({**json.loads((lora_folder / "adapter_config.json").read_text()), "use_dora": True})
     )
-    bot = make_bot(adapters_dir=adapters, engine="onnx", max_new_tokens=12)
+    bot = make_bot(adapters_dir=adapters, engine="onnx", onnx_precision="int4", max_new_tokens=12)
     info = bot.info()
     assert info["base_model"]["engine"] == "onnx"
     assert bot.generator.base.model.device.type == "meta"  # no transformers weights held in memory
@@ -132,6 +132,6 @@ def test_int4_answers_stay_close_to_transformers(make_bot):
     """Quantisation costs some agreement, not the answer: greedy tokens mostly match fp32 transformers."""
     params = GenerationParams(max_new_tokens=24)
     messages = [{"role": "user", "content": "What is a balance sheet?"}]
-    onnx = make_bot(engine="onnx").generator.complete(messages, params)
+    onnx = make_bot(engine="onnx", onnx_precision="int4").generator.complete(messages, params)
     reference = make_bot(engine="torch", dtype="float32").generator.complete(messages, params)
     assert onnx.split()[:4] == reference.split()[:4]

@@ -123,7 +123,8 @@ def test_browser_adapter_switch_labels_answers_and_compares_with_base(page):
     page.locator("#adapter input").click()
     page.get_by_role("option", name="Helpdesk (support)").click()
     expect(page.locator("#adapter-about")).to_contain_text("helpdesk voice")
-    page.locator("#compare-toggle input").check()
+    page.locator("#compare-with input").click()
+    page.locator("#compare-with").get_by_role("option", name="Base model (base)").click()
     seen = ask(page, QUESTION)
     assert "answered by Helpdesk" in seen[-1]
     base_answer = page.locator("#compare .bot").filter(has_text="answered by Base model")

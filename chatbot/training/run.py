@@ -48,6 +48,7 @@ class TrainRequest:
     from_feedback: bool = False  # add examples from users' feedback on this domain's answers
     feedback_adapter: str | None = None  # whose answers' feedback (default: the domain's)
     min_feedback: int = 10
+    held_out_share: float = 0.2  # of the approved and corrected answers, kept for eval
 
 
 def _knowledge_settings(settings: Settings, knowledge: Path | None) -> Settings:
@@ -192,7 +193,9 @@ def feedback_training(settings: Settings, request: TrainRequest) -> tuple[Feedba
     report = bot.sync(show_progress=True)  # the facts come from the knowledge folder as it is now
     if report.errors:
         log.warning("knowledge files not indexed: %s", report.errors)
-    built = feedback_examples(bot.store, records, request.system_prompt, top_k=settings.top_k)
+    built = feedback_examples(
+        bot.store, records, request.system_prompt, top_k=settings.top_k, held_out_share=request.held_out_share
+    )
     log.info("feedback on %s: %s", adapter, built.summary())
     if len(built.examples) < request.min_feedback:
         kinds = ", ".join(f"{count} {kind}" for kind, count in built.kinds.items()) or "none"

@@ -23,14 +23,19 @@ def build_ui(bot: Chatbot) -> gr.Blocks:
         gr.Markdown(f"## {TITLE}\nAsk about the documents in the knowledge folder; every answer lists its sources.")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat-tab"):
-                adapter, browser_id = build_chat_tab(bot, demo)
+                adapter, compare, browser_id = build_chat_tab(bot, demo)
             with gr.Tab("Knowledge", id="knowledge-tab"):
                 build_knowledge_tab(bot)
             with gr.Tab("Adapters", id="adapters-tab") as adapters_tab:
                 refresh_cards = build_adapters_tab(bot)
             with gr.Tab("Feedback", id="feedback-tab", visible=bot.settings.save_conversations) as feedback_tab:
                 refresh_feedback, feedback_inputs, feedback_outputs = build_feedback_tab(bot, browser_id)
-        demo.load(lambda: gr.Dropdown(choices=adapter_choices(bot)), outputs=adapter, api_name=False)
+
+        def refresh_adapters() -> tuple[gr.Dropdown, gr.Dropdown]:
+            choices = adapter_choices(bot)
+            return gr.Dropdown(choices=choices), gr.Dropdown(choices=[("Off", ""), *choices])
+
+        demo.load(refresh_adapters, outputs=[adapter, compare], api_name=False)
         adapters_tab.select(refresh_cards[0], outputs=refresh_cards[1], api_name=False)
         feedback_tab.select(refresh_feedback, feedback_inputs, feedback_outputs, api_name=False)
     return demo

@@ -77,8 +77,8 @@ def _role(message: Any) -> str | None:
     return message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
 
 
-def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.BrowserState]:
-    """Lay out the tab inside the current Blocks; returns the adapter selector and the browser id."""
+def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.BrowserState]:
+    """Lay out the tab inside the current Blocks; returns the adapter and compare selectors and the browser id."""
     choices = adapter_choices(bot)
     names = {name for _label, name in choices}
     default = bot.settings.default_adapter if bot.settings.default_adapter in names else BASE_ADAPTER
@@ -107,11 +107,20 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Brows
                 use_retrieval = gr.Checkbox(
                     value=True, label="Use the knowledge base", scale=1, elem_id="use-retrieval"
                 )
-                compare = gr.Checkbox(value=False, label="Compare with base", scale=1, elem_id="compare-toggle")
+                compare = gr.Dropdown(
+                    choices=[("Off", ""), *choices],
+                    value="",
+                    label="Compare with",
+                    info="the same question, answered by another adapter beside",
+                    scale=2,
+                    elem_id="compare-with",
+                )
             about = gr.Markdown(describe(bot, default), elem_id="adapter-about")
             with gr.Row():
                 chat = gr.Chatbot(label="Conversation", height=540, elem_id="chat", scale=1)
-                base_chat = gr.Chatbot(label="Base model, same question", height=540, elem_id="compare", visible=False)
+                base_chat = gr.Chatbot(
+                    label="Same question, other adapter", height=540, elem_id="compare", visible=False
+                )
             with gr.Row():
                 box = gr.Textbox(placeholder="Ask a question…", show_label=False, scale=8, elem_id="question")
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
@@ -178,14 +187,14 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Brows
         earlier: list[Turn],
         name: str,
         retrieval: bool,
-        both: bool,
+        other: str,
         conversation_id: str | None,
         saved_ids: list[int | None],
         browser: str,
         search_text: str,
         request: gr.Request,
     ) -> Iterator[tuple]:
-        keep = (gr.skip(),) * 8
+        keep = (gr.skip(),) * 9
         question = message.strip()
         if not question:
             yield shown, shown_base, message, earlier, *keep
@@ -197,7 +206,7 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Brows
         later = [*earlier, Turn(question, answer.answer)] if answer is not None else earlier
         browser = new_browser_id(browser)  # asked before the page's load event gave this browser its id
         owner = who(request, browser)
-        turn_id = None
+        turn_id, named = None, gr.skip()
         if answer is not None and owner is not None and saving:
             try:
                 remembered = bot.remember(owner, conversation_id, answer)
@@ -207,7 +216,7 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Brows
                 remembered = None
             if remembered is not None:
                 info, turn = remembered
-                conversation_id, turn_id = info.id, turn.id
+                conversation_id, turn_id, named = info.id, turn.id, info.title
         saved_ids = [*saved_ids, turn_id]
         updates = (
             browser,
@@ -215,27 +224,29 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Brows
             saved_ids,
             gr.Radio(choices=history_choices(bot, owner, search_text), value=conversation_id),
             conversation_id or "",
+            named,
             *form(owner, conversation_id),
         )
         yield shown, shown_base, "", later, *updates
-        if both and name != BASE_ADAPTER:
+        if other and other != name:
             base_before = shown_base
-            for shown_base, _ in stream_reply(bot, base_before, question, BASE_ADAPTER, retrieval, earlier):  # noqa: B007
+            for shown_base, _ in stream_reply(bot, base_before, question, other, retrieval, earlier):  # noqa: B007
                 yield shown, shown_base, "", later, *updates
 
     inputs = [box, chat, base_chat, turns, adapter, use_retrieval, compare, conversation, turn_ids, browser_id, search]
-    outputs = [chat, base_chat, box, turns, browser_id, conversation, turn_ids, history, open_id]
+    outputs = [chat, base_chat, box, turns, browser_id, conversation, turn_ids, history, open_id, title]
     outputs += [answer_pick, wrong, correction]
     for trigger in (box.submit, send.click):
         trigger(respond, inputs, outputs, api_name=False)
 
     def start_over(browser: str, search_text: str, request: gr.Request) -> tuple:
-        return (*opened(who(request, browser), None, search_text), "")
+        # the question box is left alone: what was typed is asked in the new conversation
+        return opened(who(request, browser), None, search_text)
 
     for trigger in (new.click, chat.clear):  # the chat's own trash button also starts a new conversation
-        trigger(start_over, [browser_id, search], [*page, box], api_name=False)
+        trigger(start_over, [browser_id, search], page, api_name=False)
     adapter.change(lambda name: describe(bot, name), adapter, about, api_name=False)
-    compare.change(lambda on: gr.Chatbot(visible=on), compare, base_chat, api_name=False)
+    compare.change(lambda other: gr.Chatbot(visible=bool(other)), compare, base_chat, api_name=False)
 
     def on_open(conversation_id: str | None, browser: str, search_text: str, request: gr.Request) -> tuple:
         return opened(who(request, browser), conversation_id, search_text)
@@ -307,4 +318,4 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Brows
         return bot.ask(question, adapter=adapter, use_retrieval=use_retrieval).to_json()
 
     gr.api(ask, api_name="ask")
-    return adapter, browser_id
+    return adapter, compare, browser_id
