@@ -77,6 +77,7 @@ def evaluate(settings: Settings, request: EvalRequest, show_progress: bool = Tru
         bot.load()
     report = bot.sync(show_progress=show_progress)
     chosen = cells(request.adapters, request.ablation)
+    bot.adapters.refresh()  # an adapter written since this process loaded the model (train, then eval)
     for cell in chosen:
         bot.adapters.get(cell.adapter)  # an unknown adapter fails now, not after an hour
     started = time.perf_counter()
