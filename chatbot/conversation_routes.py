@@ -82,13 +82,11 @@ def create_conversation_router(bot: Chatbot) -> APIRouter:
 
     @router.put("/{conversation_id}/turns/{turn_id}/feedback")
     def feedback(conversation_id: str, turn_id: int, body: FeedbackBody, owner: str = Depends(owner_of)) -> dict:
-        chats = store()
-        if all(turn.id != turn_id for turn in chats.turns(owner, conversation_id)):
-            raise APIError(404, f"no answer {turn_id} in this conversation", "not_found", param="turn_id")
         changes = body.model_dump(exclude_unset=True)
         if "wrong_sources" in changes:
             changes["wrong_sources"] = changes["wrong_sources"] or []
-        saved = chats.set_feedback(owner, turn_id, max_chars=bot.settings.max_message_chars, **changes)
+        limit = bot.settings.max_message_chars
+        saved = store().set_feedback(owner, turn_id, max_chars=limit, conversation_id=conversation_id, **changes)
         return {"turn_id": turn_id, **asdict(saved)}
 
     return router

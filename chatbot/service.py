@@ -403,15 +403,12 @@ class Chatbot:
         """
         if not self.settings.save_conversations:
             return None
-        conversation = (
-            self.chats.get(owner, conversation_id)
-            if conversation_id is not None
-            else self.chats.create(owner, channel=channel)
-        )
+        if conversation_id is None:
+            conversation_id = self.chats.create(owner, channel=channel).id
         current = self.knowledge.file_versions() if answer.retrieved else {}
         versions = {source.source: current.get(source.source) for source in answer.retrieved}
-        turn = self.chats.add_turn(owner, conversation.id, answer, versions)
-        return self.chats.get(owner, conversation.id), turn
+        turn = self.chats.add_turn(owner, conversation_id, answer, versions)  # checks the owner
+        return self.chats.get(owner, conversation_id), turn
 
     def adapter_rows(self) -> list[dict[str, Any]]:
         """One row per adapter folder (after a refresh), for ``chatbot adapters list`` and the UI."""

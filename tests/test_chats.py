@@ -85,6 +85,9 @@ def test_feedback_changes_only_what_is_given_and_is_checked(store):
         store.set_feedback("ann", turn.id, wrong_sources=[4])
     with pytest.raises(InputError, match="verdict"):
         store.set_feedback("ann", turn.id, verdict="meh")
+    other = store.create("ann")
+    with pytest.raises(ConversationNotFoundError, match="in conversation"):  # ann's answer, another conversation
+        store.set_feedback("ann", turn.id, verdict="up", conversation_id=other.id)
     with pytest.raises(InputError, match="more than 10 characters"):
         store.set_feedback("ann", turn.id, correction="x" * 11, max_chars=10)
     (saved,) = store.turns("ann", conversation.id)

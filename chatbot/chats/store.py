@@ -141,6 +141,7 @@ class FeedbackRecord:
 
     def to_json(self) -> dict[str, Any]:
         """One line of ``chatbot feedback export``."""
+        answer = self.answer.to_json()
         return {
             "owner": self.owner,
             "conversation_id": self.conversation_id,
@@ -153,8 +154,8 @@ class FeedbackRecord:
             "answer": self.answer.answer,
             "used_retrieval": self.answer.used_retrieval,
             "abstained": self.answer.abstained,
-            "sources": self.answer.to_json()["sources"],
-            "retrieved": self.answer.to_json()["retrieved"],
+            "sources": answer["sources"],
+            "retrieved": answer["retrieved"],
             "versions": self.versions,
             "updated_at": self.updated_at,
         }
@@ -275,8 +276,12 @@ class ChatStore:
         correction: str | None = _KEEP,
         wrong_sources: list[int] | tuple[int, ...] = _KEEP,
         max_chars: int = 16_000,
+        conversation_id: str | None = None,
     ) -> Feedback:
-        """Change the given parts of the feedback on one of ``owner``'s answers (others are kept)."""
+        """Change the given parts of the feedback on one of ``owner``'s answers (others are kept).
+
+        With ``conversation_id`` the answer must also belong to that conversation.
+        """
         if verdict is not _KEEP and verdict not in _VERDICT_CODES:
             raise InputError("verdict must be 'up', 'down' or null", param="verdict")
         if correction is not _KEEP and correction is not None:
@@ -287,6 +292,8 @@ class ChatStore:
             turn = db.get(_Turn, turn_id)
             if turn is None or turn.conversation.owner != owner:
                 raise ConversationNotFoundError(f"no answer {turn_id}")
+            if conversation_id is not None and turn.conversation_id != conversation_id:
+                raise ConversationNotFoundError(f"no answer {turn_id} in conversation {conversation_id!r}")
             if wrong_sources is not _KEEP:
                 cited = {source["n"] for source in json.loads(turn.record).get("sources", [])}
                 marked = tuple(sorted(set(wrong_sources)))

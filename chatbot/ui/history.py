@@ -18,7 +18,6 @@ import gradio as gr
 from chatbot.answer import Answer
 from chatbot.chats import SavedTurn, source_changes
 from chatbot.ui.render import answer_markdown, sources_markdown, sources_title
-from chatbot.vocabulary import BASE_ADAPTER
 
 if TYPE_CHECKING:
     from chatbot.service import Chatbot
@@ -55,9 +54,7 @@ def ui_owner(bot: Chatbot, request: gr.Request | None, browser_id: str | None) -
 
 def domain_label(bot: Chatbot, name: str) -> str:
     domain = next((d for d in bot.adapters.list() if d.name == name), None)
-    if name == BASE_ADAPTER or domain is None:
-        return "Base model" if name == BASE_ADAPTER else name
-    return domain.display_name
+    return domain.display_name if domain else name  # an adapter removed since the answer: its name
 
 
 def answer_messages(bot: Chatbot, answer: Answer, changes: dict[str, str] | None = None) -> Messages:
