@@ -105,12 +105,16 @@ class DomainRegistry:
         with self._lock:
             return [self.base, *self._domains.values()]
 
-    def get(self, name: str | None) -> Domain:
-        """The ready domain called ``name`` ("base" when None)."""
+    def find(self, name: str | None) -> Domain | None:
+        """The domain called ``name`` ("base" when None) whatever its status, or None (for labels)."""
         if not name or name == BASE_ADAPTER:
             return self.base
         with self._lock:
-            domain = self._domains.get(name)
+            return self._domains.get(name)
+
+    def get(self, name: str | None) -> Domain:
+        """The ready domain called ``name`` ("base" when None)."""
+        domain = self.find(name)
         if domain is None:
             available = ", ".join(d.name for d in self.list() if d.ready)
             raise UnknownAdapterError(f"unknown adapter {name!r}; available: {available}")

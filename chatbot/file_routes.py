@@ -49,8 +49,8 @@ def create_file_router(bot: Chatbot, authorized: Callable[[Request], bool]) -> A
     @router.get("/adapter-files/{name}/loss.png", include_in_schema=False)
     def loss_plot(name: str, request: Request) -> FileResponse:
         check(request)
-        domain = next((d for d in bot.adapters.list() if d.name == name and d.ready and d.folder is not None), None)
-        plot = domain.folder / "loss.png" if domain else None
+        domain = bot.adapters.find(name)
+        plot = domain.folder / "loss.png" if domain and domain.ready and domain.folder is not None else None
         if plot is None or not plot.is_file() or plot.is_symlink():
             raise HTTPException(404, f"no loss plot for {name!r}")
         return FileResponse(plot, media_type="image/png", headers=_HEADERS)

@@ -85,6 +85,13 @@ class Generator:
         return isinstance(self.engine, BatchEngine)
 
     @property
+    def loaded_adapters(self) -> set[str]:
+        """Names of the adapters the engine holds now (not the base model)."""
+        if self.uses_peft:
+            return set(getattr(self.model, "peft_config", {}))
+        return set(self.engine.loaded_adapters)
+
+    @property
     def exclusive(self) -> threading.Lock:
         """Held during each forward pass; hold it to change the model's modules (adding or removing adapters)."""
         return self._lock

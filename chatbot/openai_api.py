@@ -203,7 +203,7 @@ def _conversation_history(bot: Chatbot, owner: str, conversation_id: str, sent: 
     if not bot.settings.save_conversations:
         raise APIError(400, "this server does not save conversations (save_conversations = false)", "conversations_off")
     saved = bot.chats.turns(owner, conversation_id)  # not found (or not the caller's): 404
-    return sent or [Turn(turn.question, turn.answer.answer) for turn in saved]
+    return sent or [turn.turn for turn in saved]
 
 
 def _save(bot: Chatbot, owner: str, conversation_id: str | None, answer: Answer) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Question/answer files for training (RAFT) and evaluation, read into one shape.
 
 Two layouts: JSONL with ``question``, ``answers`` (a list; empty means unanswerable, a single
-``answer`` string is accepted too), optional ``gold_sources`` (file names or globs) and
-``gold_passages``; and the SEC 10-Q CSV (``Question``, ``Answer``, ``Source Docs`` glob).
+``answer`` string is accepted too), optional ``gold_sources`` (file names or globs),
+``gold_passages`` and ``outdated_answers`` (what an older version of the documents said: an answer
+stating one is stale); and the SEC 10-Q CSV (``Question``, ``Answer``, ``Source Docs`` glob).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class QAItem:
     gold_sources: list[str] = field(default_factory=list)  # file names or globs, relative to knowledge/
     gold_passages: list[str] = field(default_factory=list)
     id: str = ""
+    outdated: list[str] = field(default_factory=list)  # answers of an older version of the documents
 
     @property
     def answerable(self) -> bool:
@@ -65,6 +67,7 @@ def _read_jsonl(path: Path) -> list[QAItem]:
                 gold_sources=[str(s) for s in row.get("gold_sources", [])],
                 gold_passages=[str(p) for p in row.get("gold_passages", [])],
                 id=str(row.get("id", number)),
+                outdated=[str(a) for a in row.get("outdated_answers", [])],
             )
         )
     return items

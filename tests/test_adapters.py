@@ -43,6 +43,9 @@ def test_adapters_are_listed_and_bad_ones_refused_with_reason(make_bot, adapters
     assert "domain.toml is malformed" in domains["broken"].error
     with pytest.raises(UnknownAdapterError, match="failed to load.*pickle"):
         bot.ask("hi", adapter="pickled", use_retrieval=False)
+    assert bot.adapters.find("pickled") is domains["pickled"]  # labels still find a refused adapter
+    assert bot.adapters.find(None) is bot.adapters.find("base") is domains["base"]
+    assert bot.adapters.find("gone") is None
 
 
 def test_request_gets_its_adapter_and_base_stays_base(make_bot, adapters_dir):
@@ -87,7 +90,7 @@ def test_adapter_dropped_in_appears_and_removed_one_disappears_without_restart(
     shutil.rmtree(adapters_dir / "demo")
     with pytest.raises(UnknownAdapterError, match="unknown adapter 'demo'"):
         bot.ask("hi", adapter="demo", use_retrieval=False)
-    assert "demo" not in bot.generator.model.peft_config
+    assert "demo" not in bot.generator.loaded_adapters and "other" in bot.generator.loaded_adapters
     assert bot.generator is generator  # the same loaded base model throughout
 
 
@@ -120,7 +123,7 @@ def test_incompatible_or_incomplete_adapters_are_refused_while_others_answer(
     assert errors["demo"] is None and errors["base"] is None
     assert bot.ask("hi", adapter="demo", use_retrieval=False).adapter == "demo"
     for name in ("foreign", "claims-qwen", "no-weights", "bad-json", "wrong-targets"):
-        assert name not in bot.generator.model.peft_config
+        assert name not in bot.generator.loaded_adapters
 
 
 def test_adapters_cli_lists_and_checks(monkeypatch, make_settings, adapters_dir, foreign_lora_folder, lora_folder):

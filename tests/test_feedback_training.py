@@ -9,7 +9,7 @@ import pytest
 from chatbot.answer import Answer, SourceRef
 from chatbot.chats import ChatStore
 from chatbot.citations import MARKER
-from chatbot.training.feedback import feedback_examples
+from chatbot.training.feedback import feedback_examples, held_out
 from chatbot.training.raft import DECLINE
 
 PROMPT = "You are a helpdesk."
@@ -164,3 +164,13 @@ def test_the_train_command_compares_old_and_new_on_the_held_out_feedback(kb, mak
     cells = report["held_out_eval"]["summary"]["cells"]
     (cell,) = cells.values()  # no older "support" to compare with here: the new adapter alone
     assert cell["questions"] == 2
+
+
+def test_a_question_asked_twice_is_on_one_side_of_the_split(kb):
+    for question in (QUESTION, QUESTION, f"  {QUESTION.upper()} "):
+        saved(kb, answered(kb, question, cite=[1]), verdict="up")
+    records = list(kb.chats.feedback())
+    assert len({(r.conversation_id, r.turn_id) for r in records}) == 3
+    sides = [{held_out(record, share / 1000) for record in records} for share in range(1, 1000)]
+    assert all(len(side) == 1 for side in sides)  # never trained on in one record and scored in another
+    assert {True, False} == set().union(*sides)  # the share does move it

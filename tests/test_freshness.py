@@ -101,3 +101,25 @@ def test_a_memorised_old_fact_is_withheld_not_shown(bot):
     if not re.search(rf"\b{NEW}\b", fresh.answer):  # it did not answer from version 2: then it declined
         assert fresh.abstained and OLD in (fresh.withheld or ""), fresh
         assert fresh.answer == NOT_ANSWERED and fresh.retrieved[0].source == "zorblat-manual-v2.md"
+
+
+def test_the_eval_counts_stale_answers_per_cell(trained, tmp_path):
+    from chatbot.evaluation.command import EvalRequest, evaluate
+
+    questions = tmp_path / "freshness.jsonl"
+    rows = [{"question": q, "answers": [NEW], "outdated_answers": [OLD]} for q in QUESTIONS]
+    questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    request = EvalRequest(
+        questions=questions,
+        knowledge=trained.knowledge_dir,
+        adapters=["raft", "memorised"],
+        ablation=True,
+        max_new_tokens=40,
+        out=tmp_path / "eval",
+    )
+    cells = evaluate(trained, request, show_progress=False)["summary"]["cells"]
+    stale = {name: cell["stale_answers"] for name, cell in cells.items()}
+    assert stale["memorised + no retrieval"] >= 0.5, stale  # closed book, the old fact comes back
+    assert stale["memorised + retrieval"] == 0.0 and stale["raft + retrieval"] == 0.0, stale
+    assert cells["raft + retrieval"]["answer_contains"] >= 0.5, cells["raft + retrieval"]
+    assert "stale answers" in (tmp_path / "eval" / "summary.md").read_text()

@@ -23,6 +23,7 @@ from sqlalchemy import ForeignKey, String, Text, create_engine, event, func, or_
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from chatbot.answer import Answer
+from chatbot.conversation import Turn
 from chatbot.vocabulary import InputError, clean_text
 
 SCHEMA_VERSION = 1
@@ -124,6 +125,11 @@ class SavedTurn:
     @property
     def question(self) -> str:
         return self.answer.question
+
+    @property
+    def turn(self) -> Turn:
+        """The exchange as model history for a follow-up."""
+        return Turn(self.answer.question, self.answer.answer)
 
 
 @dataclass(frozen=True)

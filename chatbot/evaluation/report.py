@@ -17,10 +17,16 @@ CELL_METRICS = {
     "supported_citations": "supported citations",
     "model_markers": "citations the model wrote itself",
     "context_dumps": "context dumps (lower is better)",
+    "stale_answers": "stale answers: an outdated fact shown (lower is better)",
     "declined_unanswerable": "declined, unanswerable (higher is better)",
     "declined_answerable": "declined, answerable (lower is better)",
     "seconds_per_question": "seconds per question",
 }
+
+
+def _measured(cells: dict[str, dict]) -> dict[str, str]:
+    """The metrics some cell has a figure for (stale answers only where the questions name outdated facts)."""
+    return {key: label for key, label in CELL_METRICS.items() if any(c.get(key) is not None for c in cells.values())}
 
 
 def _fmt(value: Any) -> str:
@@ -43,7 +49,7 @@ def markdown_summary(summary: dict, title: str) -> str:
         lines.append("| metric | " + " | ".join(cells) + " |")
         lines.append("| --- |" + " ---: |" * len(cells))
         lines.append("| questions | " + " | ".join(_fmt(c["questions"]) for c in cells.values()) + " |")
-        for key, label in CELL_METRICS.items():
+        for key, label in _measured(cells).items():
             lines.append(f"| {label} | " + " | ".join(_fmt(c.get(key)) for c in cells.values()) + " |")
         reasons = {cell: c.get("decline_reasons") for cell, c in cells.items() if c.get("decline_reasons")}
         if reasons:
@@ -93,10 +99,10 @@ def html_report(summary: dict, title: str, records: list[dict]) -> str:
             f"<tr><td>{html.escape(label)}</td>"
             + "".join(f"<td>{_fmt(c.get(key))}</td>" for c in cells.values())
             + "</tr>"
-            for key, label in CELL_METRICS.items()
+            for key, label in _measured(cells).items()
         )
         parts.append(f"<table><tr><th>metric</th>{header}</tr>{rows}</table><div>")
-        for key, label in CELL_METRICS.items():
+        for key, label in _measured(cells).items():
             parts.append(f"<img alt='{html.escape(label)}' src='data:image/png;base64,{_chart(cells, key, label)}'>")
         parts.append("</div>")
     answered = [record for record in records if "answer" in record]  # not in --retrieval-only records

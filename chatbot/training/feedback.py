@@ -13,8 +13,8 @@ from the old answer's memory. Per kind of feedback (the first that applies):
 - **approved** (thumbs up): the answer, re-cited to its blocks where they still exist unchanged.
 - a thumbs down alone says what not to say, not what to say: skipped.
 
-A fixed share of the usable records (chosen by a hash of the answer's id, so re-running keeps
-the split) is held out for ``chatbot eval``, never trained on.
+A fixed share of the usable records (chosen by a hash of the question, so re-running keeps the
+split and a question asked twice stays on one side) is held out for ``chatbot eval``, never trained on.
 """
 
 from __future__ import annotations
@@ -71,8 +71,13 @@ def kind_of(record: FeedbackRecord) -> str | None:
 
 
 def held_out(record: FeedbackRecord, share: float) -> bool:
-    """Whether a record belongs to the eval slice (stable across runs and databases)."""
-    digest = hashlib.sha256(f"{record.conversation_id}:{record.turn_id}".encode()).digest()
+    """Whether a record belongs to the eval slice (stable across runs and databases).
+
+    The slice is chosen by the question's words, so a question asked twice (in one conversation or
+    by two people) is on one side only: the eval never scores a question the adapter trained on.
+    """
+    question = " ".join(record.answer.question.casefold().split())
+    digest = hashlib.sha256(question.encode()).digest()
     return int.from_bytes(digest[:4], "big") / 2**32 < share
 
 

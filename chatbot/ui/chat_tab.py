@@ -42,7 +42,7 @@ def adapter_choices(bot: Chatbot) -> list[tuple[str, str]]:
 
 
 def describe(bot: Chatbot, name: str | None) -> str:
-    domain = next((d for d in bot.adapters.list() if d.name == (name or BASE_ADAPTER)), None)
+    domain = bot.adapters.find(name)
     return f"_{domain.description}_" if domain and domain.description else ""
 
 
@@ -162,7 +162,7 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropd
         return (
             gr.Chatbot(value=messages, feedback_value=thumbs),
             [],
-            [Turn(t.question, t.answer.answer) for t in saved],
+            [t.turn for t in saved],
             conversation_id,
             [t.id for t in saved],
             gr.Radio(choices=history_choices(bot, owner, search_text), value=conversation_id),

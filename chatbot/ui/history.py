@@ -53,7 +53,7 @@ def ui_owner(bot: Chatbot, request: gr.Request | None, browser_id: str | None) -
 
 
 def domain_label(bot: Chatbot, name: str) -> str:
-    domain = next((d for d in bot.adapters.list() if d.name == name), None)
+    domain = bot.adapters.find(name)
     return domain.display_name if domain else name  # an adapter removed since the answer: its name
 
 
