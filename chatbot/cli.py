@@ -258,6 +258,11 @@ def train(
     held_out: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of approved/corrected answers kept for the eval.")
     ] = 0.2,
+    grounding: Annotated[
+        Path | None,
+        typer.Option(help="A SQuAD 2.0 .json: add examples that teach citing and declining (not its last 3 articles)."),
+    ] = None,
+    grounding_examples: Annotated[int, typer.Option(min=1, help="How many grounding examples to add.")] = 2000,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a LoRA adapter for a domain on the configured base model."""
@@ -279,6 +284,8 @@ def train(
         feedback_adapter=feedback_adapter,
         min_feedback=min_feedback,
         held_out_share=held_out,
+        grounding=grounding,
+        grounding_examples=grounding_examples,
     )
     config = TrainConfig(
         rank=rank,

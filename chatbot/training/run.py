@@ -17,6 +17,7 @@ from chatbot.training.trainer import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
     from chatbot.training.feedback import FeedbackExamples
+    from chatbot.training.grounding import GroundingReport
 from chatbot.vocabulary import BASE_ADAPTER
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class TrainRequest:
     feedback_adapter: str | None = None  # whose answers' feedback (default: the domain's)
     min_feedback: int = 10
     held_out_share: float = 0.2  # of the approved and corrected answers, kept for eval
+    grounding: Path | None = None  # a SQuAD 2.0 file: add examples that teach citing and declining
+    grounding_examples: int = 2000
 
 
 def _knowledge_settings(settings: Settings, knowledge: Path | None) -> Settings:
@@ -110,8 +113,8 @@ def train_domain(settings: Settings, request: TrainRequest, config: TrainConfig)
     check_domain_name(request.domain)
     if request.data is not None and request.raft is not None:
         raise ValueError("give at most one of --data (chat JSONL) and --raft (question file)")
-    if request.data is None and request.raft is None and not request.from_feedback:
-        raise ValueError("give --data (chat JSONL), --raft (question file) or --from-feedback")
+    if request.data is None and request.raft is None and not request.from_feedback and request.grounding is None:
+        raise ValueError("give --data (chat JSONL), --raft (question file), --grounding or --from-feedback")
     name = request.domain
     examples: list[Messages] = []
     data: dict[str, Any] = {}
@@ -136,9 +139,15 @@ def train_domain(settings: Settings, request: TrainRequest, config: TrainConfig)
         data["feedback"] = {**from_feedback.summary(), "adapter": request.feedback_adapter or request.domain}
         write_qa_jsonl(settings.data_dir / "training" / f"{name}-heldout.jsonl", held_out)
     system_prompt = request.system_prompt or next(
-        (m["content"] for m in examples[0] if m["role"] == "system"), settings.system_prompt
+        (m["content"] for m in (examples[0] if examples else []) if m["role"] == "system"), settings.system_prompt
     )
-    if request.raft is not None or request.from_feedback:  # keep what the model saw, outside the adapter folder
+    if request.grounding is not None:
+        grounding, report = grounding_training(settings, request.grounding, request.grounding_examples, system_prompt)
+        examples = [*examples, *grounding]
+        data = {**data, "recipe": "+".join(filter(None, [data.get("recipe"), "grounding"]))}
+        data["grounding"] = report.summary()
+    if request.raft is not None or request.from_feedback or request.grounding is not None:
+        # keep what the model saw, outside the adapter folder
         write_chat_jsonl(settings.data_dir / "training" / f"{name}-examples.jsonl", examples)
     base = load_base_model(settings.base_model, settings.models_cache_dir, settings.device, "float32")
     result = train_adapter(base, examples, config)
@@ -176,6 +185,25 @@ def _domain_prompt(settings: Settings, domain: str) -> str:
     except (OSError, tomllib.TOMLDecodeError):
         prompt = None
     return prompt if isinstance(prompt, str) and prompt.strip() else settings.system_prompt
+
+
+def grounding_training(
+    settings: Settings, squad: Path, count: int, system_prompt: str
+) -> tuple[list[Messages], GroundingReport]:
+    """Grounding examples over SQuAD's training articles, indexed beside the app's own index."""
+    from chatbot.service import Chatbot
+    from chatbot.training.grounding import grounding_examples, squad_knowledge
+
+    if not squad.is_file():
+        raise FileNotFoundError(f"{squad} not found (a SQuAD 2.0 .json file)")
+    knowledge = settings.data_dir / "training" / "grounding" / squad.stem
+    items, articles = squad_knowledge(squad, knowledge)
+    bot = Chatbot(_knowledge_settings(settings, knowledge))
+    bot.sync(show_progress=True)
+    examples, report = grounding_examples(bot.store, items, system_prompt, count, top_k=settings.top_k)
+    report.source, report.articles = squad.name, articles
+    log.info("grounding: %s", report.summary())
+    return examples, report
 
 
 def feedback_training(settings: Settings, request: TrainRequest) -> tuple[FeedbackExamples, list[QAItem]]:
