@@ -32,9 +32,9 @@ from starlette.concurrency import run_in_threadpool
 
 from chatbot.adapters import UnknownAdapterError
 from chatbot.answer import Answer
+from chatbot.batching import EngineClosedError
 from chatbot.chats import ConversationNotFoundError
 from chatbot.conversation import Turn
-from chatbot.engine_loop import EngineClosedError
 from chatbot.http_limits import Admission, stream_in_threads, until_disconnect
 from chatbot.openai_schema import APIError, ChatCompletionRequest, split_conversation
 from chatbot.service import Chatbot

@@ -9,19 +9,27 @@ do not depend on what else is running (tested token for token).
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import threading
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from chatbot.engine_loop import EngineWorker, Request, chunk_bounds, repeats_itself
+from chatbot.batching import EngineClosedError, Request, chunk_bounds, repeats_itself
 from chatbot.onnxgenai.convert import export_adapter
-from chatbot.vocabulary import BASE_ADAPTER
+from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
 
 log = logging.getLogger(__name__)
+
+_STOP = object()
+_WAKE = object()
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,7 +50,7 @@ class _Adapters:
     loaded: set[str] = field(default_factory=set)
 
 
-class OnnxEngine(EngineWorker):
+class OnnxEngine:
     """Decodes submitted requests on an onnxruntime-genai model folder; same interface as ``BatchEngine``.
 
     ``lock`` is held for each turn's work (prompt chunk and decode steps), as ``BatchEngine``
@@ -58,17 +66,60 @@ class OnnxEngine(EngineWorker):
         prefill_chunk: int = 256,
         threads: int = 0,
     ) -> None:
-        super().__init__("onnx-engine")
         self.model_dir = model_dir
         self.stop_ids = stop_ids
         self._lock = lock if lock is not None else threading.Lock()  # held for each turn's work
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         self.threads = threads
+        self.largest_batch = 0
+        self.cancelled_total = 0
+        self._pending: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
+        self._waiting: deque[Request] = deque()
         self._slots: list[_Slot] = []
         self._adapters = _Adapters()
         self._model: Any = None
-        self._launch()
+        self._closed = threading.Event()
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._worker = threading.Thread(target=self._loop, name="onnx-engine", daemon=True)
+        self._worker.start()
+        atexit.register(self.close)
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    # Caller side (any thread)
+
+    def submit(
+        self,
+        prompt: list[int],
+        adapter: str,
+        sampling: GenerationParams,
+        prefix_length: int = 0,
+        cancelled: threading.Event | None = None,
+    ) -> Request:
+        """Queue a prompt (token ids) for generation with ``adapter``; returns at once."""
+        if self._closed.is_set():
+            raise EngineClosedError("the server is shutting down")
+        if not prompt:
+            raise InputError("the prompt is empty")
+        request = Request(prompt, prefix_length, adapter, sampling, cancelled)
+        request._engine_thread = self._worker
+        self._pending.put(request)
+        return request
+
+    def call(self, task: Callable[[], T]) -> T:
+        """Run ``task`` on the engine's thread between two steps and return its result."""
+        if threading.current_thread() is self._worker or not self._worker.is_alive():
+            return task()
+        future: Future = Future()
+        self._tasks.put((task, future))
+        self._pending.put(_WAKE)
+        if not self._worker.is_alive():
+            self._run_tasks()
+        return future.result()
 
     def add_adapter(self, name: str, folder: Path) -> None:
         """Convert the PEFT adapter in ``folder`` (once per content) and load it as ``name``."""
@@ -90,6 +141,22 @@ class OnnxEngine(EngineWorker):
         """Names of the adapters loaded now."""
         return set(self._adapters.loaded)
 
+    @property
+    def busy(self) -> int:
+        """Requests submitted and not finished."""
+        return len(self._waiting) + len(self._slots) + self._pending.qsize()
+
+    def stop(self) -> None:
+        """Fail every open request and refuse new ones; returns at once (safe in a signal handler)."""
+        self._closed.set()
+        self._pending.put(_STOP)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """:meth:`stop`, then wait for the worker to end."""
+        self.stop()
+        if self._worker.is_alive():
+            self._worker.join(timeout=timeout)
+
     # The worker thread from here on.
 
     def _start(self) -> None:
@@ -102,25 +169,61 @@ class OnnxEngine(EngineWorker):
         self._model = og.Model(config)
         self._adapters.handle = og.Adapters(self._model)
 
-    def _turn(self) -> None:
-        while self._waiting and len(self._slots) < self.max_batch:
-            self._open(self._waiting.popleft())
-        self.largest_batch = max(self.largest_batch, len(self._slots))
-        with self._lock:
-            prefilling = next((slot for slot in self._slots if slot.prefilling), None)
-            if prefilling is not None:
-                self._work(prefilling)
-            for slot in [slot for slot in self._slots if not slot.prefilling and slot is not prefilling]:
-                self._work(slot)
+    def _loop(self) -> None:
+        try:
+            self._start()
+        except BaseException as exc:  # raised again in the constructor
+            self._startup_error = exc
+            return
+        finally:
+            self._ready.set()
+        while True:
+            if not self._take(block=not (self._slots or self._waiting)):
+                break
+            self._run_tasks()
+            self._drop_cancelled()
+            while self._waiting and len(self._slots) < self.max_batch:
+                self._open(self._waiting.popleft())
+            self.largest_batch = max(self.largest_batch, len(self._slots))
+            with self._lock:
+                prefilling = next((slot for slot in self._slots if slot.prefilling), None)
+                if prefilling is not None:
+                    self._work(prefilling)
+                for slot in [slot for slot in self._slots if not slot.prefilling and slot is not prefilling]:
+                    self._work(slot)
+        self._shut_down()
 
-    def _running(self) -> list[Request]:
-        return [slot.request for slot in self._slots]
+    def _take(self, block: bool) -> bool:
+        item = self._pending.get() if block else None
+        while True:
+            if item is _STOP:
+                return False
+            if isinstance(item, Request):
+                self._waiting.append(item)
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                return True
 
-    def _drop_running(self, requests: Iterable[Request]) -> None:
-        dropped = {id(request) for request in requests}
-        for slot in [slot for slot in self._slots if id(slot.request) in dropped]:
-            self._slots.remove(slot)
-            slot.generator = None  # frees its key/value cache now
+    def _run_tasks(self) -> None:
+        while True:
+            try:
+                task, future = self._tasks.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                future.set_result(task())
+            except BaseException as exc:  # the caller gets it
+                future.set_exception(exc)
+
+    def _drop_cancelled(self) -> None:
+        for request in [r for r in self._waiting if r.cancelled.is_set()]:
+            self._waiting.remove(request)
+            request._finish()
+            self.cancelled_total += 1
+        for slot in [s for s in self._slots if s.request.cancelled.is_set()]:
+            self._close(slot)
+            self.cancelled_total += 1
 
     def _open(self, request: Request) -> None:
         import onnxruntime_genai as og
@@ -179,7 +282,9 @@ class OnnxEngine(EngineWorker):
             self._close(slot)
 
     def _close(self, slot: _Slot, error: BaseException | None = None) -> None:
-        self._drop_running([slot.request])
+        if slot in self._slots:
+            self._slots.remove(slot)
+        slot.generator = None  # frees its key/value cache now
         slot.request._finish(error)
 
     def _load_adapter(self, name: str, path: Path) -> None:
@@ -195,3 +300,19 @@ class OnnxEngine(EngineWorker):
             self._close(slot, ValueError(f"adapter {name!r} was removed while generating"))
         self._adapters.handle.unload(name)
         self._adapters.loaded.discard(name)
+
+    def _shut_down(self) -> None:
+        error = EngineClosedError("the server is shutting down")
+        for slot in list(self._slots):
+            self._close(slot, error)
+        for request in self._waiting:
+            request._finish(error)
+        self._waiting.clear()
+        while True:
+            try:
+                item = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, Request):
+                item._finish(error)
+        self._run_tasks()
