@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,18 +24,11 @@ from chatbot.config import load_settings  # noqa: E402
 from chatbot.evaluation.command import EvalRequest, evaluate  # noqa: E402
 from chatbot.evaluation.datasets import read_squad  # noqa: E402
 from chatbot.service import Chatbot  # noqa: E402
+from chatbot.training.grounding import evidence_sentence  # noqa: E402
 from chatbot.training.run import TrainRequest, train_domain  # noqa: E402
 from chatbot.training.trainer import TrainConfig  # noqa: E402
 
 SQUAD = Path(__file__).resolve().parents[2] / "shared" / "data" / "squad2" / "dev-v2.0.json"
-
-
-def gold_sentence(passage: str, answer: str) -> str:
-    """The sentence of the gold passage that contains the answer (the reader's correction)."""
-    for sentence in re.split(r"(?<=[.!?])\s+", passage):
-        if answer.lower() in sentence.lower():
-            return sentence.strip()
-    return answer
 
 
 def main() -> None:
@@ -74,7 +66,7 @@ def main() -> None:
             bot.chats.set_feedback("reader", turn.id, verdict="up", wrong_sources=wrong)
             verdicts["up"] += 1
         else:
-            correction = gold_sentence(item.gold_passages[0], item.answers[0])
+            correction = evidence_sentence(item.gold_passages[0], item.answers[0]) or item.answers[0]
             bot.chats.set_feedback("reader", turn.id, verdict="down", correction=correction, wrong_sources=wrong)
             verdicts["corrected"] += 1
         verdicts["wrong_source"] += bool(wrong)
