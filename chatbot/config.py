@@ -58,10 +58,10 @@ class Settings(BaseSettings):
         "auto", description="Weights of the embedding model; auto as for dtype (bf16 embeds ~3x faster on such CPUs)."
     )
     engine: Literal["auto", "onnx", "torch"] = Field(
-        "torch",
+        "auto",
         description=(
-            "torch: transformers + PEFT; onnx: onnxruntime-genai (converted once; ~2x (fp32) to ~5x (int8) "
-            "faster decode on a CPU, see docs/performance.md); auto: onnx on a CPU, torch on a GPU."
+            "auto: onnx on a CPU, torch on a GPU (or with quantize = int8); torch: transformers + PEFT; "
+            "onnx: onnxruntime-genai (converted once; ~5x (int8) faster decode on a CPU, see docs/performance.md)."
         ),
     )
     onnx_precision: Literal["int4", "int8", "fp32"] = Field(

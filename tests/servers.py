@@ -35,7 +35,8 @@ def server_process(
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Like :func:`running_server`, with the process (to signal it); its log is ``folder/serve-PORT.log``."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_")}
+    # CHATBOT_ENGINE passes through, so the suite can run the servers on either engine
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_") or k == "CHATBOT_ENGINE"}
     env.update(
         CHATBOT_KNOWLEDGE_DIR=str(knowledge),
         CHATBOT_ADAPTERS_DIR=str(adapters),

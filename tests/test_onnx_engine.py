@@ -2,12 +2,15 @@
 
 import json
 import shutil
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
 from chatbot.models.base import load_base_model
+from chatbot.onnxgenai import capi
 from chatbot.onnxgenai.convert import ConversionError, convert_model, export_adapter, lora_inputs
 from chatbot.service import resolve_engine
 from chatbot.vocabulary import GenerationParams
@@ -54,6 +57,72 @@ def test_fp32_conversion_equals_transformers_with_and_without_an_adapter(skeleto
     adapter_file = export_adapter(lora_folder, fp32_dir, "demo")
     assert np.abs(first_logits(fp32_dir, ids) - plain).max() < 1e-3
     assert np.abs(first_logits(fp32_dir, ids, adapter_file) - tuned).max() < 1e-3
+
+
+def binding_tokens(model_dir, ids, count, adapter_file=None):
+    """Greedy tokens from onnxruntime-genai's own Python binding (the reference for the ctypes layer)."""
+    model = og.Model(str(model_dir))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + count)
+    generator = og.Generator(model, params)
+    if adapter_file is not None:
+        adapters = og.Adapters(model)
+        adapters.load(str(adapter_file), "a")
+        generator.set_active_adapter(adapters, "a")
+    generator.append_tokens(ids)
+    tokens = []
+    for _ in range(count):
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    return tokens
+
+
+def test_the_ctypes_layer_decodes_what_the_python_binding_decodes(skeleton, fp32_dir, lora_folder):
+    ids = skeleton.tokenizer("The balance sheet of a company shows", add_special_tokens=False)["input_ids"]
+    adapter_file = export_adapter(lora_folder, fp32_dir, "demo")
+    model = capi.Model(fp32_dir)
+    adapters = capi.Adapters(model)
+    adapters.load(adapter_file, "demo")
+    for name, file in [(None, None), ("demo", adapter_file)]:
+        generator = capi.Generator(model, {"max_length": len(ids) + 8, "do_sample": False})
+        if name:
+            generator.set_active_adapter(adapters, name)
+        generator.append_tokens(ids)
+        assert [generator.generate_next_token() for _ in range(8)] == binding_tokens(fp32_dir, ids, 8, file)
+        generator.close()
+    with pytest.raises(capi.OgaError, match="not found|nope"):  # the library's own message
+        capi.Generator(model, {"max_length": 8}).set_active_adapter(adapters, "nope")
+    with pytest.raises(capi.OgaError, match="genai_config.json"):
+        capi.Model(fp32_dir / "missing")
+
+
+def test_the_engine_thread_lets_other_threads_run_while_it_reads_a_prompt(fp32_dir):
+    """onnxruntime-genai's binding holds the GIL through a call; the ctypes layer must not.
+
+    This thread notes when it gets to run while the worker thread reads one long prompt. With the
+    GIL held through the call, the longest pause would be nearly the whole call; released, this
+    thread keeps running throughout (a ratio within one run, whatever the machine's speed).
+    """
+    model = capi.Model(fp32_dir)
+    generator = capi.Generator(model, {"max_length": 1100})
+    prompt = list(range(1000, 2024))
+    span: list[float] = []
+
+    def read_prompt():
+        span.append(time.perf_counter())
+        generator.append_tokens(prompt)
+        span.append(time.perf_counter())
+
+    worker = threading.Thread(target=read_prompt)
+    worker.start()
+    turns = []
+    while worker.is_alive():
+        turns.append(time.perf_counter())
+        time.sleep(0.0005)
+    start, end = span
+    inside = [start] + [t for t in turns if start < t < end] + [end]
+    longest_pause = max(b - a for a, b in zip(inside, inside[1:], strict=False))
+    assert longest_pause < 0.5 * (end - start)
 
 
 def test_an_adapter_is_converted_once_per_content_and_again_when_it_changes(fp32_dir, tmp_path, lora_folder):

@@ -4,7 +4,8 @@ One worker thread owns the model and every generator. Each loop turn it reads on
 waiting prompt, then decodes one token for every running request, in turn: a long prompt never
 stalls the others for more than a chunk. onnxruntime-genai runs one adapter per generator, so
 requests are decoded one after the other rather than in one batched pass; a request's tokens
-do not depend on what else is running (tested token for token).
+do not depend on what else is running (tested token for token). The library is called through
+:mod:`chatbot.onnxgenai.capi`, which releases the GIL, so the server's threads run meanwhile.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from chatbot.batching import EngineClosedError, Request, chunk_bounds, repeats_itself
+from chatbot.onnxgenai import capi
 from chatbot.onnxgenai.convert import export_adapter
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
 
@@ -35,7 +37,7 @@ T = TypeVar("T")
 @dataclass
 class _Slot:
     request: Request
-    generator: Any  # onnxruntime_genai.Generator
+    generator: capi.Generator | None
     bounds: list[int]
     done: int = 0  # prompt tokens appended so far
 
@@ -46,7 +48,7 @@ class _Slot:
 
 @dataclass
 class _Adapters:
-    handle: Any = None  # onnxruntime_genai.Adapters, made on the worker thread
+    handle: capi.Adapters | None = None  # made on the worker thread
     loaded: set[str] = field(default_factory=set)
 
 
@@ -79,7 +81,7 @@ class OnnxEngine:
         self._waiting: deque[Request] = deque()
         self._slots: list[_Slot] = []
         self._adapters = _Adapters()
-        self._model: Any = None
+        self._model: capi.Model | None = None
         self._closed = threading.Event()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -160,14 +162,11 @@ class OnnxEngine:
     # The worker thread from here on.
 
     def _start(self) -> None:
-        import onnxruntime_genai as og
-
-        config = og.Config(str(self.model_dir))
+        overlay = None
         if self.threads:
-            options = {"model": {"decoder": {"session_options": {"intra_op_num_threads": self.threads}}}}
-            config.overlay(json.dumps(options))
-        self._model = og.Model(config)
-        self._adapters.handle = og.Adapters(self._model)
+            overlay = json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": self.threads}}}})
+        self._model = capi.Model(self.model_dir, overlay)
+        self._adapters.handle = capi.Adapters(self._model)
 
     def _loop(self) -> None:
         try:
@@ -226,12 +225,10 @@ class OnnxEngine:
             self.cancelled_total += 1
 
     def _open(self, request: Request) -> None:
-        import onnxruntime_genai as og
-
+        assert self._model is not None and self._adapters.handle is not None
         try:
-            params = og.GeneratorParams(self._model)
             sampling = request.sampling
-            options: dict[str, Any] = {
+            options: dict[str, float | int | bool] = {
                 "max_length": len(request.prompt) + sampling.max_new_tokens,
                 "do_sample": sampling.temperature > 0,
             }
@@ -239,8 +236,7 @@ class OnnxEngine:
                 options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
                 if sampling.seed is not None:
                     options["random_seed"] = sampling.seed % (2**31)
-            params.set_search_options(**options)
-            generator = og.Generator(self._model, params)
+            generator = capi.Generator(self._model, options)
             if request.adapter != BASE_ADAPTER:
                 if request.adapter not in self._adapters.loaded:
                     raise ValueError(f"adapter {request.adapter!r} is not loaded")
@@ -254,14 +250,15 @@ class OnnxEngine:
     def _work(self, slot: _Slot) -> None:
         """One unit of ``slot``'s work: its next prompt chunk, or its next token."""
         request = slot.request
+        generator = slot.generator
+        assert generator is not None
         try:
             if slot.prefilling:
                 end = next(bound for bound in slot.bounds if bound > slot.done)
-                slot.generator.append_tokens(request.prompt[slot.done : end])
+                generator.append_tokens(request.prompt[slot.done : end])
                 slot.done = end
                 return
-            slot.generator.generate_next_token()
-            token = int(slot.generator.get_next_tokens()[0])
+            token = generator.generate_next_token()
         except Exception as exc:  # this request's failure, never the others'
             log.exception("generation failed for one request")
             self._close(slot, exc)
@@ -277,20 +274,23 @@ class OnnxEngine:
         if (
             len(request.generated) >= request.sampling.max_new_tokens
             or repeats_itself(request.generated)
-            or slot.generator.is_done()
+            or generator.is_done()
         ):
             self._close(slot)
 
     def _close(self, slot: _Slot, error: BaseException | None = None) -> None:
         if slot in self._slots:
             self._slots.remove(slot)
-        slot.generator = None  # frees its key/value cache now
+        if slot.generator is not None:
+            slot.generator.close()  # frees its key/value cache now
+            slot.generator = None
         slot.request._finish(error)
 
     def _load_adapter(self, name: str, path: Path) -> None:
+        assert self._adapters.handle is not None
         if name in self._adapters.loaded:
             self._unload_adapter(name)
-        self._adapters.handle.load(str(path), name)
+        self._adapters.handle.load(path, name)
         self._adapters.loaded.add(name)
 
     def _unload_adapter(self, name: str) -> None:
@@ -298,6 +298,7 @@ class OnnxEngine:
             return
         for slot in [s for s in self._slots if s.request.adapter == name]:
             self._close(slot, ValueError(f"adapter {name!r} was removed while generating"))
+        assert self._adapters.handle is not None
         self._adapters.handle.unload(name)
         self._adapters.loaded.discard(name)
 
