@@ -263,6 +263,12 @@ def train(
         typer.Option(help="A SQuAD 2.0 .json: add examples that teach citing and declining (not its last 3 articles)."),
     ] = None,
     grounding_examples: Annotated[int, typer.Option(min=1, help="How many grounding examples to add.")] = 2000,
+    grounding_declines: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of the grounding examples whose target is the decline (4/5 unanswerable)."
+        ),
+    ] = 0.25,
     as_json: JsonFlag = False,
 ) -> None:
     """Train a LoRA adapter for a domain on the configured base model."""
@@ -286,6 +292,7 @@ def train(
         held_out_share=held_out,
         grounding=grounding,
         grounding_examples=grounding_examples,
+        grounding_declines=grounding_declines,
     )
     config = TrainConfig(
         rank=rank,

@@ -140,10 +140,14 @@ def test_train_adds_grounding_and_records_the_recipe(make_settings, tmp_path):
 
     settings = make_settings()
     squad = squad_file(tmp_path / "squad.json")
-    request = TrainRequest(domain="reader", grounding=squad, grounding_examples=6, system_prompt=PROMPT)
+    request = TrainRequest(
+        domain="reader", grounding=squad, grounding_examples=8, grounding_declines=0.5, system_prompt=PROMPT
+    )
     folder, _ = train_domain(settings, request, TrainConfig(max_steps=1, batch_size=2, eval_every=1))
     data = json.loads((folder / "training.json").read_text())["data"]
-    assert data["recipe"] == "grounding" and data["grounding"]["examples"] == 6
+    assert data["recipe"] == "grounding" and data["grounding"]["examples"] == 8
     assert data["grounding"]["articles"] == 3 and data["grounding"]["source"] == "squad.json"  # 6 less the eval's 3
+    # half decline: four fifths of those unanswerable questions, one fifth answerable ones without their block
+    assert (data["grounding"]["declined_unanswerable"], data["grounding"]["declined_without_gold"]) == (3, 1)
     saved = (settings.data_dir / "training" / "reader-examples.jsonl").read_text().splitlines()
-    assert len(saved) == 6 and all(json.loads(line)["messages"][0]["content"].startswith(PROMPT) for line in saved)
+    assert len(saved) == 8 and all(json.loads(line)["messages"][0]["content"].startswith(PROMPT) for line in saved)

@@ -30,12 +30,12 @@ def _file_name(title: str) -> str:
 def read_squad(
     path: Path,
     knowledge_dir: Path,
-    articles: int = 3,
+    articles: int | None = 3,
     limit: int | None = None,
     seed: int = 0,
     skip_last: int = 0,
 ) -> list[QAItem]:
-    """The last ``articles`` articles of a SQuAD 2.0 file as knowledge files, and their questions.
+    """The last ``articles`` articles (None: all) of a SQuAD 2.0 file as knowledge files, and their questions.
 
     ``skip_last`` leaves out that many articles at the end first (training skips the eval's).
     With ``limit``, that many questions are drawn (seeded), half answerable and half not where
@@ -43,7 +43,8 @@ def read_squad(
     """
     everything = json.loads(path.read_text(encoding="utf-8"))["data"]
     end = len(everything) - skip_last
-    data = everything[max(end - articles, 0) : max(end, 0)]
+    start = 0 if articles is None else max(end - articles, 0)
+    data = everything[start : max(end, 0)]
     knowledge_dir.mkdir(parents=True, exist_ok=True)
     answerable: list[QAItem] = []
     unanswerable: list[QAItem] = []

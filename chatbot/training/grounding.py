@@ -88,8 +88,8 @@ def _gold_block(chunks: Sequence[Document], evidence: str, answer: str) -> Docum
     holding = [doc for doc in chunks if answer.casefold() in doc.page_content.casefold()]
     if not holding:
         return None
-    best = max(holding, key=lambda doc: support(evidence, doc.page_content))
-    return best if support(evidence, best.page_content) >= 0.8 else None
+    score, best = max(((support(evidence, doc.page_content), doc) for doc in holding), key=lambda pair: pair[0])
+    return best if score >= 0.8 else None
 
 
 def _file_chunks(store: Chroma, source: str) -> list[Document]:
@@ -163,12 +163,10 @@ def grounding_examples(
 
 def squad_knowledge(squad: Path, folder: Path, held_out: int = EVAL_ARTICLES) -> tuple[list[QAItem], int]:
     """Every article of ``squad`` but the last ``held_out`` written to ``folder``; their questions and count."""
-    import json
-
     from chatbot.evaluation.datasets import read_squad
 
-    total = len(json.loads(squad.read_text(encoding="utf-8"))["data"])
-    articles = total - held_out
-    if articles <= 0:
-        raise ValueError(f"{squad} has {total} articles: none left after the eval's last {held_out}")
-    return read_squad(squad, folder, articles=articles, skip_last=held_out), articles
+    items = read_squad(squad, folder, articles=None, skip_last=held_out)
+    articles = len({source for item in items for source in item.gold_sources})
+    if not articles:
+        raise ValueError(f"{squad} has no articles left after the eval's last {held_out}")
+    return items, articles

@@ -52,6 +52,7 @@ class TrainRequest:
     held_out_share: float = 0.2  # of the approved and corrected answers, kept for eval
     grounding: Path | None = None  # a SQuAD 2.0 file: add examples that teach citing and declining
     grounding_examples: int = 2000
+    grounding_declines: float = 0.25  # share of grounding examples that decline (the pilot's 0.5 declined nearly all)
 
 
 def _knowledge_settings(settings: Settings, knowledge: Path | None) -> Settings:
@@ -142,7 +143,9 @@ def train_domain(settings: Settings, request: TrainRequest, config: TrainConfig)
         (m["content"] for m in (examples[0] if examples else []) if m["role"] == "system"), settings.system_prompt
     )
     if request.grounding is not None:
-        grounding, report = grounding_training(settings, request.grounding, request.grounding_examples, system_prompt)
+        grounding, report = grounding_training(
+            settings, request.grounding, request.grounding_examples, system_prompt, request.grounding_declines
+        )
         examples = [*examples, *grounding]
         data = {**data, "recipe": "+".join(filter(None, [data.get("recipe"), "grounding"]))}
         data["grounding"] = report.summary()
@@ -188,9 +191,13 @@ def _domain_prompt(settings: Settings, domain: str) -> str:
 
 
 def grounding_training(
-    settings: Settings, squad: Path, count: int, system_prompt: str
+    settings: Settings, squad: Path, count: int, system_prompt: str, declines: float = 0.25
 ) -> tuple[list[Messages], GroundingReport]:
-    """Grounding examples over SQuAD's training articles, indexed beside the app's own index."""
+    """Grounding examples over SQuAD's training articles, indexed beside the app's own index.
+
+    ``declines``: share of the examples whose target is the decline, four fifths of them
+    unanswerable questions and one fifth answerable ones with their gold block left out.
+    """
     from chatbot.service import Chatbot
     from chatbot.training.grounding import grounding_examples, squad_knowledge
 
@@ -200,7 +207,15 @@ def grounding_training(
     items, articles = squad_knowledge(squad, knowledge)
     bot = Chatbot(_knowledge_settings(settings, knowledge))
     bot.sync(show_progress=True)
-    examples, report = grounding_examples(bot.store, items, system_prompt, count, top_k=settings.top_k)
+    examples, report = grounding_examples(
+        bot.store,
+        items,
+        system_prompt,
+        count,
+        top_k=settings.top_k,
+        unanswerable_share=0.8 * declines,
+        without_gold_share=0.2 * declines,
+    )
     report.source, report.articles = squad.name, articles
     log.info("grounding: %s", report.summary())
     return examples, report
