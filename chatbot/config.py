@@ -76,7 +76,9 @@ class Settings(BaseSettings):
         True,
         description="CPU, bf16: keep the chat model's linear weights in oneDNN's packed layout (same answers, faster).",
     )
-    threads: int = Field(0, ge=0, description="Torch CPU threads; 0 keeps torch's default.")
+    threads: int = Field(
+        0, ge=0, description="CPU threads of the chat engine; 0: torch's default, and every usable CPU for onnx."
+    )
     max_batch: int = Field(8, ge=1, le=64, description="Requests decoded together in one batch.")
     prefill_chunk_tokens: int = Field(
         256,

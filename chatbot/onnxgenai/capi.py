@@ -11,6 +11,7 @@ Python binding loads (same version, same onnxruntime). The C API is not thread-s
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 from functools import cache
@@ -94,7 +95,8 @@ class _Handle:
             self._ptr = _P()
 
     def __del__(self) -> None:
-        self.close()
+        with contextlib.suppress(Exception):  # at interpreter exit the library may be gone first
+            self.close()
 
 
 class Model(_Handle):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import queue
 import threading
 from collections import deque
@@ -32,6 +33,13 @@ log = logging.getLogger(__name__)
 _STOP = object()
 _WAKE = object()
 T = TypeVar("T")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return os.cpu_count() or 1
 
 
 @dataclass
@@ -162,9 +170,10 @@ class OnnxEngine:
     # The worker thread from here on.
 
     def _start(self) -> None:
-        overlay = None
-        if self.threads:
-            overlay = json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": self.threads}}}})
+        # onnxruntime's own default took one thread on a 2-core AMD EPYC (938-token prefill 5.2 s,
+        # decode 50 tok/s); every core this process may use: 2.8 s and 73 tok/s.
+        threads = self.threads or usable_cpus()
+        overlay = json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
         self._model = capi.Model(self.model_dir, overlay)
         self._adapters.handle = capi.Adapters(self._model)
 
