@@ -29,17 +29,22 @@ def fp32_dir(skeleton):
     return convert_model(skeleton.folder, skeleton.model, skeleton.fingerprint, MODEL_CACHE, "fp32")
 
 
-def first_logits(model_dir, ids, adapter_file=None):
+def binding_generator(model_dir, ids, room, adapter_file=None):
+    """onnxruntime-genai's own Python binding (the reference), after reading ``ids``."""
     model = og.Model(str(model_dir))
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + 4)
+    params.set_search_options(max_length=len(ids) + room)
     generator = og.Generator(model, params)
     if adapter_file is not None:
         adapters = og.Adapters(model)
         adapters.load(str(adapter_file), "a")
         generator.set_active_adapter(adapters, "a")
     generator.append_tokens(ids)
-    return np.array(generator.get_logits())[0, -1]
+    return generator
+
+
+def first_logits(model_dir, ids, adapter_file=None):
+    return np.array(binding_generator(model_dir, ids, 4, adapter_file).get_logits())[0, -1]
 
 
 def test_fp32_conversion_equals_transformers_with_and_without_an_adapter(skeleton, fp32_dir, lora_folder):
@@ -60,16 +65,8 @@ def test_fp32_conversion_equals_transformers_with_and_without_an_adapter(skeleto
 
 
 def binding_tokens(model_dir, ids, count, adapter_file=None):
-    """Greedy tokens from onnxruntime-genai's own Python binding (the reference for the ctypes layer)."""
-    model = og.Model(str(model_dir))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + count)
-    generator = og.Generator(model, params)
-    if adapter_file is not None:
-        adapters = og.Adapters(model)
-        adapters.load(str(adapter_file), "a")
-        generator.set_active_adapter(adapters, "a")
-    generator.append_tokens(ids)
+    """Greedy tokens from the Python binding (the reference for the ctypes layer)."""
+    generator = binding_generator(model_dir, ids, count, adapter_file)
     tokens = []
     for _ in range(count):
         generator.generate_next_token()
