@@ -106,8 +106,9 @@ def grounding_examples(
     system_prompt: str,
     count: int,
     top_k: int = 4,
-    unanswerable_share: float = 0.4,
-    without_gold_share: float = 0.1,
+    *,
+    unanswerable_share: float,
+    without_gold_share: float,
     seed: int = 0,
 ) -> tuple[list[Messages], GroundingReport]:
     """Up to ``count`` examples over ``store`` (which indexed the items' articles); see the module docstring.

@@ -191,7 +191,7 @@ def _domain_prompt(settings: Settings, domain: str) -> str:
 
 
 def grounding_training(
-    settings: Settings, squad: Path, count: int, system_prompt: str, declines: float = 0.25
+    settings: Settings, squad: Path, count: int, system_prompt: str, declines: float
 ) -> tuple[list[Messages], GroundingReport]:
     """Grounding examples over SQuAD's training articles, indexed beside the app's own index.
 
