@@ -61,13 +61,19 @@ class Settings(BaseSettings):
         "auto",
         description=(
             "auto: onnx on a CPU, torch on a GPU (or with quantize = int8); torch: transformers + PEFT; "
-            "onnx: onnxruntime-genai (converted once; ~5x (int8) faster decode on a CPU, see docs/performance.md)."
+            "onnx: onnxruntime, rows on mixed adapters batched (model converted once with onnxruntime-genai's "
+            "builder; ~4-7x transformers' decode on a CPU, see docs/performance.md)."
         ),
     )
     onnx_precision: Literal["int4", "int8", "fp32"] = Field(
         "int8",
         description="Weights of the ONNX engine's model: int8 (eval equal to transformers), int4 (fastest, "
         "declines more), fp32 (same answers as transformers).",
+    )
+    exact_batches: bool = Field(
+        False,
+        description="ONNX engine: decode a lone request beside a padding row, so an answer never depends on "
+        "what else runs (bit for bit; ~25 % slower decode for one user). The torch engine is always exact.",
     )
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: int8 weights for the chat model's linear layers (CPU; faster decode, see the eval)."

@@ -60,6 +60,7 @@ def _runtime(
     max_prompt_tokens: int,
     engine: str,
     onnx_precision: str,
+    exact_batches: bool,
 ) -> tuple[Generator, AdapterRegistry]:
     """Load the base model once per adapter folder and engine (adapters are loaded into the engine)."""
     if threads:
@@ -80,7 +81,7 @@ def _runtime(
         base = load_base_model(base_model, cache_dir, "cpu", "float32", weights=False)
         try:
             generator = onnx_generator(
-                base, cache_dir, onnx_precision, max_batch, prefill_chunk, max_prompt_tokens, threads
+                base, cache_dir, onnx_precision, max_batch, prefill_chunk, max_prompt_tokens, threads, exact_batches
             )
         except Exception as exc:
             if engine == "onnx":
@@ -251,6 +252,7 @@ class Chatbot:
             s.max_prompt_tokens,
             s.engine,
             s.onnx_precision,
+            s.exact_batches,
         )
         self.embeddings.run_on(runtime[0].engine.call)  # all torch work on one thread (see BatchEngine.call)
         return runtime

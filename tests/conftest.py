@@ -76,7 +76,7 @@ def user_guide(knowledge: Path) -> Path:
     return knowledge
 
 
-def random_lora(folder, seed: int, model=None) -> None:
+def random_lora(folder, seed: int, model=None, rank: int = 8) -> None:
     """A real LoRA with random weights (so it visibly changes outputs), saved as PEFT does."""
     from peft import LoraConfig, get_peft_model
 
@@ -85,7 +85,7 @@ def random_lora(folder, seed: int, model=None) -> None:
     if model is None:
         model = load_base_model("embedded", MODEL_CACHE, "cpu", "float32").model  # a private copy to wrap
     torch.manual_seed(seed)
-    config = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    config = LoraConfig(r=rank, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     get_peft_model(model, config).save_pretrained(folder)
 
 

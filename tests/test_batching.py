@@ -26,7 +26,7 @@ def any_bot(request, make_bot, tmp_path, lora_folder, other_lora_folder):
     adapters = tmp_path / "adapters"
     shutil.copytree(lora_folder, adapters / "demo")
     shutil.copytree(other_lora_folder, adapters / "other")
-    return make_bot(adapters_dir=adapters, engine=request.param)
+    return make_bot(adapters_dir=adapters, engine=request.param, exact_batches=True)
 
 
 @pytest.fixture

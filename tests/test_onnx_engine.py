@@ -1,4 +1,4 @@
-"""The onnxruntime-genai engine: conversion of the model and of adapters, routing, the app on it."""
+"""The ONNX engine: conversion of the model and of adapters, per-row adapters in one run, the app on it."""
 
 import json
 import shutil
@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from chatbot.models.base import load_base_model
-from chatbot.onnxgenai import capi
 from chatbot.onnxgenai.convert import ConversionError, convert_model, export_adapter, lora_inputs
+from chatbot.onnxgenai.runtime import Decoder
 from chatbot.service import resolve_engine
 from chatbot.vocabulary import GenerationParams
 from tests.conftest import MODEL_CACHE, random_lora
 
-og = pytest.importorskip("onnxruntime_genai")
+pytest.importorskip("onnxruntime_genai")  # its model builder converts the model
 
 
 @pytest.fixture(scope="session")
@@ -29,22 +29,16 @@ def fp32_dir(skeleton):
     return convert_model(skeleton.folder, skeleton.model, skeleton.fingerprint, MODEL_CACHE, "fp32")
 
 
-def binding_generator(model_dir, ids, room, adapter_file=None):
-    """onnxruntime-genai's own Python binding (the reference), after reading ``ids``."""
-    model = og.Model(str(model_dir))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + room)
-    generator = og.Generator(model, params)
-    if adapter_file is not None:
-        adapters = og.Adapters(model)
-        adapters.load(str(adapter_file), "a")
-        generator.set_active_adapter(adapters, "a")
-    generator.append_tokens(ids)
-    return generator
-
-
-def first_logits(model_dir, ids, adapter_file=None):
-    return np.array(binding_generator(model_dir, ids, 4, adapter_file).get_logits())[0, -1]
+def decoder_logits(decoder, rows):
+    """Logits of the decode step after each row's prompt: rows (token ids, adapter) decoded together."""
+    pool = decoder.pool
+    for index, (ids, adapter) in enumerate(rows):
+        pool.add_row(len(ids) + 4)
+        decoder.run(index, np.asarray([ids[:-1]]), (adapter,))  # each prompt alone, as the engine does
+    logits = decoder.run(0, np.asarray([[ids[-1]] for ids, _ in rows]), tuple(a for _, a in rows), pad=True)
+    while pool.rows:
+        pool.remove_row(0)
+    return logits
 
 
 def test_fp32_conversion_equals_transformers_with_and_without_an_adapter(skeleton, fp32_dir, lora_folder):
@@ -59,55 +53,48 @@ def test_fp32_conversion_equals_transformers_with_and_without_an_adapter(skeleto
         adapted = PeftModel.from_pretrained(model, str(lora_folder)).eval()
         tuned = adapted(torch.tensor([ids])).logits[0, -1].numpy()
     assert np.abs(tuned - plain).max() > 1.0  # the adapter really changes the model
-    adapter_file = export_adapter(lora_folder, fp32_dir, "demo")
-    assert np.abs(first_logits(fp32_dir, ids) - plain).max() < 1e-3
-    assert np.abs(first_logits(fp32_dir, ids, adapter_file) - tuned).max() < 1e-3
+    decoder = Decoder(fp32_dir, threads=2, max_rows=4)
+    decoder.load_adapter("demo", export_adapter(lora_folder, fp32_dir, "demo"))
+    logits = decoder_logits(decoder, [(ids, "base"), (ids, "demo")])  # one run, two adapters
+    assert np.abs(logits[0] - plain).max() < 1e-3
+    assert np.abs(logits[1] - tuned).max() < 1e-3
 
 
-def binding_tokens(model_dir, ids, count, adapter_file=None):
-    """Greedy tokens from the Python binding (the reference for the ctypes layer)."""
-    generator = binding_generator(model_dir, ids, count, adapter_file)
-    tokens = []
-    for _ in range(count):
-        generator.generate_next_token()
-        tokens.append(int(generator.get_next_tokens()[0]))
-    return tokens
-
-
-def test_the_ctypes_layer_decodes_what_the_python_binding_decodes(skeleton, fp32_dir, lora_folder):
-    ids = skeleton.tokenizer("The balance sheet of a company shows", add_special_tokens=False)["input_ids"]
-    adapter_file = export_adapter(lora_folder, fp32_dir, "demo")
-    model = capi.Model(fp32_dir)
-    adapters = capi.Adapters(model)
-    adapters.load(adapter_file, "demo")
-    for name, file in [(None, None), ("demo", adapter_file)]:
-        generator = capi.Generator(model, {"max_length": len(ids) + 8, "do_sample": False})
-        if name:
-            generator.set_active_adapter(adapters, name)
-        generator.append_tokens(ids)
-        assert [generator.generate_next_token() for _ in range(8)] == binding_tokens(fp32_dir, ids, 8, file)
-        generator.close()
-    with pytest.raises(capi.OgaError, match="not found|nope"):  # the library's own message
-        capi.Generator(model, {"max_length": 8}).set_active_adapter(adapters, "nope")
-    with pytest.raises(capi.OgaError, match="genai_config.json"):
-        capi.Model(fp32_dir / "missing")
+def test_rows_on_different_adapters_in_one_run_get_what_they_get_alone(skeleton, fp32_dir, lora_folder, tmp_path):
+    """Stacked per-row LoRA inputs (ranks padded with zeros, base rows zero) change no row's logits."""
+    folder = tmp_path / "rank4"
+    shutil.copytree(lora_folder, folder)
+    random_lora(folder, seed=3, rank=4)
+    decoder = Decoder(fp32_dir, threads=2, max_rows=4)
+    decoder.load_adapter("demo", export_adapter(lora_folder, fp32_dir, "demo"))
+    decoder.load_adapter("rank4", export_adapter(folder, fp32_dir, "rank4"))
+    texts = ["The balance sheet of a company shows", "Name three colors.", "A bicycle gear works by"]
+    rows = [
+        (skeleton.tokenizer(text, add_special_tokens=False)["input_ids"], adapter)
+        for text, adapter in zip(texts, ["demo", "base", "rank4"], strict=True)
+    ]
+    together = decoder_logits(decoder, rows)
+    alone = [decoder_logits(decoder, [row])[0] for row in rows]
+    for mixed, single in zip(together, alone, strict=True):
+        assert np.array_equal(mixed, single)
+    assert np.abs(alone[0] - alone[2]).max() > 0.1  # the adapters differ
 
 
 def test_the_engine_thread_lets_other_threads_run_while_it_reads_a_prompt(fp32_dir):
-    """onnxruntime-genai's binding holds the GIL through a call; the ctypes layer must not.
+    """onnxruntime must release the GIL while it computes, or a long prompt freezes the server.
 
-    This thread notes when it gets to run while the worker thread reads one long prompt. With the
+    This thread notes when it gets to run while another thread reads one long prompt. With the
     GIL held through the call, the longest pause would be nearly the whole call; released, this
     thread keeps running throughout (a ratio within one run, whatever the machine's speed).
     """
-    model = capi.Model(fp32_dir)
-    generator = capi.Generator(model, {"max_length": 1100})
-    prompt = list(range(1000, 2024))
+    decoder = Decoder(fp32_dir, threads=2, max_rows=1)
+    decoder.pool.add_row(1100)
+    prompt = np.arange(1000, 2024)[None, :]
     span: list[float] = []
 
     def read_prompt():
         span.append(time.perf_counter())
-        generator.append_tokens(prompt)
+        decoder.run(0, prompt, ("base",))
         span.append(time.perf_counter())
 
     worker = threading.Thread(target=read_prompt)
@@ -120,6 +107,24 @@ def test_the_engine_thread_lets_other_threads_run_while_it_reads_a_prompt(fp32_d
     inside = [start] + [t for t in turns if start < t < end] + [end]
     longest_pause = max(b - a for a, b in zip(inside, inside[1:], strict=False))
     assert longest_pause < 0.5 * (end - start)
+
+
+def test_the_pool_keeps_rows_in_order_when_one_leaves(fp32_dir):
+    decoder = Decoder(fp32_dir, threads=2, max_rows=4)
+    pool = decoder.pool
+    for tokens in (10, 300, 20):
+        pool.add_row(tokens)
+    assert pool.capacity == (4, 512)  # rows double, tokens in steps of 256
+    for index in range(3):
+        decoder.run(index, np.arange(5 + index)[None, :] + 100, ("base",))
+    kept = [array[1:3].copy() for array in pool.arrays]
+    pool.remove_row(0)
+    assert pool.lengths == [6, 7]
+    for before, array in zip(kept, pool.arrays, strict=True):
+        assert np.array_equal(array[:2, :, :7], before[:, :, :7])
+    pool.remove_row(0)
+    pool.remove_row(0)
+    assert pool.arrays == []  # an empty pool gives its memory back
 
 
 def test_an_adapter_is_converted_once_per_content_and_again_when_it_changes(fp32_dir, tmp_path, lora_folder):
@@ -201,3 +206,33 @@ def test_int4_answers_stay_close_to_transformers(make_bot):
     onnx = make_bot(engine="onnx", onnx_precision="int4").generator.complete(messages, params)
     reference = make_bot(engine="torch", dtype="float32").generator.complete(messages, params)
     assert onnx.split()[:4] == reference.split()[:4]
+
+
+def test_a_padding_row_leaves_the_prompt_being_read_in_that_row_intact(skeleton, fp32_dir):
+    """A lone row's exact decode step runs beside the next row, which may be half-way through a prompt."""
+    decoder = Decoder(fp32_dir, threads=2, max_rows=4)
+    pool = decoder.pool
+    first = skeleton.tokenizer("Name three colors.", add_special_tokens=False)["input_ids"]
+    second = skeleton.tokenizer("The balance sheet of a company shows", add_special_tokens=False)["input_ids"]
+    expected = decoder_logits(decoder, [(second, "base")])[0]
+    pool.add_row(len(first) + 4)
+    pool.add_row(len(second) + 4)
+    decoder.run(0, np.asarray([first]), ("base",))
+    decoder.run(1, np.asarray([second[:3]]), ("base",))  # row 1: its prompt's first chunk
+    decoder.run(0, np.asarray([[first[-1]]]), ("base",), pad=True)  # pads with row 1
+    assert pool.lengths[1] == 3
+    decoder.run(1, np.asarray([second[3:-1]]), ("base",))
+    logits = decoder.run(0, np.asarray([[first[-1]], [second[-1]]]), ("base", "base"))
+    assert np.array_equal(logits[1], expected)
+
+
+def test_without_padding_a_lone_row_differs_only_in_the_last_bits(skeleton, fp32_dir):
+    """The trade-off ``exact_batches`` buys back: one row alone takes another kernel (a GEMV)."""
+    ids = skeleton.tokenizer("The balance sheet of a company shows", add_special_tokens=False)["input_ids"]
+    decoder = Decoder(fp32_dir, threads=2, max_rows=2)
+    padded = decoder_logits(decoder, [(ids, "base")])[0]
+    decoder.pool.add_row(len(ids) + 4)
+    decoder.run(0, np.asarray([ids[:-1]]), ("base",))
+    lone = decoder.run(0, np.asarray([ids[-1:]]), ("base",))[0]
+    assert np.abs(lone - padded).max() < 1e-3
+    assert lone.argmax() == padded.argmax()

@@ -2,10 +2,11 @@
 
 The base model goes through onnxruntime-genai's own model builder with a stand-in adapter that
 targets every linear layer of the decoder, so the builder emits a LoRA branch (``x @ A @ B``)
-beside each of them. Those branches' weights then become graph inputs whose default is zero:
-with no adapter active the model is the base model, and an adapter is a file of those inputs
-(``onnxruntime.AdapterFormat``) that onnxruntime-genai feeds per generator. Adapters of any rank
-fit, since the rank is a free dimension of the inputs.
+beside each of them. Those branches' weights then become graph inputs with a leading row axis
+(``[rows, in, rank]``, ``[rows, rank, out]``), so one run serves rows on different adapters
+(:mod:`chatbot.onnxgenai.runtime`); an adapter is a file of those inputs
+(``onnxruntime.AdapterFormat``), of any rank. The logits are computed for the last position only
+(a prompt's other positions are never sampled).
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CONVERT_VERSION = 1  # bump when the graph surgery below changes: old caches are rebuilt
+CONVERT_VERSION = 2  # bump when the graph surgery below changes: old caches are rebuilt
 PRECISIONS = ("int4", "int8", "fp32")
 ADAPTER_SUFFIX = ".onnx_adapter"
 _RANK = "lora_rank"
+_ROWS = "lora_rows"
 _LORA_NODE = re.compile(r"/lora_[AB]/")
 _ONNX_PARAM = re.compile(r"layers\.(\d+)\..*?([A-Za-z0-9_]+)\.(lora_[AB])\.MatMul\.weight$")
 _PEFT_TENSOR = re.compile(r"layers\.(\d+)\..*\.([A-Za-z0-9_]+)\.(lora_[AB])\.weight$")
@@ -125,33 +127,33 @@ def _run_builder(base_folder: Path, adapter: Path, output: Path, precision: str,
 
 
 def lora_inputs(model_path: Path) -> dict[str, tuple[int, int]]:
-    """The converted model's LoRA inputs: name -> (rows, columns) with the rank as -1."""
+    """The converted model's LoRA inputs: name -> (rows, columns) of one row's A or B, the rank as -1."""
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     shapes = {}
     for value in graph.input:
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
-        if _ONNX_PARAM.search(value.name) and len(dims) == 2:
-            shapes[value.name] = (dims[0], dims[1])
+        if _ONNX_PARAM.search(value.name) and len(dims) == 3:
+            shapes[value.name] = (dims[1], dims[2])
     return shapes
 
 
 def _free_lora_weights(model_path: Path) -> int:
-    """Turn each LoRA branch's weight into a graph input with a rank-1 zero default; returns how many.
+    """Turn each LoRA branch's weight into a graph input with a row axis; returns how many.
 
     The builder quantises the branches like every MatMul (MatMulNBits at int4/int8); a branch
-    becomes a plain float MatMul again, since its weight now arrives at run time.
+    becomes a plain float MatMul again, since its weight now arrives at run time. The language
+    model head then reads the last position only.
     """
-    import numpy as np
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     model = onnx.load(str(model_path), load_external_data=False)
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     dropped: set[str] = set()
-    inputs, defaults, nodes = [], [], []
+    inputs, nodes = [], []
     for node in graph.node:
         if not _LORA_NODE.search(node.name) or node.op_type not in ("MatMul", "MatMulNBits"):
             nodes.append(node)
@@ -169,19 +171,30 @@ def _free_lora_weights(model_path: Path) -> int:
             dropped.add(node.input[1])
         # the quantiser renames MatMul nodes to MatMul_Q4 / MatMul_Q8
         name = re.sub(r"_Q\d+$", "", node.name).strip("/").replace("/", ".") + ".weight"
-        dims: list[int | str] = [rows, _RANK] if part == "lora_A" else [_RANK, columns]
-        zero = np.zeros((rows, 1) if part == "lora_A" else (1, columns), dtype=np.float32)
+        dims: list[int | str] = [_ROWS, rows, _RANK] if part == "lora_A" else [_ROWS, _RANK, columns]
         inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
-        defaults.append(numpy_helper.from_array(zero, name))
         nodes.append(helper.make_node("MatMul", [node.input[0], name], list(node.output), name=node.name))
     if not inputs:
         raise ConversionError("the builder made no LoRA branches for this model")
+    head = next((node for node in nodes if node.output and node.output[0] == "logits"), None)
+    if head is None:
+        raise ConversionError("the builder's model has no 'logits' output")
+    last = [
+        helper.make_tensor(name, TensorProto.INT64, [1], [value])
+        for name, value in (("last_start", -1), ("last_end", 2**62), ("last_axis", 1))
+    ]
+    nodes.insert(
+        nodes.index(head),
+        helper.make_node("Slice", [head.input[0], "last_start", "last_end", "last_axis"], ["last_hidden"]),
+    )
+    head.input[0] = "last_hidden"
     kept = [init for init in graph.initializer if init.name not in dropped]
     del graph.initializer[:]
-    graph.initializer.extend(kept + defaults)
+    graph.initializer.extend(kept + last)
     del graph.node[:]
     graph.node.extend(nodes)
     graph.input.extend(inputs)
+    del graph.value_info[:]  # shapes the builder inferred before the change; onnxruntime infers again
     # The external weights file is left as written; the orphaned branch weights in it are tiny.
     onnx.save(model, str(model_path))
     return len(inputs)
@@ -192,7 +205,7 @@ def convert_model(
     model: object,
     fingerprint: str,
     cache_dir: Path,
-    precision: str = "int4",
+    precision: str = "int8",
     progress: Progress | None = None,
 ) -> Path:
     """The converted model folder for ``base_folder`` at ``precision``; built once, then reused.

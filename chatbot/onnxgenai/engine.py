@@ -1,17 +1,22 @@
-"""Generation on onnxruntime-genai: one generator per request, each with its own LoRA adapter.
+"""Generation on onnxruntime: continuous batching with each row on its own LoRA adapter.
 
-One worker thread owns the model and every generator. Each loop turn it reads one chunk of one
-waiting prompt, then decodes one token for every running request, in turn: a long prompt never
-stalls the others for more than a chunk. onnxruntime-genai runs one adapter per generator, so
-requests are decoded one after the other rather than in one batched pass; a request's tokens
-do not depend on what else is running (tested token for token). The library is called through
-:mod:`chatbot.onnxgenai.capi`, which releases the GIL, so the server's threads run meanwhile.
+One worker thread owns the session and the key/value pool. Each loop turn it reads one chunk of
+the prompt being prefilled (one prompt at a time, alone), then decodes one token for every running
+request in a single run of the model, whatever their adapters (:mod:`chatbot.onnxgenai.runtime`
+stacks them per row): a long prompt never stalls the others for more than a chunk, and the
+weights are read once per step for the whole batch. A request's tokens do not depend on what else
+is running, bit for bit, with ``exact`` (the ``exact_batches`` setting; tested token for token);
+without it, only a lone row's steps take another kernel (logits up to ~3e-5 apart).
+onnxruntime releases the GIL while it computes, so the server's threads run meanwhile.
+
+onnxruntime-genai, whose model builder converts the model, was the engine before: it runs one
+adapter per generator, so requests were decoded one after another (8 streams: 77 tok/s on a
+2-core AMD EPYC, against 206 for one batched run here, docs/performance.md).
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import queue
@@ -19,13 +24,16 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chatbot.batching import EngineClosedError, Request, chunk_bounds, repeats_itself
-from chatbot.onnxgenai import capi
+import numpy as np
+import torch
+
+from chatbot.batching import EngineClosedError, Request, chunk_bounds, pick_tokens, repeats_itself
 from chatbot.onnxgenai.convert import export_adapter
+from chatbot.onnxgenai.runtime import Decoder
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
 
 log = logging.getLogger(__name__)
@@ -45,25 +53,19 @@ def usable_cpus() -> int:
 @dataclass
 class _Slot:
     request: Request
-    generator: capi.Generator | None
     bounds: list[int]
-    done: int = 0  # prompt tokens appended so far
+    done: int = 0  # prompt tokens read so far
+    next_token: int = -1  # the token the next decode step reads
 
     @property
     def prefilling(self) -> bool:
         return self.done < len(self.request.prompt)
 
 
-@dataclass
-class _Adapters:
-    handle: capi.Adapters | None = None  # made on the worker thread
-    loaded: set[str] = field(default_factory=set)
-
-
 class OnnxEngine:
-    """Decodes submitted requests on an onnxruntime-genai model folder; same interface as ``BatchEngine``.
+    """Decodes submitted requests on a converted model folder; same interface as ``BatchEngine``.
 
-    ``lock`` is held for each turn's work (prompt chunk and decode steps), as ``BatchEngine``
+    ``lock`` is held for each turn's work (prompt chunk and decode step), as ``BatchEngine``
     holds it for each forward pass.
     """
 
@@ -75,6 +77,7 @@ class OnnxEngine:
         max_batch: int = 8,
         prefill_chunk: int = 256,
         threads: int = 0,
+        exact: bool = False,
     ) -> None:
         self.model_dir = model_dir
         self.stop_ids = stop_ids
@@ -82,14 +85,14 @@ class OnnxEngine:
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         self.threads = threads
+        self.exact = exact  # a lone row decodes beside a padding row (see runtime.Decoder.run)
         self.largest_batch = 0
         self.cancelled_total = 0
         self._pending: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
         self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
         self._waiting: deque[Request] = deque()
         self._slots: list[_Slot] = []
-        self._adapters = _Adapters()
-        self._model: capi.Model | None = None
+        self._decoder: Decoder | None = None  # made on the worker thread
         self._closed = threading.Event()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -116,6 +119,8 @@ class OnnxEngine:
         if not prompt:
             raise InputError("the prompt is empty")
         request = Request(prompt, prefix_length, adapter, sampling, cancelled)
+        if sampling.seed is not None:
+            request._rng = torch.Generator().manual_seed(sampling.seed)
         request._engine_thread = self._worker
         self._pending.put(request)
         return request
@@ -149,7 +154,7 @@ class OnnxEngine:
     @property
     def loaded_adapters(self) -> set[str]:
         """Names of the adapters loaded now."""
-        return set(self._adapters.loaded)
+        return set(self._decoder.adapters) if self._decoder is not None else set()
 
     @property
     def busy(self) -> int:
@@ -172,10 +177,7 @@ class OnnxEngine:
     def _start(self) -> None:
         # onnxruntime's own default took one thread on a 2-core AMD EPYC (938-token prefill 5.2 s,
         # decode 50 tok/s); every core this process may use: 2.8 s and 73 tok/s.
-        threads = self.threads or usable_cpus()
-        overlay = json.dumps({"model": {"decoder": {"session_options": {"intra_op_num_threads": threads}}}})
-        self._model = capi.Model(self.model_dir, overlay)
-        self._adapters.handle = capi.Adapters(self._model)
+        self._decoder = Decoder(self.model_dir, self.threads or usable_cpus(), self.max_batch)
 
     def _loop(self) -> None:
         try:
@@ -190,16 +192,19 @@ class OnnxEngine:
                 break
             self._run_tasks()
             self._drop_cancelled()
-            while self._waiting and len(self._slots) < self.max_batch:
+            if self._waiting and len(self._slots) < self.max_batch and not self._prefilling():
                 self._open(self._waiting.popleft())
-            self.largest_batch = max(self.largest_batch, len(self._slots))
             with self._lock:
-                prefilling = next((slot for slot in self._slots if slot.prefilling), None)
+                decoding = [slot for slot in self._slots if not slot.prefilling]
+                prefilling = self._prefilling()
                 if prefilling is not None:
-                    self._work(prefilling)
-                for slot in [slot for slot in self._slots if not slot.prefilling and slot is not prefilling]:
-                    self._work(slot)
+                    self._prefill(prefilling)
+                if decoding:
+                    self._decode(decoding)
         self._shut_down()
+
+    def _prefilling(self) -> _Slot | None:
+        return self._slots[-1] if self._slots and self._slots[-1].prefilling else None
 
     def _take(self, block: bool) -> bool:
         item = self._pending.get() if block else None
@@ -234,82 +239,80 @@ class OnnxEngine:
             self.cancelled_total += 1
 
     def _open(self, request: Request) -> None:
-        assert self._model is not None and self._adapters.handle is not None
+        """Give ``request`` a row of the pool (after the running rows); its prompt is read next."""
+        assert self._decoder is not None
         try:
-            sampling = request.sampling
-            options: dict[str, float | int | bool] = {
-                "max_length": len(request.prompt) + sampling.max_new_tokens,
-                "do_sample": sampling.temperature > 0,
-            }
-            if sampling.temperature > 0:
-                options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-                if sampling.seed is not None:
-                    options["random_seed"] = sampling.seed % (2**31)
-            generator = capi.Generator(self._model, options)
-            if request.adapter != BASE_ADAPTER:
-                if request.adapter not in self._adapters.loaded:
-                    raise ValueError(f"adapter {request.adapter!r} is not loaded")
-                generator.set_active_adapter(self._adapters.handle, request.adapter)
+            if request.adapter != BASE_ADAPTER and request.adapter not in self._decoder.adapters:
+                raise ValueError(f"adapter {request.adapter!r} is not loaded")
+            self._decoder.pool.add_row(len(request.prompt) + request.sampling.max_new_tokens)
         except Exception as exc:
             request._finish(exc)
             return
         bounds = chunk_bounds(len(request.prompt), 0, self.prefill_chunk)
-        self._slots.append(_Slot(request, generator, bounds))
+        self._slots.append(_Slot(request, bounds))
 
-    def _work(self, slot: _Slot) -> None:
-        """One unit of ``slot``'s work: its next prompt chunk, or its next token."""
+    def _prefill(self, slot: _Slot) -> None:
+        """Read the next chunk of ``slot``'s prompt; after the last one, its first token."""
+        assert self._decoder is not None
         request = slot.request
-        generator = slot.generator
-        assert generator is not None
+        end = next(bound for bound in slot.bounds if bound > slot.done)
         try:
-            if slot.prefilling:
-                end = next(bound for bound in slot.bounds if bound > slot.done)
-                generator.append_tokens(request.prompt[slot.done : end])
-                slot.done = end
-                return
-            token = generator.generate_next_token()
+            chunk = np.asarray([request.prompt[slot.done : end]])
+            logits = self._decoder.run(self._slots.index(slot), chunk, (request.adapter,))
         except Exception as exc:  # this request's failure, never the others'
-            log.exception("generation failed for one request")
+            log.exception("reading a prompt failed")
             self._close(slot, exc)
             return
-        if request.cancelled.is_set():
-            self.cancelled_total += 1
-            self._close(slot)
+        slot.done = end
+        if not slot.prefilling:
+            self._take_tokens([slot], logits)
+
+    def _decode(self, slots: list[_Slot]) -> None:
+        """One token for each of ``slots`` (rows ``0..len(slots)-1``) in one run of the model."""
+        assert self._decoder is not None
+        self.largest_batch = max(self.largest_batch, len(slots))
+        try:
+            ids = np.asarray([[slot.next_token] for slot in slots])
+            logits = self._decoder.run(0, ids, tuple(slot.request.adapter for slot in slots), pad=self.exact)
+        except Exception as exc:
+            log.exception("a decode step failed")
+            for slot in slots:
+                self._close(slot, exc)
             return
-        if token in self.stop_ids:
-            self._close(slot)
-            return
-        request._emit(token)
-        if (
-            len(request.generated) >= request.sampling.max_new_tokens
-            or repeats_itself(request.generated)
-            or generator.is_done()
-        ):
-            self._close(slot)
+        self._take_tokens(slots, logits)
+
+    def _take_tokens(self, slots: list[_Slot], logits: np.ndarray) -> None:
+        for slot, token in zip(slots, pick_tokens(torch.from_numpy(logits), slots), strict=True):
+            request = slot.request
+            if request.cancelled.is_set():
+                self.cancelled_total += 1
+                self._close(slot)
+            elif token in self.stop_ids:
+                self._close(slot)
+            else:
+                request._emit(token)
+                slot.next_token = token
+                if len(request.generated) >= request.sampling.max_new_tokens or repeats_itself(request.generated):
+                    self._close(slot)
 
     def _close(self, slot: _Slot, error: BaseException | None = None) -> None:
         if slot in self._slots:
+            assert self._decoder is not None
+            self._decoder.pool.remove_row(self._slots.index(slot))  # frees its keys and values
             self._slots.remove(slot)
-        if slot.generator is not None:
-            slot.generator.close()  # frees its key/value cache now
-            slot.generator = None
         slot.request._finish(error)
 
     def _load_adapter(self, name: str, path: Path) -> None:
-        assert self._adapters.handle is not None
-        if name in self._adapters.loaded:
-            self._unload_adapter(name)
-        self._adapters.handle.load(path, name)
-        self._adapters.loaded.add(name)
+        assert self._decoder is not None
+        self._decoder.load_adapter(name, path)
 
     def _unload_adapter(self, name: str) -> None:
-        if name not in self._adapters.loaded:
+        assert self._decoder is not None
+        if name not in self._decoder.adapters:
             return
         for slot in [s for s in self._slots if s.request.adapter == name]:
             self._close(slot, ValueError(f"adapter {name!r} was removed while generating"))
-        assert self._adapters.handle is not None
-        self._adapters.handle.unload(name)
-        self._adapters.loaded.discard(name)
+        self._decoder.unload_adapter(name)
 
     def _shut_down(self) -> None:
         error = EngineClosedError("the server is shutting down")
