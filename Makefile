@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test sync browser lint clean
+.PHONY: install run test sync browser lint clean llama-cpp
 
 $(STAMP): pyproject.toml scripts/install-torch.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,13 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest
+
+# Optional: llama.cpp (llama-cpp-python, built from source, ~15 min on 2 cores) so that
+# benchmarks/run.py prints its ratios to llama.cpp in the same run. Never part of `make run`.
+# AMX kernels off: some hypervisors hide AMX from the guest while the CPU reports it.
+llama-cpp: install
+	CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_NATIVE=ON" \
+	  $(BIN)/pip install "llama-cpp-python==0.3.36"
 
 lint: install
 	$(BIN)/ruff check chatbot tests benchmarks

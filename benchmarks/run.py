@@ -288,6 +288,7 @@ def main() -> None:
         figures["dtype"] = str(generator.base.dtype).removeprefix("torch.")
         figures["quantize"] = args.quantize
         figures["engine"] = "onnx" if getattr(generator.engine, "model_dir", None) else "torch"
+        figures["exact_batches"] = bot.settings.exact_batches
         figures["adapters"] = adapters
 
         chain = bot.chain

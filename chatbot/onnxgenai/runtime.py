@@ -26,7 +26,7 @@ from chatbot.vocabulary import BASE_ADAPTER
 
 MODEL_FILE = "model.onnx"
 LENGTH_STEP = 256  # the pool's length grows in steps of this many tokens
-_FEEDS_KEPT = 8
+_FEEDS_KEPT = 2  # stacked inputs for 8 rows at rank 8 take ~80 MB
 
 Lora = dict[str, np.ndarray]  # input name -> [in, rank] (A) or [rank, out] (B)
 
@@ -131,13 +131,13 @@ class Decoder:
         unknown = sorted(set(weights) - set(self.lora_shapes))
         if unknown:
             raise ValueError(f"adapter {name!r} has inputs the model lacks: {', '.join(unknown[:3])}")
-        self.adapters[name] = weights
+        self.adapters = {**self.adapters, name: weights}  # replaced whole: other threads list it
         self._feeds.clear()
         self._bound = None
 
     def unload_adapter(self, name: str) -> None:
         """Forget adapter ``name``."""
-        self.adapters.pop(name, None)
+        self.adapters = {key: value for key, value in self.adapters.items() if key != name}
         self._feeds.clear()
         self._bound = None
 
