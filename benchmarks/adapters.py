@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from figures import publish  # benchmarks/figures.py, next to this script
 
+from chatbot.app.service import Chatbot
 from chatbot.config import load_settings
-from chatbot.generation import GenerationParams, GenerationStats
-from chatbot.service import Chatbot
+from chatbot.engine.generation import GenerationParams, GenerationStats
 
 REPO = Path(__file__).resolve().parents[1]
 MESSAGES = [{"role": "user", "content": "Explain in detail what a quarterly report contains."}]

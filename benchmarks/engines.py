@@ -21,7 +21,7 @@ STORY = [{"role": "user", "content": "Write a long story about a lighthouse keep
 
 
 def measure(generator, tokens: int, repeats: int) -> dict[str, float]:
-    from chatbot.generation import GenerationStats
+    from chatbot.engine.generation import GenerationStats
     from chatbot.vocabulary import GenerationParams
 
     def once(messages, adapter: str, new: int) -> GenerationStats:
@@ -55,9 +55,9 @@ def main() -> None:
     parser.add_argument("--precisions", default="int4,int8,fp32")
     args = parser.parse_args()
 
-    from chatbot.generation import Generator
+    from chatbot.engine.generation import Generator
+    from chatbot.engine.onnx import onnx_generator
     from chatbot.models.base import load_base_model
-    from chatbot.onnxgenai import onnx_generator
 
     cache = REPO / ".chatbot" / "cache"
     print(f"CPU flags: {cpu_flags()}")

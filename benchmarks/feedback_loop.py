@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.run import cpu_flags  # noqa: E402
+from chatbot.app.service import Chatbot  # noqa: E402
 from chatbot.config import load_settings  # noqa: E402
 from chatbot.evaluation.command import EvalRequest, evaluate  # noqa: E402
 from chatbot.evaluation.datasets import read_squad  # noqa: E402
-from chatbot.service import Chatbot  # noqa: E402
 from chatbot.training.grounding import evidence_sentence  # noqa: E402
 from chatbot.training.run import TrainRequest, train_domain  # noqa: E402
 from chatbot.training.trainer import TrainConfig  # noqa: E402

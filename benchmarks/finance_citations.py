@@ -19,9 +19,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from chatbot.app.service import Chatbot
 from chatbot.config import load_settings
 from chatbot.qa import read_qa
-from chatbot.service import Chatbot
 
 REPO = Path(__file__).resolve().parents[1]
 

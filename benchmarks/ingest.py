@@ -20,8 +20,8 @@ from pathlib import Path
 import pypdfium2 as pdfium
 from figures import publish  # benchmarks/figures.py, next to this script
 
+from chatbot.app.service import Chatbot
 from chatbot.config import load_settings
-from chatbot.service import Chatbot
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -38,9 +38,9 @@ def local_server(max_new_tokens: int, concurrency: int):
     """Serve the repository's folders in a background thread; yields the base URL."""
     import uvicorn
 
+    from chatbot.app.service import Chatbot
     from chatbot.config import load_settings
-    from chatbot.server import create_app
-    from chatbot.service import Chatbot
+    from chatbot.server.app import create_app
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

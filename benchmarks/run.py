@@ -58,7 +58,7 @@ def fresh_server(settings_json: str) -> dict:
 import json, resource, time
 started = time.perf_counter()
 from chatbot.config import load_settings
-from chatbot.service import Chatbot
+from chatbot.app.service import Chatbot
 bot = Chatbot(load_settings(**json.loads({settings_json!r})))
 bot.load(); bot.sync(); bot.chain
 ready = time.perf_counter() - started
@@ -82,7 +82,7 @@ def retrieval_latency(embeddings, words: list[str], folder: Path, count: int = 1
     from langchain_chroma import Chroma
 
     from chatbot.knowledge.keywords import KeywordIndex
-    from chatbot.retrieval import ScoredRetriever
+    from chatbot.rag.retrieval import ScoredRetriever
 
     store = Chroma(
         "bench",
@@ -203,7 +203,7 @@ def llama_cpp_in_fresh_process(job: dict) -> dict:
 
 def concurrent_decode(generator, adapters: list[str], users: int, max_new_tokens: int) -> dict:  # noqa: ANN001
     """``users`` streams at once on a short prompt, adapters in turn: the batched decode rate alone."""
-    from chatbot.generation import GenerationParams, GenerationStats
+    from chatbot.engine.generation import GenerationParams, GenerationStats
 
     def one(i: int) -> int:
         stats = GenerationStats()
@@ -245,13 +245,13 @@ def main() -> None:
 
     import torch
 
+    from chatbot.app.service import Chatbot
+    from chatbot.backends.local import to_chat_messages
     from chatbot.config import load_settings
-    from chatbot.generation import GenerationParams, GenerationStats
-    from chatbot.llm import to_chat_messages
+    from chatbot.engine.generation import GenerationParams, GenerationStats
     from chatbot.models.device import cpu_has_bf16
     from chatbot.models.embedded import smollm2_gguf
-    from chatbot.prompting import RAG_PROMPT, format_blocks
-    from chatbot.service import Chatbot
+    from chatbot.rag.prompting import RAG_PROMPT, format_blocks
 
     cpu = platform.processor() or platform.machine()
     figures: dict = {

@@ -36,7 +36,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _chatbot(settings: Settings):  # noqa: ANN202 - lazy import keeps `chatbot --help` fast
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
     return Chatbot(settings)
 
@@ -84,8 +84,8 @@ def ask(
     as_json: JsonFlag = False,
 ) -> None:
     """Answer one question from the knowledge base, with citations."""
-    from chatbot.adapters import UnknownAdapterError
-    from chatbot.answer import Answer
+    from chatbot.adapters.registry import UnknownAdapterError
+    from chatbot.rag.answer import Answer
 
     bot = _chatbot(_settings())
     bot.load()
@@ -120,7 +120,7 @@ def serve(
     adapter: Annotated[str | None, typer.Option(help="Adapter new conversations start with.")] = None,
 ) -> None:
     """Serve the chat page; the knowledge and adapters folders are synced and watched."""
-    from chatbot.server import run
+    from chatbot.server.app import run
 
     run(_settings(host=host, port=port, default_adapter=adapter))
 
@@ -173,7 +173,7 @@ def adapters_list(as_json: JsonFlag = False) -> None:
 @adapters_app.command("check")
 def adapters_check(folder: Annotated[Path, typer.Argument(help="An adapter folder.")]) -> None:
     """Say whether an adapter folder fits the configured base model, and why not."""
-    from chatbot.adapter_check import check_adapter
+    from chatbot.adapters.check import check_adapter
 
     if not folder.is_dir():
         raise _fail(f"{folder}: not a folder")
@@ -363,7 +363,7 @@ def evaluate(
     as_json: JsonFlag = False,
 ) -> None:
     """Measure retrieval, answers, citations and abstention, per adapter and with/without retrieval."""
-    from chatbot.adapters import UnknownAdapterError
+    from chatbot.adapters.registry import UnknownAdapterError
     from chatbot.evaluation.command import EvalRequest
     from chatbot.evaluation.command import evaluate as run_eval
     from chatbot.evaluation.report import markdown_summary

@@ -54,7 +54,7 @@ def make_settings(tmp_path: Path, knowledge: Path) -> Callable[..., Settings]:
 
 @pytest.fixture
 def make_bot(make_settings: Callable[..., Settings]):
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
     def make(**overrides: object) -> Chatbot:
         return Chatbot(make_settings(**overrides))

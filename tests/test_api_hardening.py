@@ -15,9 +15,9 @@ KEY = {"Authorization": "Bearer sesame"}
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, lora_folder):
     """One app for the module (one model load): the user guide, the demo adapter, small limits."""
+    from chatbot.app.service import Chatbot
     from chatbot.config import load_settings
-    from chatbot.server import create_app
-    from chatbot.service import Chatbot
+    from chatbot.server.app import create_app
 
     folder = tmp_path_factory.mktemp("hardening")
     shutil.copytree(REPO / "knowledge", folder / "knowledge")
@@ -122,8 +122,8 @@ def test_the_key_needs_the_bearer_scheme_and_the_schema_pages_are_closed_behind_
 
 
 def test_schema_pages_are_closed_behind_a_login_and_open_without_one(served):
-    from chatbot.server import create_app
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
+    from chatbot.server.app import create_app
 
     settings = served[0].settings  # the same folders, so the same loaded model
 

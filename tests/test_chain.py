@@ -2,8 +2,8 @@
 
 import pytest
 
-from chatbot.adapters import UnknownAdapterError
-from chatbot.chain import DONT_KNOW, NOT_ANSWERED
+from chatbot.adapters.registry import UnknownAdapterError
+from chatbot.rag.chain import DONT_KNOW, NOT_ANSWERED
 
 FACT = "The Zorblax reactor on Kepler station runs at a core temperature of 4812 kelvin."
 
@@ -78,8 +78,8 @@ def test_sampled_generation_repeats_with_a_seed_and_varies_without(fact_bot):
 
 def _finish(bot, raw, question="What core temperature does the Zorblax reactor run at?"):
     """The chain's own post-processing of a raw model answer over the blocks it retrieves."""
-    from chatbot.chain import ChainRequest
-    from chatbot.generation import GenerationStats
+    from chatbot.engine.generation import GenerationStats
+    from chatbot.rag.chain import ChainRequest
 
     chain = bot.chain
     blocks = chain.fit(chain.retrieve(question))
@@ -87,7 +87,7 @@ def _finish(bot, raw, question="What core temperature does the Zorblax reactor r
 
 
 def test_answers_the_passages_do_not_back_are_declined_with_their_reason(fact_bot):
-    from chatbot.chain import CONTEXT_DUMP, UNSUPPORTED
+    from chatbot.rag.chain import CONTEXT_DUMP, UNSUPPORTED
 
     made_up = _finish(fact_bot, "The Zorblax reactor runs at a core temperature of 5200 kelvin [1].")
     assert made_up.abstained and made_up.answer == NOT_ANSWERED and made_up.sources == []
@@ -114,7 +114,7 @@ def test_with_declining_off_the_flagged_answer_is_shown_with_its_problems(fact_b
 
 
 def test_every_live_answer_is_either_declined_with_a_reason_or_fully_backed(fact_bot):
-    from chatbot.grounding import unfounded_specifics
+    from chatbot.rag.grounding import unfounded_specifics
 
     questions = (
         "What core temperature does the Zorblax reactor run at?",

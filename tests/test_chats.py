@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from chatbot.answer import Answer, SourceRef
 from chatbot.chats import ChatStore, ChatStoreError, ConversationNotFoundError, source_changes
+from chatbot.rag.answer import Answer, SourceRef
 from chatbot.vocabulary import InputError
 
 
@@ -147,7 +147,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from chatbot.answer import Answer, SourceRef
+    from chatbot.rag.answer import Answer, SourceRef
     from chatbot.chats import ChatStore
 
     store = ChatStore(Path(sys.argv[1]))

@@ -1,4 +1,5 @@
-from chatbot.citations import attribute, cited_numbers, support
+from chatbot.rag.citations import attribute, cited_numbers
+from chatbot.text import support
 
 
 def test_cited_numbers_in_order_without_duplicates_or_out_of_range():
@@ -25,7 +26,7 @@ def test_attribute_leaves_cited_and_unsupported_sentences_alone():
 
 
 def test_sentences_do_not_end_at_initials():
-    from chatbot.citations import sentences
+    from chatbot.text import sentences
 
     assert [s for s, _ in sentences("Sales in the U.S. rose 5%. Costs fell.")] == [
         "Sales in the U.S. rose 5%.",

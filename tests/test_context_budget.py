@@ -2,7 +2,7 @@
 
 from langchain_core.documents import Document
 
-from chatbot.prompting import fit_blocks
+from chatbot.rag.prompting import fit_blocks
 
 
 def words(text: str) -> int:

@@ -2,10 +2,10 @@
 
 import pytest
 
-from chatbot.answer import Answer, SourceRef
-from chatbot.chain import DONT_KNOW
-from chatbot.conversation import Turn, history_messages, joined_query, usable_rewrite
-from chatbot.openai_schema import ChatMessage, split_conversation
+from chatbot.rag.answer import Answer, SourceRef
+from chatbot.rag.chain import DONT_KNOW
+from chatbot.rag.conversation import Turn, history_messages, joined_query, usable_rewrite
+from chatbot.server.openai_schema import ChatMessage, split_conversation
 from chatbot.ui.render import (
     answer_markdown,
     document_url,

@@ -13,7 +13,7 @@ GUIDE = "user-guide/02-knowledge-base.md"
 
 @pytest.fixture
 def served(make_bot, user_guide):
-    from chatbot.server import create_app
+    from chatbot.server.app import create_app
 
     bot = make_bot(api_keys={"ann": "key-ann", "bob": "key-bob"}, max_new_tokens=40)
     bot.sync()

@@ -67,7 +67,7 @@ def test_resolve_and_delete_stay_inside_the_folder(library, tmp_path):
 
 @pytest.fixture
 def app(make_bot, library):
-    from chatbot.server import create_app
+    from chatbot.server.app import create_app
 
     def make(**settings):
         bot = make_bot(**settings)

@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from chatbot.batching import BatchEngine, EngineClosedError
-from chatbot.row_attention import use_row_attention
+from chatbot.engine.batching import BatchEngine, EngineClosedError
+from chatbot.engine.row_attention import use_row_attention
 from chatbot.vocabulary import GenerationParams
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

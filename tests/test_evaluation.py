@@ -71,7 +71,7 @@ def test_sec_held_out_questions_mostly_get_page_level_gold(shared_data, tmp_path
     with_pages = [item for item in items if item.gold_passages]
     assert len(with_pages) >= 60  # 65 of 73 when written
     from chatbot.evaluation.passage_gold import telling_figures
-    from chatbot.grounding import matches, stated_values
+    from chatbot.rag.grounding import matches, stated_values
 
     for item in with_pages:  # a page, not a file; and one that states a figure of the answer when it has any
         assert len(item.gold_passages) <= len(item.gold_sources) * 4

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from chatbot.answer import Answer, SourceRef
 from chatbot.chats import ChatStore
-from chatbot.citations import MARKER
+from chatbot.rag.answer import Answer, SourceRef
+from chatbot.text import MARKER
 from chatbot.training.feedback import feedback_examples, held_out
 from chatbot.training.raft import DECLINE
 

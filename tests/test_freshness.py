@@ -13,8 +13,8 @@ import re
 import pytest
 from langchain_core.documents import Document
 
-from chatbot.chain import NOT_ANSWERED
-from chatbot.citations import MARKER
+from chatbot.rag.chain import NOT_ANSWERED
+from chatbot.text import MARKER
 
 QUESTIONS = [
     "How often must the Zorblat 9000 espresso machine be descaled?",
@@ -77,7 +77,7 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bot(trained):
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
     bot = Chatbot(trained)
     bot.sync()

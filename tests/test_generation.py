@@ -2,7 +2,7 @@
 
 import threading
 
-from chatbot.generation import safe_chat_ids
+from chatbot.engine.generation import safe_chat_ids
 from chatbot.models.base import load_base_model
 from tests.conftest import MODEL_CACHE
 

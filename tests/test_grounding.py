@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.citations import attribute, claims_by_block
-from chatbot.grounding import check_citations, judge, unfounded_specifics
+from chatbot.rag.citations import attribute, claims_by_block
+from chatbot.rag.grounding import check_citations, judge, unfounded_specifics
 
 ADAMS = (
     "John Adams was the second president of the United States, serving from 1797 to 1801. "

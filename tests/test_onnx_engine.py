@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from chatbot.app.service import resolve_engine
+from chatbot.engine.onnx.convert import ConversionError, convert_model, export_adapter, lora_inputs
+from chatbot.engine.onnx.runtime import Decoder
 from chatbot.models.base import load_base_model
-from chatbot.onnxgenai.convert import ConversionError, convert_model, export_adapter, lora_inputs
-from chatbot.onnxgenai.runtime import Decoder
-from chatbot.service import resolve_engine
 from chatbot.vocabulary import GenerationParams
 from tests.conftest import MODEL_CACHE, random_lora
 

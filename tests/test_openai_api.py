@@ -7,7 +7,7 @@ from openai import APIStatusError, AuthenticationError, NotFoundError, OpenAI
 
 @pytest.fixture
 def api(make_bot, user_guide):
-    from chatbot.server import create_app
+    from chatbot.server.app import create_app
 
     bot = make_bot(api_key="sesame", max_new_tokens=40)
     bot.sync()
@@ -53,7 +53,7 @@ def test_unknown_model_and_bad_requests_get_openai_errors(api):
 
 
 def test_a_declined_answer_says_so_and_why_whole_and_streamed(api):
-    from chatbot.chain import DONT_KNOW, NOTHING_RETRIEVED
+    from chatbot.rag.chain import DONT_KNOW, NOTHING_RETRIEVED
 
     client, _ = api
     messages = [{"role": "user", "content": "Who won the 1966 football world cup final?"}]

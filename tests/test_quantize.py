@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from chatbot.batching import GenerationParams
+from chatbot.engine.batching import GenerationParams
 from chatbot.models.quantize import Int8Linear, quantize_int8
 from tests.conftest import tiny_llama
 

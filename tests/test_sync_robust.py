@@ -98,7 +98,7 @@ def test_a_dropped_file_becomes_retrievable_through_the_watcher(make_bot, knowle
 KILLED_SYNC = """
 import sys
 from chatbot.config import load_settings
-from chatbot.service import Chatbot
+from chatbot.app.service import Chatbot
 bot = Chatbot(load_settings())
 bot.sync(progress=lambda stage, done, total: print(stage, done, total, flush=True))
 print("finished", flush=True)

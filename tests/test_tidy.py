@@ -1,6 +1,6 @@
 """Answer tidying and context-dump detection on the shapes small models produce."""
 
-from chatbot.tidy import drop_structure, is_context_dump, markers_to_sentence_end, tidy, trim_cut_off
+from chatbot.rag.tidy import drop_structure, is_context_dump, markers_to_sentence_end, tidy, trim_cut_off
 
 BLOCK = (
     "# The knowledge base\n\nThe app watches the knowledge folder. It indexes new and changed files. "

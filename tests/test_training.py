@@ -5,8 +5,8 @@ import json
 import pytest
 from safetensors import safe_open
 
-from chatbot.prompting import block_text
 from chatbot.qa import read_qa
+from chatbot.rag.prompting import block_text
 from chatbot.training.examples import IGNORE, read_chat_jsonl, tokenize
 from chatbot.training.raft import DECLINE, build_raft_examples
 from tests.conftest import REPO

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from chatbot.citations import support
+from chatbot.text import support
 from chatbot.training.grounding import evidence_sentence, grounding_examples, short_first, squad_knowledge
 from chatbot.training.raft import DECLINE
 

@@ -22,8 +22,8 @@ from typing import Any, Literal
 from sqlalchemy import ForeignKey, String, Text, create_engine, event, func, or_, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from chatbot.answer import Answer
-from chatbot.conversation import Turn
+from chatbot.rag.answer import Answer
+from chatbot.rag.conversation import Turn
 from chatbot.vocabulary import InputError, clean_text
 
 SCHEMA_VERSION = 1

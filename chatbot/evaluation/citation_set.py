@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from chatbot.citations import content_words, sentences
-from chatbot.grounding import SUPPORTED, judge, share_in
+from chatbot.rag.grounding import SUPPORTED, judge, share_in
+from chatbot.text import content_words, sentences
 
 HELD_OUT_ARTICLES = 3  # the eval's articles (the file's last three) are left out
 _AUXILIARY = re.compile(r"\b(is|was|are|were|has|had|can|could|will|would|did|does|do)\b")

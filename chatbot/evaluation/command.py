@@ -64,7 +64,7 @@ def evaluate(settings: Settings, request: EvalRequest, show_progress: bool = Tru
     import torch
     from tqdm import tqdm
 
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
     torch.manual_seed(request.seed)
     items, knowledge = load_questions(

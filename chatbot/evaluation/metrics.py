@@ -7,7 +7,7 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-from chatbot.citations import support
+from chatbot.text import support
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 PASSAGE_MATCH = 0.8  # share of a chunk's content words found in the gold passage for it to count

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from chatbot.citations import content_words
-from chatbot.grounding import Figure, figures, matches, stated_values
 from chatbot.knowledge.loaders import LoadError, Page, load_file
 from chatbot.qa import QAItem
+from chatbot.rag.grounding import Figure, figures, matches, stated_values
+from chatbot.text import content_words
 
 MIN_FIGURES = 1
 MIN_WORD_SHARE = 0.5

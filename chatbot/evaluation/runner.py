@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chatbot.chain import CONTEXT_DUMP, is_decline
 from chatbot.evaluation.metrics import (
     best_f1,
     contains_answer,
@@ -19,9 +18,10 @@ from chatbot.evaluation.metrics import (
     reciprocal_rank,
 )
 from chatbot.qa import QAItem
+from chatbot.rag.chain import CONTEXT_DUMP, is_decline
 
 if TYPE_CHECKING:
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
 RETRIEVAL_DEPTH = 10  # chunks fetched for recall@k and MRR, beyond the answer's top_k
 

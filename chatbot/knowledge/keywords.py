@@ -10,7 +10,7 @@ from pathlib import Path
 
 from langchain_chroma import Chroma
 
-from chatbot.citations import content_words
+from chatbot.text import content_words
 
 _SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(id UNINDEXED, text, tokenize='porter unicode61')"
 _BATCH = 500

@@ -9,7 +9,6 @@ fails to load keeps whatever was indexed of it before.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import threading
 import time
@@ -24,6 +23,7 @@ from langchain_core.indexing import index
 from langchain_core.indexing.base import RecordManager
 from tqdm.auto import tqdm
 
+from chatbot.digest import file_sha256
 from chatbot.knowledge.chunking import Chunker
 from chatbot.knowledge.keywords import KeywordIndex
 from chatbot.knowledge.loaders import LoadError, LoadLimits, load_file
@@ -69,14 +69,6 @@ class KnowledgeStatus:
     last_sync: float | None
     files: list[FileRecord]
     errors: dict[str, str]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _chunk_key(document: Document) -> str:

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from chatbot.config import EMBEDDED
+from chatbot.digest import files_digest
 from chatbot.models.device import resolve_device, resolve_dtype
 from chatbot.models.embedded import ModelNotFoundError, smollm2_gguf
 
@@ -39,13 +40,7 @@ class BaseModel:
 
 def weights_fingerprint(folder: Path) -> str:
     """sha256 over the names and bytes of the safetensors files in ``folder`` (first 16 hex)."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.safetensors")):
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+    return files_digest(sorted(folder.glob("*.safetensors")))[:16]
 
 
 def resolve_model_source(base_model: str) -> Path:

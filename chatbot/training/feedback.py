@@ -30,8 +30,8 @@ from langchain_chroma import Chroma
 from langchain_core.documents import Document
 
 from chatbot.chats import FeedbackRecord
-from chatbot.citations import content_words, sentences, strip_markers, support
 from chatbot.qa import QAItem
+from chatbot.text import content_words, sentences, strip_markers, support
 from chatbot.training.examples import Messages
 from chatbot.training.raft import DECLINE, cite, rag_example
 

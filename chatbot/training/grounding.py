@@ -27,8 +27,8 @@ from typing import Any
 from langchain_chroma import Chroma
 from langchain_core.documents import Document
 
-from chatbot.citations import sentences, support
 from chatbot.qa import QAItem
+from chatbot.text import sentences, support
 from chatbot.training.examples import Messages
 from chatbot.training.raft import DECLINE, rag_example
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from langchain_chroma import Chroma
 from langchain_core.documents import Document
 
-from chatbot.citations import MIN_CONTENT_WORDS, content_words, sentences, support
-from chatbot.prompting import RAG_PROMPT, format_blocks
 from chatbot.qa import QAItem
+from chatbot.rag.prompting import RAG_PROMPT, format_blocks
+from chatbot.text import MIN_CONTENT_WORDS, content_words, sentences, support
 from chatbot.training.examples import Messages
 
 DECLINE = "I don't know. The context blocks do not answer this question."

@@ -14,7 +14,7 @@ from typing import Any
 
 import tomli_w
 
-from chatbot.adapter_check import MANIFEST, WEIGHTS
+from chatbot.adapters.check import MANIFEST, WEIGHTS
 from chatbot.models.base import BaseModel
 from chatbot.training.trainer import TrainConfig, TrainResult
 

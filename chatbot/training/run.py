@@ -71,8 +71,8 @@ def _knowledge_settings(settings: Settings, knowledge: Path | None) -> Settings:
 
 def raft_examples(settings: Settings, request: TrainRequest) -> tuple[list[Messages], dict[str, Any]]:
     """Sync the knowledge folder, then build RAFT examples for the request's questions."""
+    from chatbot.app.service import Chatbot
     from chatbot.qa import read_qa
-    from chatbot.service import Chatbot
     from chatbot.training.raft import build_raft_examples
 
     assert request.raft is not None
@@ -198,7 +198,7 @@ def grounding_training(
     ``declines``: share of the examples whose target is the decline, four fifths of them
     unanswerable questions and one fifth answerable ones with their gold block left out.
     """
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
     from chatbot.training.grounding import grounding_examples, squad_knowledge
 
     if not squad.is_file():
@@ -223,8 +223,8 @@ def grounding_training(
 
 def feedback_training(settings: Settings, request: TrainRequest) -> tuple[FeedbackExamples, list[QAItem]]:
     """Examples from the feedback on the domain's answers, over the knowledge base as it is now."""
+    from chatbot.app.service import Chatbot
     from chatbot.chats import ChatStore
-    from chatbot.service import Chatbot
     from chatbot.training.feedback import feedback_examples
 
     path = settings.data_dir / "chats.sqlite"

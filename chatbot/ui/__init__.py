@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 if TYPE_CHECKING:
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
 TITLE = "hybrid-chatbot"
 

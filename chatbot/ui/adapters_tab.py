@@ -10,7 +10,7 @@ from urllib.parse import quote
 import gradio as gr
 
 if TYPE_CHECKING:
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
 _CARD = (
     "border:1px solid var(--border-color-primary);border-radius:8px;padding:12px 16px;margin:0 0 12px 0;"

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from chatbot.answer import Answer
 from chatbot.chats import ConversationNotFoundError, SavedTurn
-from chatbot.conversation import Turn
+from chatbot.rag.answer import Answer
+from chatbot.rag.conversation import Turn
 from chatbot.ui.history import (
     Messages,
     answer_choices,
@@ -27,7 +27,7 @@ from chatbot.ui.history import (
 from chatbot.vocabulary import BASE_ADAPTER, InputError
 
 if TYPE_CHECKING:
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
 log = logging.getLogger(__name__)
 

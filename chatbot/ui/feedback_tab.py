@@ -10,7 +10,7 @@ import gradio as gr
 from chatbot.ui.history import ui_owner
 
 if TYPE_CHECKING:
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
 RECENT_COLUMNS = ["When", "Adapter", "Question", "Verdict", "Correction", "Wrong sources"]
 SUMMARY_COLUMNS = ["Adapter", "Answers", "👍", "👎", "Corrected", "Wrong source marked"]

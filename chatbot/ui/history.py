@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from chatbot.answer import Answer
 from chatbot.chats import SavedTurn, source_changes
+from chatbot.rag.answer import Answer
 from chatbot.ui.render import answer_markdown, sources_markdown, sources_title
 
 if TYPE_CHECKING:
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
 Messages = list[dict[str, Any]]
 BROWSER_OWNER = "browser:"

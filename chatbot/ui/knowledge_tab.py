@@ -13,7 +13,7 @@ from chatbot.knowledge.documents import DocumentError, check_uploaded, delete_do
 from chatbot.knowledge.loaders import LOADERS
 
 if TYPE_CHECKING:
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
 COLUMNS = ["Document", "Type", "Pages", "Chunks", "Last indexed", "Error"]
 

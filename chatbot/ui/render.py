@@ -6,8 +6,8 @@ import html
 import re
 from urllib.parse import quote
 
-from chatbot.answer import Answer, SourceRef
-from chatbot.citations import MARKER
+from chatbot.rag.answer import Answer, SourceRef
+from chatbot.text import MARKER
 from chatbot.vocabulary import BASE_ADAPTER
 
 _FRAGMENT_WORDS = 6

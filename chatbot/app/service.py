@@ -12,19 +12,19 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatbot.adapters import AdapterRegistry, Domain
-from chatbot.answer import Answer
-from chatbot.chain import ChainRequest, RagChain
+from chatbot.adapters.registry import AdapterRegistry, Domain
 from chatbot.config import Settings
-from chatbot.conversation import Turn, joined_query
-from chatbot.generation import Generator
+from chatbot.engine.generation import Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
+from chatbot.rag.answer import Answer
+from chatbot.rag.chain import ChainRequest, RagChain
+from chatbot.rag.conversation import Turn, joined_query
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError, clean_text
 
 if TYPE_CHECKING:
+    from chatbot.backends.remote import RemoteAdapters, RemoteChatModel
     from chatbot.chats import ChatStore, ConversationInfo, SavedTurn
     from chatbot.knowledge.watcher import FolderWatcher
-    from chatbot.remote import RemoteAdapters, RemoteChatModel
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def _runtime(
     chosen = resolve_engine(engine, resolve_device(device).type, quantize)
     generator = None
     if chosen == "onnx":
-        from chatbot.onnxgenai import onnx_generator
+        from chatbot.engine.onnx import onnx_generator
 
         base = load_base_model(base_model, cache_dir, "cpu", "float32", weights=False)
         try:
@@ -268,7 +268,7 @@ class Chatbot:
 
     @cached_property
     def _remote(self) -> tuple[RemoteChatModel, RemoteAdapters]:
-        from chatbot.remote import RemoteAdapters, RemoteChatModel
+        from chatbot.backends.remote import RemoteAdapters, RemoteChatModel
 
         s = self.settings
         llm = RemoteChatModel(
@@ -302,8 +302,8 @@ class Chatbot:
 
     @cached_property
     def chain(self) -> RagChain:
-        from chatbot.llm import LocalChatModel
-        from chatbot.retrieval import ScoredRetriever
+        from chatbot.backends.local import LocalChatModel
+        from chatbot.rag.retrieval import ScoredRetriever
 
         s = self.settings
         llm = self._remote[0] if self.remote else LocalChatModel(generator=self.generator, params=self._params)
@@ -414,7 +414,7 @@ class Chatbot:
 
     def adapter_rows(self) -> list[dict[str, Any]]:
         """One row per adapter folder (after a refresh), for ``chatbot adapters list`` and the UI."""
-        from chatbot.adapter_check import CONFIG, WEIGHTS
+        from chatbot.adapters.check import CONFIG, WEIGHTS
 
         self.adapters.refresh()
         rows = []

@@ -13,8 +13,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from chatbot.app.service import Chatbot
 from chatbot.config import Settings
-from chatbot.service import Chatbot
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,11 @@ def create_app(bot: Chatbot) -> FastAPI:
     import gradio as gr
 
     from chatbot.chats import ConversationNotFoundError
-    from chatbot.conversation_routes import create_conversation_router
-    from chatbot.file_routes import create_file_router
-    from chatbot.http_limits import BodyLimit, BodyTooLarge, too_large_body
-    from chatbot.openai_api import api_error, create_router
-    from chatbot.openai_schema import APIError, validation_error
+    from chatbot.server.conversation_routes import create_conversation_router
+    from chatbot.server.file_routes import create_file_router
+    from chatbot.server.http_limits import BodyLimit, BodyTooLarge, too_large_body
+    from chatbot.server.openai_api import api_error, create_router
+    from chatbot.server.openai_schema import APIError, validation_error
     from chatbot.ui import build_ui
     from chatbot.vocabulary import InputError
 

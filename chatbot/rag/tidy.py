@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from chatbot.citations import MARKER, collapse_repeats, sentences, strip_markers
+from chatbot.text import MARKER, collapse_repeats, sentences, strip_markers
 
 _STRUCTURE_LINE = re.compile(r"^\s*(?:#{1,6}\s.*|\|.*\||[-|: ]{3,}|(?:\[\d{1,3}\]\s*)+)$")
 _INLINE_HEADING = re.compile(r"(?:^|(?<=\]))\s*#{1,6}\s[^\n\[]*")  # "[1] # Title [2] # Title" on one line

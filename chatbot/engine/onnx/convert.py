@@ -4,7 +4,7 @@ The base model goes through onnxruntime-genai's own model builder with a stand-i
 targets every linear layer of the decoder, so the builder emits a LoRA branch (``x @ A @ B``)
 beside each of them. Those branches' weights then become graph inputs with a leading row axis
 (``[rows, in, rank]``, ``[rows, rank, out]``), so one run serves rows on different adapters
-(:mod:`chatbot.onnxgenai.runtime`); an adapter is a file of those inputs
+(:mod:`chatbot.engine.onnx.runtime`); an adapter is a file of those inputs
 (``onnxruntime.AdapterFormat``), of any rank. The logits are computed for the last position only
 (a prompt's other positions are never sampled).
 """
@@ -20,6 +20,8 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from chatbot.digest import files_digest
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +45,6 @@ def _say(progress: Progress | None, message: str) -> None:
     log.info("onnx: %s", message)
     if progress is not None:
         progress(message)
-
-
-def files_digest(paths: list[Path], *extra: str) -> str:
-    """sha256 (first 12 hex) over ``extra`` and the names and bytes of ``paths``."""
-    digest = hashlib.sha256("\x00".join(extra).encode())
-    for path in paths:
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:12]
 
 
 def model_key(fingerprint: str, precision: str) -> str:
@@ -269,7 +260,7 @@ def export_adapter(folder: Path, model_dir: Path, name: str) -> Path:
     if not all(path.is_file() for path in sources):
         raise ConversionError("needs adapter_config.json and adapter_model.safetensors")
     store = model_dir / "adapters"
-    target = store / f"{name}-{files_digest(sources, model_dir.name)}{ADAPTER_SUFFIX}"
+    target = store / f"{name}-{files_digest(sources, model_dir.name)[:12]}{ADAPTER_SUFFIX}"
     if target.is_file():
         return target
     config = json.loads(sources[0].read_text())

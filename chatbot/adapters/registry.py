@@ -1,6 +1,6 @@
 """Domain adapters: folders under ``adapters/`` loaded once onto the one base model.
 
-Each request names its adapter and :class:`~chatbot.generation.Generator` routes it with
+Each request names its adapter and :class:`~chatbot.engine.generation.Generator` routes it with
 PEFT's per-call ``adapter_names``; nothing global is switched. A folder that cannot be
 loaded is listed with its error and the others keep working.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chatbot.adapter_check import check_adapter, read_manifest
-from chatbot.generation import Generator
+from chatbot.adapters.check import check_adapter, read_manifest
+from chatbot.engine.generation import Generator
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Token generation with the model's chat template: greedy or sampled, streamed or whole.
 
-Every request goes through the one :class:`~chatbot.batching.BatchEngine`, so requests that
+Every request goes through the one :class:`~chatbot.engine.batching.BatchEngine`, so requests that
 arrive together are decoded together; this module turns messages into token ids and token ids
 back into text pieces.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from chatbot.batching import PREFILL_CHUNK, BatchEngine
+from chatbot.engine.batching import PREFILL_CHUNK, BatchEngine
+from chatbot.engine.row_attention import use_row_attention
 from chatbot.models.base import BaseModel
-from chatbot.row_attention import use_row_attention
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, PromptTooLongError
 
 __all__ = ["BASE_ADAPTER", "GenerationParams", "GenerationStats", "Generator", "safe_chat_ids"]

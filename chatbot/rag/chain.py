@@ -15,13 +15,13 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnablePassthrough
 
-from chatbot.answer import Answer, SourceRef
-from chatbot.citations import attribute, cited_numbers, claims_by_block, supporting_passage
-from chatbot.conversation import CONDENSE_PROMPT, Turn, conversation_text, history_messages, usable_rewrite
-from chatbot.generation import GenerationStats
-from chatbot.grounding import check_citations, judge, unfounded_specifics
-from chatbot.prompting import PLAIN_PROMPT, RAG_PROMPT, fit_blocks, format_blocks
-from chatbot.tidy import is_context_dump, tidy
+from chatbot.engine.generation import GenerationStats
+from chatbot.rag.answer import Answer, SourceRef
+from chatbot.rag.citations import attribute, cited_numbers, claims_by_block, supporting_passage
+from chatbot.rag.conversation import CONDENSE_PROMPT, Turn, conversation_text, history_messages, usable_rewrite
+from chatbot.rag.grounding import check_citations, judge, unfounded_specifics
+from chatbot.rag.prompting import PLAIN_PROMPT, RAG_PROMPT, fit_blocks, format_blocks
+from chatbot.rag.tidy import is_context_dump, tidy
 from chatbot.vocabulary import BASE_ADAPTER
 
 DONT_KNOW = "I don't know. The knowledge base has nothing relevant to this question."

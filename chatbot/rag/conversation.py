@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.prompts import ChatPromptTemplate
 
-from chatbot.citations import strip_markers
+from chatbot.text import strip_markers
 
 CONDENSE_PROMPT = ChatPromptTemplate.from_messages(
     [

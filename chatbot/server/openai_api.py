@@ -30,14 +30,14 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from chatbot.adapters import UnknownAdapterError
-from chatbot.answer import Answer
-from chatbot.batching import EngineClosedError
+from chatbot.adapters.registry import UnknownAdapterError
+from chatbot.app.service import Chatbot
 from chatbot.chats import ConversationNotFoundError
-from chatbot.conversation import Turn
-from chatbot.http_limits import Admission, stream_in_threads, until_disconnect
-from chatbot.openai_schema import APIError, ChatCompletionRequest, split_conversation
-from chatbot.service import Chatbot
+from chatbot.engine.batching import EngineClosedError
+from chatbot.rag.answer import Answer
+from chatbot.rag.conversation import Turn
+from chatbot.server.http_limits import Admission, stream_in_threads, until_disconnect
+from chatbot.server.openai_schema import APIError, ChatCompletionRequest, split_conversation
 from chatbot.vocabulary import InputError
 
 log = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import Field
 
-from chatbot.adapter_check import read_manifest
-from chatbot.adapters import Domain, DomainRegistry, apply_manifest
-from chatbot.generation import GenerationStats
-from chatbot.llm import StreamingChatModel
+from chatbot.adapters.check import read_manifest
+from chatbot.adapters.registry import Domain, DomainRegistry, apply_manifest
+from chatbot.backends.local import StreamingChatModel
+from chatbot.engine.generation import GenerationStats
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams
 
 REFRESH_EVERY_S = 10.0
@@ -91,7 +91,7 @@ class RemoteChatModel(StreamingChatModel):
 class RemoteAdapters(DomainRegistry):
     """The adapters the remote server lists (``GET /models``), with this app's domain manifests.
 
-    Same interface as :class:`~chatbot.adapters.AdapterRegistry`. A local ``adapters/<name>/
+    Same interface as :class:`~chatbot.adapters.registry.AdapterRegistry`. A local ``adapters/<name>/
     domain.toml`` still gives a remote adapter its display name, system prompt and knowledge scope.
     """
 

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from chatbot.conversation import Turn
+from chatbot.rag.conversation import Turn
 from chatbot.vocabulary import BASE_ADAPTER, MAX_NEW_TOKENS, SEED_RANGE, clean_text
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 from chatbot.knowledge.documents import DocumentError, resolve_document
 
 if TYPE_CHECKING:
-    from chatbot.service import Chatbot
+    from chatbot.app.service import Chatbot
 
 _INLINE_TEXT = {".md", ".markdown", ".txt", ".csv", ".json"}
 _HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}

@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chatbot.citations import MIN_CONTENT_WORDS, content_words, sentences, strip_markers
+from chatbot.text import MIN_CONTENT_WORDS, content_words, sentences, strip_markers
 
 SUPPORTED = 0.5  # share of a citing sentence's content words that its block must contain
 

@@ -12,11 +12,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatbot.app.service import Chatbot
 from chatbot.chats import SavedTurn, source_changes
 from chatbot.chats.store import SEARCH_CHARS, TITLE_CHARS
-from chatbot.openai_api import api_owner
-from chatbot.openai_schema import APIError
-from chatbot.service import Chatbot
+from chatbot.server.openai_api import api_owner
+from chatbot.server.openai_schema import APIError
 
 
 class Rename(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from chatbot.generation import Generator
+from chatbot.engine.generation import Generator
 from chatbot.models.base import BaseModel
 
 
@@ -20,8 +20,8 @@ def onnx_generator(
     exact_batches: bool = False,
 ) -> Generator:
     """A :class:`Generator` on the ONNX engine; converts the base model first if not cached yet."""
-    from chatbot.onnxgenai.convert import convert_model
-    from chatbot.onnxgenai.engine import OnnxEngine
+    from chatbot.engine.onnx.convert import convert_model
+    from chatbot.engine.onnx.engine import OnnxEngine
 
     model_dir = convert_model(base.folder, base.model, base.fingerprint, cache_dir, precision)
     engine = partial(

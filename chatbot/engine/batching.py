@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from transformers import DynamicCache
 
-from chatbot.kv_cache import BatchCache, PrefixStore, snapshot
+from chatbot.engine.kv_cache import BatchCache, PrefixStore, snapshot
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
 
 log = logging.getLogger(__name__)

@@ -54,7 +54,7 @@ def fit_blocks(documents: Sequence[Document], budget: int, count: Callable[[str]
     sentence end that fits (when at least one sentence does), and the rest are dropped. So a
     block is never cut mid-sentence and the [n] numbering stays that of the kept blocks.
     """
-    from chatbot.citations import sentences
+    from chatbot.text import sentences
 
     kept: list[Document] = []
     left = budget

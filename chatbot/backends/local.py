@@ -1,4 +1,4 @@
-"""A LangChain chat model over the local :class:`~chatbot.generation.Generator`.
+"""A LangChain chat model over the local :class:`~chatbot.engine.generation.Generator`.
 
 The adapter is a per-call argument (``llm.bind(adapter="finance")``), never model state; so
 are ``stats`` (filled in while generating) and ``cancelled`` (a ``threading.Event`` that stops
@@ -17,7 +17,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict
 
-from chatbot.generation import GenerationStats, Generator
+from chatbot.engine.generation import GenerationStats, Generator
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams
 
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}

@@ -2,7 +2,7 @@
 
 One worker thread owns the session and the key/value pool. Each loop turn it reads one chunk of
 the prompt being prefilled (one prompt at a time, alone), then decodes one token for every running
-request in a single run of the model, whatever their adapters (:mod:`chatbot.onnxgenai.runtime`
+request in a single run of the model, whatever their adapters (:mod:`chatbot.engine.onnx.runtime`
 stacks them per row): a long prompt never stalls the others for more than a chunk, and the
 weights are read once per step for the whole batch. A request's tokens do not depend on what else
 is running, bit for bit, with ``exact`` (the ``exact_batches`` setting; tested token for token);
@@ -31,9 +31,9 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from chatbot.batching import EngineClosedError, Request, chunk_bounds, pick_tokens, repeats_itself
-from chatbot.onnxgenai.convert import export_adapter
-from chatbot.onnxgenai.runtime import Decoder
+from chatbot.engine.batching import EngineClosedError, Request, chunk_bounds, pick_tokens, repeats_itself
+from chatbot.engine.onnx.convert import export_adapter
+from chatbot.engine.onnx.runtime import Decoder
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
 
 log = logging.getLogger(__name__)

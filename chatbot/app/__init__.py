@@ -1,0 +1,1 @@
+"""The application facade: `Chatbot` wires knowledge, engine, adapters and chain for the CLI, UI and server."""

@@ -1,0 +1,1 @@
+"""Generation engines: continuous batching on transformers and on onnxruntime (``onnx``)."""
