@@ -8,8 +8,9 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from chatbot.engine.batching import GenerationParams, repeats_itself
 from chatbot.engine.kv_cache import BatchCache, PrefixStore
+from chatbot.engine.request import repeats_itself
+from chatbot.vocabulary import GenerationParams
 
 SYSTEM = "You are a careful assistant. Answer in one short paragraph."
 QUESTIONS = [
@@ -248,7 +249,7 @@ def test_embedding_runs_on_the_engine_thread_once_the_model_is_loaded(bot, monke
 
 
 def test_chunk_bounds_end_the_prefix_and_cap_every_chunk():
-    from chatbot.engine.batching import chunk_bounds
+    from chatbot.engine.request import chunk_bounds
 
     assert chunk_bounds(10, 0, 4) == [4, 8, 10]
     assert chunk_bounds(10, 6, 4) == [4, 6, 10]  # the prefix ends a chunk, whatever the chunk size
@@ -324,7 +325,8 @@ def test_closing_the_chain_stream_early_cancels_its_generation_on_any_thread(mak
 
 
 def test_closing_the_engine_fails_every_open_request_and_refuses_new_ones():
-    from chatbot.engine.batching import BatchEngine, EngineClosedError
+    from chatbot.engine.batching import BatchEngine
+    from chatbot.engine.request import EngineClosedError
     from tests.conftest import tiny_llama
 
     model = tiny_llama().eval()

@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 
-from chatbot.engine.batching import BatchEngine, EngineClosedError
+from chatbot.engine.batching import BatchEngine
+from chatbot.engine.request import EngineClosedError
 from chatbot.engine.row_attention import use_row_attention
 from chatbot.vocabulary import GenerationParams
 

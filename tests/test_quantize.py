@@ -5,8 +5,8 @@ import shutil
 import pytest
 import torch
 
-from chatbot.engine.batching import GenerationParams
 from chatbot.models.quantize import Int8Linear, quantize_int8
+from chatbot.vocabulary import GenerationParams
 from tests.conftest import tiny_llama
 
 

@@ -9,95 +9,25 @@ without disturbing the others.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import torch
 from transformers import DynamicCache
 
 from chatbot.engine.kv_cache import BatchCache, PrefixStore, snapshot
-from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
+from chatbot.engine.request import Request, chunk_bounds, pick_tokens, repeats_itself
+from chatbot.engine.worker import EngineWorker
+from chatbot.vocabulary import BASE_ADAPTER
 
 log = logging.getLogger(__name__)
 
 PEFT_BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
-LOOP_WINDOW = 24
 ACTIVATE_AT = 128  # prompt tokens from which making the request's adapter active pays
 PREFILL_CHUNK = 256  # prompt tokens prefilled between two decode steps
-
-
-class EngineClosedError(RuntimeError):
-    """The engine stopped (the server is shutting down) before the request finished."""
-
-
-_DONE = object()
-_STOP = object()
-_WAKE = object()  # a task is waiting, or a request was cancelled
-T = TypeVar("T")
-
-
-class Request:
-    """A submitted generation; iterate :meth:`token_ids` to receive its tokens as they come.
-
-    ``cancelled`` may be an event the caller owns (set it from any thread to stop the request);
-    a cancelled request's reader returns at once, whatever the engine is doing.
-    """
-
-    def __init__(
-        self,
-        prompt: list[int],
-        prefix_length: int,
-        adapter: str,
-        sampling: GenerationParams,
-        cancelled: threading.Event | None = None,
-    ) -> None:
-        self.prompt = prompt
-        self.prefix_length = prefix_length
-        self.adapter = adapter
-        self.sampling = sampling
-        self.generated: list[int] = []
-        self.cancelled = cancelled if cancelled is not None else threading.Event()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._rng: torch.Generator | None = None
-        self._engine_thread: threading.Thread | None = None
-
-    def token_ids(self) -> Iterator[int]:
-        """Generated token ids (end-of-sequence excluded); raises if the generation failed.
-
-        Returns as soon as the request is cancelled. Never blocks on the engine's own thread
-        (a reader finalised there would wait for tokens only that thread can make).
-        """
-        if threading.current_thread() is self._engine_thread:
-            self.cancel()
-        while not self.cancelled.is_set():
-            try:
-                item = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue  # the caller's own event may have been set without cancel()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def cancel(self) -> None:
-        """Stop generating for this request (the reader went away); its reader returns at once."""
-        self.cancelled.set()
-        self._queue.put(_DONE)
-
-    def _emit(self, token: int) -> None:
-        self.generated.append(token)
-        self._queue.put(token)
-
-    def _finish(self, error: BaseException | None = None) -> None:
-        self._queue.put(error if error is not None else _DONE)
 
 
 @dataclass
@@ -118,53 +48,7 @@ class _Prefill:
     done: int = 0  # prompt tokens already in the cache
 
 
-def chunk_bounds(length: int, prefix: int, chunk: int) -> list[int]:
-    """Where the prefill of a ``length``-token prompt stops between chunks.
-
-    The split depends only on the prompt (never on the load), so a request's answer is the same
-    alone and in a busy batch: the system-prompt prefix (reused across requests) ends a chunk,
-    and no chunk is longer than ``chunk`` tokens.
-    """
-    prefix = prefix if 0 < prefix < length else 0
-    bounds = list(range(chunk, prefix, chunk)) + ([prefix] if prefix else [])
-    start = prefix
-    bounds += list(range(start + chunk, length, chunk)) + [length]
-    return bounds
-
-
-def repeats_itself(tokens: list[int], window: int = LOOP_WINDOW) -> bool:
-    """True once the last ``window`` tokens already occurred earlier in ``tokens``.
-
-    Tiny models fall into verbatim loops; only the generated tokens are compared, so copying
-    from the prompt is not affected.
-    """
-    if len(tokens) < 2 * window:
-        return False
-    tail = tokens[-window:]
-    first = tail[0]
-    starts = range(len(tokens) - 2 * window + 1)  # windows wholly before the tail
-    return any(tokens[start] == first and tokens[start : start + window] == tail for start in starts)
-
-
-def pick_tokens(logits: torch.Tensor, rows: list[_Row]) -> list[int]:
-    """One token per row from its last-position logits (greedy or nucleus sampling)."""
-    greedy = logits.argmax(-1).tolist()
-    picked = []
-    for index, row in enumerate(rows):
-        sampling = row.request.sampling
-        if sampling.temperature <= 0:
-            picked.append(greedy[index])
-            continue
-        probs = torch.softmax(logits[index].float() / sampling.temperature, -1)
-        ordered, order = probs.sort(descending=True)
-        outside = ordered.cumsum(-1) - ordered > sampling.top_p
-        ordered[outside] = 0.0
-        choice = torch.multinomial(ordered, 1, generator=row.request._rng)
-        picked.append(int(order[choice]))
-    return picked
-
-
-class BatchEngine:
+class BatchEngine(EngineWorker):
     """Decodes every submitted request in one shared loop on ``model()`` (the current model).
 
     ``model`` is a callable because the PEFT wrapper replaces the plain model once the first
@@ -173,7 +57,13 @@ class BatchEngine:
     Each loop iteration reads one chunk (at most ``prefill_chunk`` tokens) of one waiting prompt,
     taking the prompts in turn, then decodes one token for every running row: a long prompt never
     stalls the others for more than one chunk, and a short one is not stuck behind it.
+
+    Other torch work of the process (the embedding model) runs here too, through :meth:`call`:
+    a second thread running parallel torch ops made libgomp throttle its worker threads (more of
+    them than cores), which halved this thread's decode speed for the rest of the process.
     """
+
+    thread_name = "batch-engine"
 
     def __init__(
         self,
@@ -193,173 +83,59 @@ class BatchEngine:
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         self.prefixes = PrefixStore(prefix_capacity)
-        self.largest_batch = 0
-        self.cancelled_total = 0  # requests ended because their reader went away
-        self._pending: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
-        self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
-        self._waiting: deque[Request] = deque()  # submitted, not yet prefilling (the batch is full)
+        super().__init__()
         self._prefilling: deque[_Prefill] = deque()
         self._rows: list[_Row] = []
         self._batch = BatchCache()
-        self._closed = threading.Event()
         self._threads = torch.get_num_threads()
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._worker = threading.Thread(target=self._loop, args=(prepare,), name="batch-engine", daemon=True)
-        self._worker.start()
-        atexit.register(self.close)
-        self._ready.wait()
-        if self._startup_error is not None:
-            raise self._startup_error
-
-    def stop(self) -> None:
-        """Ask the worker to stop without waiting (safe in a signal handler).
-
-        Every request not finished yet fails with :class:`EngineClosedError`; later submits are refused.
-        """
-        self._closed.set()
-        self._pending.put(_STOP)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """:meth:`stop`, then wait for the worker to end (also called at exit)."""
-        self.stop()
-        if self._worker.is_alive():
-            self._worker.join(timeout=timeout)
-
-    def submit(
-        self,
-        prompt: list[int],
-        adapter: str,
-        sampling: GenerationParams,
-        prefix_length: int = 0,
-        cancelled: threading.Event | None = None,
-    ) -> Request:
-        """Queue a prompt (token ids) for generation with ``adapter``; returns at once.
-
-        Raises :class:`EngineClosedError` once the engine is closed (the prompt's length is the
-        generator's to check: it knows the model's context).
-        """
-        if self._closed.is_set():
-            raise EngineClosedError("the server is shutting down")
-        if not prompt:
-            raise InputError("the prompt is empty")
-        request = Request(prompt, prefix_length, adapter, sampling, cancelled)
-        request._engine_thread = self._worker
-        if sampling.seed is not None:
-            request._rng = torch.Generator(device=self.device).manual_seed(sampling.seed)
-        self._pending.put(request)
-        return request
-
-    def call(self, task: Callable[[], T]) -> T:
-        """Run ``task`` on the engine's thread between two decode steps and return its result.
-
-        Other torch work of the process (the embedding model) goes through here: a second thread
-        running parallel torch ops made libgomp throttle its worker threads (more of them than
-        cores), which halved this thread's decode speed for the rest of the process.
-        """
-        if threading.current_thread() is self._worker or not self._worker.is_alive():
-            return task()
-        future: Future = Future()
-        self._tasks.put((task, future))
-        self._pending.put(_WAKE)
-        if not self._worker.is_alive():  # it stopped between the check and the put
-            self._run_tasks()
-        return future.result()
+        self._prepare = prepare
+        self._launch()
 
     def forget_adapter(self, adapter: str) -> None:
         """Drop cached prefixes of ``adapter``; call while holding the lock, after changing it."""
         self.prefixes.forget(adapter)
 
-    @property
-    def busy(self) -> int:
-        """Requests submitted and not finished (waiting, prefilling or decoding)."""
-        return len(self._waiting) + len(self._prefilling) + len(self._rows) + self._pending.qsize()
-
     # The worker thread from here on.
 
-    def _start(self, prepare: Callable[[], None] | None) -> None:
+    def _seed(self, request: Request) -> None:
+        if request.sampling.seed is not None:
+            request._rng = torch.Generator(device=self.device).manual_seed(request.sampling.seed)
+
+    def _busy_rows(self) -> int:
+        return len(self._prefilling) + len(self._rows)
+
+    def _unfinished(self) -> list[Request]:
+        return [*(p.request for p in self._prefilling), *(r.request for r in self._rows)]
+
+    def _clear(self) -> None:
+        self._prefilling.clear()
+        self._rows, self._batch = [], BatchCache()
+
+    def _start(self) -> None:
         # A thread that runs torch ops must set its own thread count: without it this
         # thread's small kernels ran about half as fast here. ``prepare`` runs here too,
         # because oneDNN-packed weights are fast only in the thread that packed them.
         torch.set_num_threads(self._threads)
-        if prepare is not None:
-            prepare()
+        if self._prepare is not None:
+            self._prepare()
 
-    def _loop(self, prepare: Callable[[], None] | None) -> None:
-        try:
-            self._start(prepare)
-        except BaseException as exc:  # raised again in the constructor
-            self._startup_error = exc
-            return
-        finally:
-            self._ready.set()
-        while True:
-            idle = not (self._rows or self._prefilling or self._waiting)
-            if not self._take(block=idle):
-                break
-            self._run_tasks()
-            self._drop_cancelled()
-            while self._waiting and len(self._rows) + len(self._prefilling) < self.max_batch:
-                request = self._waiting.popleft()
-                bounds = chunk_bounds(len(request.prompt), request.prefix_length, self.prefill_chunk)
-                self._prefilling.append(_Prefill(request, bounds))
-            if self._prefilling:
-                self._prefill_chunk()
-            if self._rows:
-                self._step()
-        self._shut_down()
-
-    def _take(self, block: bool) -> bool:
-        """Move submitted requests to the waiting line; False on the stop signal."""
-        item = self._pending.get() if block else None
-        while True:
-            if item is _STOP:
-                return False
-            if isinstance(item, Request):
-                self._waiting.append(item)
-            try:
-                item = self._pending.get_nowait()
-            except queue.Empty:
-                return True
-
-    def _shut_down(self) -> None:
-        error = EngineClosedError("the server is shutting down")
-        for request in [*self._waiting, *(p.request for p in self._prefilling), *(r.request for r in self._rows)]:
-            request._finish(error)
-        while True:
-            try:
-                item = self._pending.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Request):
-                item._finish(error)
-        self._waiting.clear()
-        self._prefilling.clear()
-        self._rows, self._batch = [], BatchCache()
-        self._run_tasks()
-
-    def _run_tasks(self) -> None:
-        while True:
-            try:
-                task, future = self._tasks.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                future.set_result(task())
-            except BaseException as exc:  # the caller gets it
-                future.set_exception(exc)
+    def _turn(self) -> None:
+        self._drop_cancelled()
+        while self._waiting and len(self._rows) + len(self._prefilling) < self.max_batch:
+            request = self._waiting.popleft()
+            bounds = chunk_bounds(len(request.prompt), request.prefix_length, self.prefill_chunk)
+            self._prefilling.append(_Prefill(request, bounds))
+        if self._prefilling:
+            self._prefill_chunk()
+        if self._rows:
+            self._step()
 
     def _drop_cancelled(self) -> None:
-        """Finish requests whose reader went away before they reached the batch."""
-        for line in (self._waiting, self._prefilling):
-            kept = [item for item in line if not _request_of(item).cancelled.is_set()]
-            if len(kept) < len(line):
-                for item in line:
-                    if _request_of(item).cancelled.is_set():
-                        _request_of(item)._finish()
-                        self.cancelled_total += 1
-                line.clear()
-                line.extend(kept)
+        """Finish requests whose reader went away while their prompt was being read."""
+        for prefill in [p for p in self._prefilling if p.request.cancelled.is_set()]:
+            self._prefilling.remove(prefill)
+            prefill.request._finish()
+            self.cancelled_total += 1
 
     def _routing(self, adapters: list[str], tokens: int) -> dict:
         """How this forward pass reaches each row's adapter.
@@ -501,7 +277,3 @@ class BatchEngine:
         if len(keep) < len(rows):
             self._rows = [rows[index] for index in keep]
             self._batch.keep(keep)
-
-
-def _request_of(item: Request | _Prefill) -> Request:
-    return item.request if isinstance(item, _Prefill) else item

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from chatbot.adapters.registry import UnknownAdapterError
 from chatbot.app.service import Chatbot
 from chatbot.chats import ConversationNotFoundError
-from chatbot.engine.batching import EngineClosedError
+from chatbot.engine.request import EngineClosedError
 from chatbot.rag.answer import Answer
 from chatbot.rag.conversation import Turn
 from chatbot.server.http_limits import Admission, stream_in_threads, until_disconnect

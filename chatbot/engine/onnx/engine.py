@@ -16,31 +16,22 @@ adapter per generator, so requests were decoded one after another (8 streams: 77
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
-import queue
 import threading
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from chatbot.engine.batching import EngineClosedError, Request, chunk_bounds, pick_tokens, repeats_itself
 from chatbot.engine.onnx.convert import export_adapter
 from chatbot.engine.onnx.runtime import Decoder
-from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
+from chatbot.engine.request import Request, chunk_bounds, pick_tokens, repeats_itself
+from chatbot.engine.worker import EngineWorker
+from chatbot.vocabulary import BASE_ADAPTER
 
 log = logging.getLogger(__name__)
-
-_STOP = object()
-_WAKE = object()
-T = TypeVar("T")
 
 
 def usable_cpus() -> int:
@@ -62,12 +53,14 @@ class _Slot:
         return self.done < len(self.request.prompt)
 
 
-class OnnxEngine:
+class OnnxEngine(EngineWorker):
     """Decodes submitted requests on a converted model folder; same interface as ``BatchEngine``.
 
     ``lock`` is held for each turn's work (prompt chunk and decode step), as ``BatchEngine``
     holds it for each forward pass.
     """
+
+    thread_name = "onnx-engine"
 
     def __init__(
         self,
@@ -86,55 +79,12 @@ class OnnxEngine:
         self.prefill_chunk = prefill_chunk
         self.threads = threads
         self.exact = exact  # a lone row decodes beside a padding row (see runtime.Decoder.run)
-        self.largest_batch = 0
-        self.cancelled_total = 0
-        self._pending: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
-        self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
-        self._waiting: deque[Request] = deque()
+        super().__init__()
         self._slots: list[_Slot] = []
         self._decoder: Decoder | None = None  # made on the worker thread
-        self._closed = threading.Event()
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
-        self._worker = threading.Thread(target=self._loop, name="onnx-engine", daemon=True)
-        self._worker.start()
-        atexit.register(self.close)
-        self._ready.wait()
-        if self._startup_error is not None:
-            raise self._startup_error
+        self._launch()
 
     # Caller side (any thread)
-
-    def submit(
-        self,
-        prompt: list[int],
-        adapter: str,
-        sampling: GenerationParams,
-        prefix_length: int = 0,
-        cancelled: threading.Event | None = None,
-    ) -> Request:
-        """Queue a prompt (token ids) for generation with ``adapter``; returns at once."""
-        if self._closed.is_set():
-            raise EngineClosedError("the server is shutting down")
-        if not prompt:
-            raise InputError("the prompt is empty")
-        request = Request(prompt, prefix_length, adapter, sampling, cancelled)
-        if sampling.seed is not None:
-            request._rng = torch.Generator().manual_seed(sampling.seed)
-        request._engine_thread = self._worker
-        self._pending.put(request)
-        return request
-
-    def call(self, task: Callable[[], T]) -> T:
-        """Run ``task`` on the engine's thread between two steps and return its result."""
-        if threading.current_thread() is self._worker or not self._worker.is_alive():
-            return task()
-        future: Future = Future()
-        self._tasks.put((task, future))
-        self._pending.put(_WAKE)
-        if not self._worker.is_alive():
-            self._run_tasks()
-        return future.result()
 
     def add_adapter(self, name: str, folder: Path) -> None:
         """Convert the PEFT adapter in ``folder`` (once per content) and load it as ``name``."""
@@ -156,22 +106,6 @@ class OnnxEngine:
         """Names of the adapters loaded now."""
         return set(self._decoder.adapters) if self._decoder is not None else set()
 
-    @property
-    def busy(self) -> int:
-        """Requests submitted and not finished."""
-        return len(self._waiting) + len(self._slots) + self._pending.qsize()
-
-    def stop(self) -> None:
-        """Fail every open request and refuse new ones; returns at once (safe in a signal handler)."""
-        self._closed.set()
-        self._pending.put(_STOP)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """:meth:`stop`, then wait for the worker to end."""
-        self.stop()
-        if self._worker.is_alive():
-            self._worker.join(timeout=timeout)
-
     # The worker thread from here on.
 
     def _start(self) -> None:
@@ -179,64 +113,38 @@ class OnnxEngine:
         # decode 50 tok/s); every core this process may use: 2.8 s and 73 tok/s.
         self._decoder = Decoder(self.model_dir, self.threads or usable_cpus(), self.max_batch)
 
-    def _loop(self) -> None:
-        try:
-            self._start()
-        except BaseException as exc:  # raised again in the constructor
-            self._startup_error = exc
-            return
-        finally:
-            self._ready.set()
-        while True:
-            if not self._take(block=not (self._slots or self._waiting)):
-                break
-            self._run_tasks()
-            self._drop_cancelled()
-            if self._waiting and len(self._slots) < self.max_batch and not self._prefilling():
-                self._open(self._waiting.popleft())
-            with self._lock:
-                decoding = [slot for slot in self._slots if not slot.prefilling]
-                prefilling = self._prefilling()
-                if prefilling is not None:
-                    self._prefill(prefilling)
-                if decoding:
-                    self._decode(decoding)
-        self._shut_down()
+    def _seed(self, request: Request) -> None:
+        if request.sampling.seed is not None:
+            request._rng = torch.Generator().manual_seed(request.sampling.seed)
 
-    def _prefilling(self) -> _Slot | None:
-        return self._slots[-1] if self._slots and self._slots[-1].prefilling else None
+    def _busy_rows(self) -> int:
+        return len(self._slots)
 
-    def _take(self, block: bool) -> bool:
-        item = self._pending.get() if block else None
-        while True:
-            if item is _STOP:
-                return False
-            if isinstance(item, Request):
-                self._waiting.append(item)
-            try:
-                item = self._pending.get_nowait()
-            except queue.Empty:
-                return True
+    def _unfinished(self) -> list[Request]:
+        return [slot.request for slot in self._slots]
 
-    def _run_tasks(self) -> None:
-        while True:
-            try:
-                task, future = self._tasks.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                future.set_result(task())
-            except BaseException as exc:  # the caller gets it
-                future.set_exception(exc)
+    def _clear(self) -> None:
+        if self._decoder is not None:
+            while self._decoder.pool.rows:
+                self._decoder.pool.remove_row(0)
+        self._slots.clear()
 
-    def _drop_cancelled(self) -> None:
-        for request in [r for r in self._waiting if r.cancelled.is_set()]:
-            self._waiting.remove(request)
-            request._finish()
-            self.cancelled_total += 1
+    def _turn(self) -> None:
         for slot in [s for s in self._slots if s.request.cancelled.is_set()]:
             self._close(slot)
             self.cancelled_total += 1
+        if self._waiting and len(self._slots) < self.max_batch and not self._prefilling():
+            self._open(self._waiting.popleft())
+        with self._lock:
+            decoding = [slot for slot in self._slots if not slot.prefilling]
+            prefilling = self._prefilling()
+            if prefilling is not None:
+                self._prefill(prefilling)
+            if decoding:
+                self._decode(decoding)
+
+    def _prefilling(self) -> _Slot | None:
+        return self._slots[-1] if self._slots and self._slots[-1].prefilling else None
 
     def _open(self, request: Request) -> None:
         """Give ``request`` a row of the pool (after the running rows); its prompt is read next."""
@@ -313,19 +221,3 @@ class OnnxEngine:
         for slot in [s for s in self._slots if s.request.adapter == name]:
             self._close(slot, ValueError(f"adapter {name!r} was removed while generating"))
         self._decoder.unload_adapter(name)
-
-    def _shut_down(self) -> None:
-        error = EngineClosedError("the server is shutting down")
-        for slot in list(self._slots):
-            self._close(slot, error)
-        for request in self._waiting:
-            request._finish(error)
-        self._waiting.clear()
-        while True:
-            try:
-                item = self._pending.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, Request):
-                item._finish(error)
-        self._run_tasks()
