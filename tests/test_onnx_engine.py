@@ -236,3 +236,19 @@ def test_without_padding_a_lone_row_differs_only_in_the_last_bits(skeleton, fp32
     lone = decoder.run(0, np.asarray([ids[-1:]]), ("base",))[0]
     assert np.abs(lone - padded).max() < 1e-3
     assert lone.argmax() == padded.argmax()
+
+
+def test_an_adapter_file_of_the_wrong_shapes_is_refused_with_the_input_named(fp32_dir, tmp_path):
+    import onnxruntime
+
+    decoder = Decoder(fp32_dir, threads=2, max_rows=2)
+    name = next(iter(decoder.lora_shapes))
+    for shape in [(7, 4), (576, 4, 1)]:  # A must have 576 rows, and two dimensions
+        adapter = onnxruntime.AdapterFormat()
+        value = np.zeros(shape, np.float32)
+        adapter.set_parameters({name: onnxruntime.OrtValue.ortvalue_from_numpy(value)})
+        path = tmp_path / f"bad-{len(shape)}.onnx_adapter"
+        adapter.export_adapter(str(path))
+        with pytest.raises(ValueError, match="cannot take"):
+            decoder.load_adapter("bad", path)
+    assert decoder.adapters == {}

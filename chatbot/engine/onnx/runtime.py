@@ -131,6 +131,14 @@ class Decoder:
         unknown = sorted(set(weights) - set(self.lora_shapes))
         if unknown:
             raise ValueError(f"adapter {name!r} has inputs the model lacks: {', '.join(unknown[:3])}")
+        for key, value in weights.items():
+            rows, columns = self.lora_shapes[key]
+            if (
+                value.ndim != 2
+                or (rows is not None and value.shape[0] != rows)
+                or (columns is not None and value.shape[1] != columns)
+            ):
+                raise ValueError(f"adapter {name!r}: {key} has shape {list(value.shape)}, which the model cannot take")
         self.adapters = {**self.adapters, name: weights}  # replaced whole: other threads list it
         self._feeds.clear()
         self._bound = None
