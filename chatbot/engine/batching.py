@@ -97,10 +97,6 @@ class BatchEngine(EngineWorker):
 
     # The worker thread from here on.
 
-    def _seed(self, request: Request) -> None:
-        if request.sampling.seed is not None:
-            request._rng = torch.Generator(device=self.device).manual_seed(request.sampling.seed)
-
     def _busy_rows(self) -> int:
         return len(self._prefilling) + len(self._rows)
 

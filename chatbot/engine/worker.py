@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+import torch
+
 from chatbot.engine.request import EngineClosedError, Request
 from chatbot.vocabulary import GenerationParams, InputError
 
@@ -34,6 +36,7 @@ class EngineWorker:
     """
 
     thread_name = "engine"
+    device: Any = "cpu"  # where a seeded request's random generator lives
 
     def __init__(self) -> None:
         self.largest_batch = 0
@@ -75,7 +78,8 @@ class EngineWorker:
             raise InputError("the prompt is empty")
         request = Request(prompt, prefix_length, adapter, sampling, cancelled)
         request._engine_thread = self._worker
-        self._seed(request)
+        if sampling.seed is not None:  # its own generator: its draws never depend on other requests
+            request._rng = torch.Generator(device=self.device).manual_seed(sampling.seed)
         self._pending.put(request)
         return request
 
@@ -107,9 +111,6 @@ class EngineWorker:
         return len(self._waiting) + self._busy_rows() + self._pending.qsize()
 
     # For the engine to implement
-
-    def _seed(self, request: Request) -> None:
-        """Give a seeded request its own random generator."""
 
     def _start(self) -> None:
         """Runs on the worker thread before the first turn."""

@@ -113,10 +113,6 @@ class OnnxEngine(EngineWorker):
         # decode 50 tok/s); every core this process may use: 2.8 s and 73 tok/s.
         self._decoder = Decoder(self.model_dir, self.threads or usable_cpus(), self.max_batch)
 
-    def _seed(self, request: Request) -> None:
-        if request.sampling.seed is not None:
-            request._rng = torch.Generator().manual_seed(request.sampling.seed)
-
     def _busy_rows(self) -> int:
         return len(self._slots)
 

@@ -189,7 +189,6 @@ class Decoder:
             ids = np.concatenate([ids, ids])
             adapters = (*adapters, BASE_ADAPTER)
         rows = len(ids)
-        # the padding row writes at its own length: a prompt being read there overwrites it next
         lengths = np.asarray((pool.lengths + [0])[first : first + rows], np.int64) + tokens
         binding = self._binding(first, rows, adapters)
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
