@@ -156,16 +156,16 @@ def adapters_list(as_json: JsonFlag = False) -> None:
     """Every adapter folder with description, base model, rank, size and status."""
     rows = _chatbot(_settings()).adapter_rows()
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps([row.to_dict() for row in rows], indent=2))
         return
     for row in rows:
-        size = f"{row['size_bytes'] / 1e6:.1f} MB" if row["size_bytes"] else "-"
-        rank = row["rank"] or "-"
-        line = f"{row['name']:<14} {row['status']:<7} rank {rank:<3} {size:>8}  {row['base_model'] or '-'}"
-        typer.secho(line, fg=typer.colors.RED if row["error"] else None)
-        if row["description"]:
-            typer.echo(f"{'':<15}{row['description']}")
-        for note in [row["error"], *row["warnings"]]:
+        size = f"{row.size_bytes / 1e6:.1f} MB" if row.size_bytes else "-"
+        rank = row.rank or "-"
+        line = f"{row.name:<14} {row.status:<7} rank {rank:<3} {size:>8}  {row.base_model or '-'}"
+        typer.secho(line, fg=typer.colors.RED if row.error else None)
+        if row.description:
+            typer.echo(f"{'':<15}{row.description}")
+        for note in [row.error, *row.warnings]:
             if note:
                 typer.echo(f"{'':<15}{note}")
 
@@ -398,18 +398,19 @@ def info(as_json: JsonFlag = False) -> None:
     """Show models, paths, adapters and knowledge counts."""
     data = _chatbot(_settings()).info()
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps(data.to_dict(), indent=2))
         return
-    base, knowledge = data["base_model"], data["knowledge"]
-    typer.echo(f"base model       {base['name']} on {base['device']} ({base['dtype']})  {base['source']}")
-    typer.echo(f"embedding model  {data['embedding_model']['folder']}")
-    for key, value in data["paths"].items():
+    base, knowledge = data.base_model, data.knowledge
+    where = base.remote or f"{base.device} ({base.dtype})"
+    typer.echo(f"base model       {base.name} on {where}  {base.source}")
+    typer.echo(f"embedding model  {data.embedding_model.folder}")
+    for key, value in data.paths.items():
         typer.echo(f"{key:<16} {value}")
-    typer.echo(f"knowledge        {knowledge['documents']} documents, {knowledge['chunks']} chunks")
-    for path, reason in knowledge["errors"].items():
+    typer.echo(f"knowledge        {knowledge.documents} documents, {knowledge.chunks} chunks")
+    for path, reason in knowledge.errors.items():
         typer.secho(f"  error {path}: {reason}", fg=typer.colors.RED)
-    for adapter in data["adapters"]:
-        typer.echo(f"adapter          {adapter['name']}: {adapter['status']}  {adapter['description']}")
+    for adapter in data.adapters:
+        typer.echo(f"adapter          {adapter.name}: {adapter.status}  {adapter.description}")
 
 
 if __name__ == "__main__":

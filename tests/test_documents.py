@@ -121,9 +121,10 @@ def test_knowledge_tab_lists_documents_and_reports_sync_activity(make_bot, libra
     assert rows["notes/fact.md"][1:4] == ["md", "", 1] and rows["notes/fact.md"][5] == ""
     status = status_markdown(bot)
     assert "**Watcher:** off" in status and "2 documents, 2 chunks" in status and "2 added" in status
-    bot.activity.running, bot.activity.stage, bot.activity.done, bot.activity.total = True, "embedding", 16, 40
+    state = bot.knowledge.state
+    state.running, state.stage, state.done, state.total = True, "embedding", 16, 40
     assert "**Sync running:** embedding 16/40" in status_markdown(bot)
-    bot.activity.running = False
+    state.running = False
     watcher = bot.watch(debounce_s=0.2)
     try:
         assert f"**Watcher:** {watcher.status.state} · 0 syncs" in status_markdown(bot)
@@ -146,6 +147,7 @@ def test_loss_plots_are_served_for_loaded_adapters_only(app, tmp_path):
 
 
 def test_adapter_cards_escape_and_show_errors(make_bot, tmp_path):
+    from chatbot.app.info import AdapterRow
     from chatbot.ui.adapters_tab import card_html, cards_html
 
     shutil.copytree(REPO / "adapters" / "support", tmp_path / "adapters" / "support")
@@ -157,19 +159,19 @@ def test_adapter_cards_escape_and_show_errors(make_bot, tmp_path):
     assert "Helpdesk" in html and "LoRA rank 8" in html and "/adapter-files/support/loss.png" in html
     assert "validation perplexity" in html and "8.916" in html
     assert "&lt;b&gt;broken" in html and "<b>broken" not in html and "refused" in html
-    row = {
-        "name": "x",
-        "display_name": "<script>",
-        "description": "",
-        "status": "refused",
-        "error": "bad <i>",
-        "warnings": [],
-        "base_model": None,
-        "rank": None,
-        "size_bytes": 0,
-        "folder": None,
-        "metrics": {},
-    }
+    row = AdapterRow(
+        name="x",
+        display_name="<script>",
+        description="",
+        status="refused",
+        error="bad <i>",
+        warnings=[],
+        base_model=None,
+        rank=None,
+        size_bytes=0,
+        folder=None,
+        metrics={},
+    )
     card = card_html(row)
     assert "&lt;script&gt;" in card and "bad &lt;i&gt;" in card and "<img" not in card
 

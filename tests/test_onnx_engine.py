@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from chatbot.app.service import resolve_engine
+from chatbot.app.runtime import resolve_engine
 from chatbot.engine.onnx.convert import ConversionError, convert_model, export_adapter, lora_inputs
 from chatbot.engine.onnx.runtime import Decoder
 from chatbot.models.base import load_base_model
@@ -185,9 +185,9 @@ def test_the_app_on_the_onnx_engine_routes_adapters_and_drops_removed_ones(make_
     )
     bot = make_bot(adapters_dir=adapters, engine="onnx", onnx_precision="int4", max_new_tokens=12)
     info = bot.info()
-    assert info["base_model"]["engine"] == "onnx"
+    assert info.base_model.engine == "onnx"
     assert bot.generator.base.model.device.type == "meta"  # no transformers weights held in memory
-    status = {row["name"]: row["status"] for row in info["adapters"]}
+    status = {row.name: row.status for row in info.adapters}
     assert status["demo"] == "ready" and "DoRA" in status["broken"]
     base = bot.ask("Describe the sea.", use_retrieval=False)
     demo = bot.ask("Describe the sea.", adapter="demo", use_retrieval=False)

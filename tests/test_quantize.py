@@ -40,7 +40,7 @@ def test_an_int8_model_serves_adapters_and_batches_without_changing_answers(make
     bot = make_bot(adapters_dir=adapters, quantize="int8")
     generator = bot.generator
     assert isinstance(generator.base.model.model.layers[0].mlp.down_proj, Int8Linear)
-    assert bot.info()["base_model"]["quantize"] == "int8"
+    assert bot.info().base_model.quantize == "int8"
     lora = generator.model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["demo"]
     assert lora.weight.dtype == generator.base.dtype  # saved in fp32, computed in the model's dtype
 
@@ -84,9 +84,9 @@ def test_packed_linear_gives_the_dense_layers_results_bit_for_bit():
 def test_the_served_model_is_prepacked_by_default_and_answers_like_the_dense_one(make_bot):
     packed_bot = make_bot(max_new_tokens=16)
     dense_bot = make_bot(max_new_tokens=16, prepack=False)
-    info = packed_bot.info()["base_model"]
-    if not info["prepacked"]:
+    info = packed_bot.info().base_model
+    if not info.prepacked:
         pytest.skip("this PyTorch build cannot pack weights for oneDNN")
-    assert dense_bot.info()["base_model"]["prepacked"] is False
+    assert dense_bot.info().base_model.prepacked is False
     question = "Describe the sea."
     assert packed_bot.ask(question, use_retrieval=False).answer == dense_bot.ask(question, use_retrieval=False).answer

@@ -2,120 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from functools import cache, cached_property
-from pathlib import Path
+from dataclasses import replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from chatbot.adapters.registry import AdapterRegistry, Domain
+from chatbot.app.info import AdapterRow, adapter_row
+from chatbot.app.runtime import chunker_for, embeddings_for, local_runtime
 from chatbot.config import Settings
 from chatbot.engine.generation import Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
 from chatbot.rag.answer import Answer
 from chatbot.rag.chain import ChainRequest, RagChain
-from chatbot.rag.conversation import Turn, joined_query
+from chatbot.rag.conversation import Turn
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError, clean_text
 
 if TYPE_CHECKING:
+    from chatbot.app.info import AppInfo
+    from chatbot.app.watcher import FolderWatcher
     from chatbot.backends.remote import RemoteAdapters, RemoteChatModel
     from chatbot.chats import ChatStore, ConversationInfo, SavedTurn
-    from chatbot.knowledge.watcher import FolderWatcher
-
-log = logging.getLogger(__name__)
-
-
-@cache
-def _embeddings(embedding_model: str, device: str, dtype: str):  # noqa: ANN202 - LazyEmbeddings
-    from chatbot.models.embeddings import LazyEmbeddings
-
-    return LazyEmbeddings(embedding_model, device, dtype)
-
-
-@cache
-def _chunker(embedding_model: str, chunk_size: int, chunk_overlap: int):  # noqa: ANN202
-    from chatbot.knowledge.chunking import Chunker
-    from chatbot.models.embeddings import resolve_embedding_folder
-
-    return Chunker.for_embedding_model(resolve_embedding_folder(embedding_model), chunk_size, chunk_overlap)
-
-
-@cache
-def _runtime(
-    base_model: str,
-    cache_dir: Path,
-    device: str,
-    dtype: str,
-    quantize: str,
-    prepack: bool,
-    adapters_dir: Path,
-    system_prompt: str,
-    threads: int,
-    max_batch: int,
-    prefill_chunk: int,
-    max_prompt_tokens: int,
-    engine: str,
-    onnx_precision: str,
-    exact_batches: bool,
-) -> tuple[Generator, AdapterRegistry]:
-    """Load the base model once per adapter folder and engine (adapters are loaded into the engine)."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    from transformers.utils import logging as hf_logging
-
-    from chatbot.models.base import load_base_model
-    from chatbot.models.device import resolve_device
-
-    hf_logging.disable_progress_bar()
-    chosen = resolve_engine(engine, resolve_device(device).type, quantize)
-    generator = None
-    if chosen == "onnx":
-        from chatbot.engine.onnx import onnx_generator
-
-        base = load_base_model(base_model, cache_dir, "cpu", "float32", weights=False)
-        try:
-            generator = onnx_generator(
-                base, cache_dir, onnx_precision, max_batch, prefill_chunk, max_prompt_tokens, threads, exact_batches
-            )
-        except Exception as exc:
-            if engine == "onnx":
-                raise
-            log.warning("the ONNX engine is unavailable (%s); using transformers", exc)
-    if generator is None:
-        base = load_base_model(base_model, cache_dir, device, dtype, quantize)
-        generator = Generator(base, max_batch, prepack, prefill_chunk, max_prompt_tokens)
-    registry = AdapterRegistry(adapters_dir, generator, system_prompt)
-    registry.refresh()
-    return generator, registry
-
-
-def resolve_engine(engine: str, device_type: str, quantize: str = "none") -> str:
-    """ "onnx" or "torch" for the ``engine`` setting: auto takes onnxruntime-genai on a CPU where installed."""
-    if engine != "auto":
-        return engine
-    if device_type != "cpu" or quantize != "none":
-        return "torch"
-    import importlib.util
-
-    return "onnx" if importlib.util.find_spec("onnxruntime_genai") is not None else "torch"
-
-
-@dataclass
-class SyncActivity:
-    """The sync running now (if any) and the last one's result, for the Knowledge tab."""
-
-    running: bool = False
-    stage: str = ""
-    done: int = 0
-    total: int = 0
-    last_report: SyncReport | None = None
-    last_error: str | None = None
 
 
 class Chatbot:
@@ -124,12 +32,11 @@ class Chatbot:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.watchers: list[FolderWatcher] = []
-        self.activity = SyncActivity()
 
     # Knowledge side (no language model needed)
     @cached_property
     def embeddings(self):  # noqa: ANN201
-        return _embeddings(self.settings.embedding_model, self.settings.device, self.settings.embedding_dtype)
+        return embeddings_for(self.settings)
 
     @cached_property
     def store(self):  # noqa: ANN201
@@ -150,7 +57,7 @@ class Chatbot:
             store=self.store,
             records=open_record_manager(s.record_db, s.collection, s.record_db_url),
             manifest=Manifest(s.data_dir / "manifest.sqlite"),
-            chunker=_chunker(s.embedding_model, s.chunk_size, s.chunk_overlap),
+            chunker=chunker_for(s),
             max_bytes=int(s.max_file_mb * 1_000_000),
             lock_path=s.data_dir / "sync.lock",
             keywords=self.keywords,
@@ -169,31 +76,21 @@ class Chatbot:
         return KeywordIndex(self.settings.data_dir / "keywords.sqlite")
 
     def sync(self, progress: Progress | None = None, show_progress: bool = False) -> SyncReport:
-        """Make the index equal the knowledge folder (``activity`` shows how far it got)."""
-        activity = self.activity
-
-        def track(stage: str, done: int, total: int) -> None:
-            activity.stage, activity.done, activity.total = stage, done, total
-            if progress is not None:
-                progress(stage, done, total)
-
-        activity.running, activity.stage, activity.done, activity.total = True, "scanning", 0, 0
-        try:
-            report = self.knowledge.sync(progress=track, show_progress=show_progress)
-        except Exception as exc:
-            activity.last_error = str(exc) or type(exc).__name__
-            raise
-        finally:
-            activity.running = False
-        activity.last_report, activity.last_error = report, None
-        return report
+        """Make the index equal the knowledge folder (``status().sync`` shows how far it got)."""
+        return self.knowledge.sync(progress=progress, show_progress=show_progress)
 
     def status(self) -> KnowledgeStatus:
-        return self.knowledge.status()
+        """The knowledge base: counts, files, errors, the sync now and last, the folder watcher."""
+        status = self.knowledge.status()
+        watcher = next((w for w in self.watchers if w.root == self.settings.knowledge_dir), None)
+        if watcher is None:
+            return status
+        state = watcher.status
+        return replace(status, watcher=state.state, watcher_syncs=state.syncs, watcher_error=state.last_error)
 
     def watch(self, on_sync: Callable[[SyncReport], object] | None = None, debounce_s: float = 1.0) -> FolderWatcher:
         """Start watching the knowledge folder; each settled burst of changes runs one sync."""
-        from chatbot.knowledge.watcher import FolderWatcher
+        from chatbot.app.watcher import FolderWatcher
 
         def resync() -> None:
             report = self.sync()
@@ -206,7 +103,7 @@ class Chatbot:
 
     def watch_adapters(self, debounce_s: float = 1.0) -> FolderWatcher:
         """Start watching the adapters folder, so dropped-in or removed adapters show up at once."""
-        from chatbot.knowledge.watcher import FolderWatcher
+        from chatbot.app.watcher import FolderWatcher
 
         watcher = FolderWatcher(self.settings.adapters_dir, self.adapters.refresh, debounce_s=debounce_s).start()
         self.watchers.append(watcher)
@@ -236,24 +133,7 @@ class Chatbot:
     # Generation side
     @cached_property
     def _runtime(self) -> tuple[Generator, AdapterRegistry]:
-        s = self.settings
-        runtime = _runtime(
-            s.base_model,
-            s.models_cache_dir.resolve(),
-            s.device,
-            s.dtype,
-            s.quantize,
-            s.prepack,
-            s.adapters_dir.resolve(),
-            s.system_prompt,
-            s.threads,
-            s.max_batch,
-            s.prefill_chunk_tokens,
-            s.max_prompt_tokens,
-            s.engine,
-            s.onnx_precision,
-            s.exact_batches,
-        )
+        runtime = local_runtime(self.settings)
         self.embeddings.run_on(runtime[0].engine.call)  # all torch work on one thread (see BatchEngine.call)
         return runtime
 
@@ -354,7 +234,7 @@ class Chatbot:
             generation={**domain.generation, **generation},
             history=history,
             history_turns=self.settings.history_turns,
-            search_query=self.search_query(history, question) if use_retrieval else None,
+            followup_query=self.settings.followup_query,
             cancelled=cancelled,
         )
 
@@ -368,17 +248,6 @@ class Chatbot:
                 param="messages",
             )
         return clean_text(text)
-
-    def search_query(self, history: Sequence[Turn], question: str) -> str | None:
-        """The standalone search query of a follow-up (None for a first question or when turned off)."""
-        mode = self.settings.followup_query
-        if not history or mode == "off":
-            return None
-        if mode == "model":
-            rewrite = self.chain.condense(list(history), question, self.settings.history_turns)
-            if rewrite:
-                return rewrite
-        return joined_query(history, question)
 
     def stream(self, question: str, *args: Any, **kwargs: Any) -> Iterator[str | Answer]:
         """Text pieces as they are generated, then the :class:`Answer` (arguments as :meth:`request`)."""
@@ -412,35 +281,10 @@ class Chatbot:
         turn = self.chats.add_turn(owner, conversation_id, answer, versions)  # checks the owner
         return self.chats.get(owner, conversation_id), turn
 
-    def adapter_rows(self) -> list[dict[str, Any]]:
+    def adapter_rows(self) -> list[AdapterRow]:
         """One row per adapter folder (after a refresh), for ``chatbot adapters list`` and the UI."""
-        from chatbot.adapters.check import CONFIG, WEIGHTS
-
         self.adapters.refresh()
-        rows = []
-        for domain in self.adapters.list():
-            row: dict[str, Any] = {
-                "name": domain.name,
-                "display_name": domain.display_name,
-                "description": domain.description,
-                "status": "ready" if domain.ready else "refused",
-                "error": domain.error,
-                "warnings": domain.warnings,
-                "base_model": self.base_model_name if domain.folder is None else None,
-                "rank": None,
-                "size_bytes": 0,
-                "folder": str(domain.folder) if domain.folder else None,
-                "metrics": domain.manifest.get("training", {}),
-            }
-            if domain.folder is not None:
-                trained_on = domain.manifest.get("base_model", {})
-                row["base_model"] = trained_on.get("name") if isinstance(trained_on, dict) else str(trained_on)
-                weights = domain.folder / WEIGHTS
-                row["size_bytes"] = weights.stat().st_size if weights.is_file() else 0
-                with contextlib.suppress(OSError, ValueError, AttributeError):
-                    row["rank"] = json.loads((domain.folder / CONFIG).read_text()).get("r")
-            rows.append(row)
-        return rows
+        return [adapter_row(domain, self.base_model_name) for domain in self.adapters.list()]
 
     @property
     def base_model_name(self) -> str:
@@ -448,53 +292,8 @@ class Chatbot:
             return f"{self.settings.generation_base_model} at {self.settings.generation_url}"
         return self.generator.base.name
 
-    def info(self, load_model: bool = True) -> dict[str, Any]:
-        """Models, paths and counts, for ``chatbot info``."""
-        from chatbot.models.base import resolve_model_source
-        from chatbot.models.embeddings import resolve_embedding_folder
+    def info(self, load_model: bool = True) -> AppInfo:
+        """Models, paths, knowledge counts and (with the model loaded) adapters, for ``chatbot info``."""
+        from chatbot.app.info import describe
 
-        s = self.settings
-        status = self.status()
-        data: dict[str, Any] = {
-            "base_model": {"setting": s.base_model, "source": str(resolve_model_source(s.base_model))},
-            "embedding_model": {
-                "setting": s.embedding_model,
-                "folder": str(resolve_embedding_folder(s.embedding_model)),
-            },
-            "paths": {
-                "knowledge_dir": str(s.knowledge_dir.resolve()),
-                "adapters_dir": str(s.adapters_dir.resolve()),
-                "data_dir": str(s.data_dir.resolve()),
-            },
-            "knowledge": {
-                "documents": status.documents,
-                "chunks": status.chunks,
-                "last_sync": status.last_sync,
-                "errors": status.errors,
-            },
-        }
-        if load_model and self.remote:
-            data["base_model"].update(remote=self.settings.generation_url, name=self.settings.generation_base_model)
-            data["adapters"] = [
-                {"name": d.name, "description": d.description, "status": "ready"} for d in self.adapters.list()
-            ]
-        elif load_model:
-            from chatbot.models.packed import PackedLinear
-
-            base = self.generator.base
-            onnx_dir = getattr(self.generator.engine, "model_dir", None)
-            data["base_model"].update(
-                engine="onnx" if onnx_dir else "torch",
-                onnx_model=str(onnx_dir) if onnx_dir else None,
-                name=base.name,
-                folder=str(base.folder),
-                device=str(base.device),
-                dtype=str(base.dtype).removeprefix("torch."),
-                quantize=self.settings.quantize,
-                prepacked=any(isinstance(m, PackedLinear) for m in base.model.modules()),
-            )
-            data["adapters"] = [
-                {"name": d.name, "description": d.description, "status": "ready" if d.ready else f"error: {d.error}"}
-                for d in self.adapters.list()
-            ]
-        return data
+        return describe(self, load_model)

@@ -116,7 +116,7 @@ def run_eval(
     retrieval_only: bool = False,
 ) -> tuple[list[dict], dict[str, dict]]:
     """Score every item in every cell; returns the per-question records and the retrieval records."""
-    files = sorted(bot.knowledge.manifest.all())
+    files = sorted(bot.knowledge.files())
     retrieval: dict[str, dict] = {}
     records: list[dict] = []
     for item in items:

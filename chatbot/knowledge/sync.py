@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from langchain_chroma import Chroma
@@ -61,14 +61,30 @@ class SyncReport:
 
 
 @dataclass
+class SyncState:
+    """The sync running now (``stage``, ``done`` of ``total``), and how the last one ended."""
+
+    running: bool = False
+    stage: str = ""
+    done: int = 0
+    total: int = 0
+    last_report: SyncReport | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
 class KnowledgeStatus:
-    """Documents, chunks, last sync time and per-file errors, for ``info`` and the UI."""
+    """The knowledge base in one object: what is indexed, the sync now and last, the folder watcher."""
 
     documents: int
     chunks: int
-    last_sync: float | None
-    files: list[FileRecord]
+    last_sync: float | None  # when the last sync finished (epoch seconds)
+    files: list[FileRecord]  # every file the last sync saw, errors included
     errors: dict[str, str]
+    sync: SyncState
+    watcher: str = "off"  # off, idle, waiting (a burst is settling), syncing, stopped
+    watcher_syncs: int = 0
+    watcher_error: str | None = None
 
 
 def _chunk_key(document: Document) -> str:
@@ -100,6 +116,7 @@ class KnowledgeSync:
         self.max_bytes = max_bytes
         self._lock_path = lock_path
         self._thread_lock = threading.Lock()
+        self.state = SyncState()
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -113,7 +130,26 @@ class KnowledgeSync:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def sync(self, progress: Progress | None = None, show_progress: bool = False) -> SyncReport:
-        """Bring the collection in line with the folder; see the module docstring."""
+        """Bring the collection in line with the folder (see the module docstring); ``state`` shows how far it got."""
+        state = self.state
+
+        def track(stage: str, done: int, total: int) -> None:
+            state.stage, state.done, state.total = stage, done, total
+            if progress is not None:
+                progress(stage, done, total)
+
+        state.running, state.stage, state.done, state.total = True, "scanning", 0, 0
+        try:
+            report = self._sync(track, show_progress)
+        except Exception as exc:
+            state.last_error = str(exc) or type(exc).__name__
+            raise
+        finally:
+            state.running = False
+        state.last_report, state.last_error = report, None
+        return report
+
+    def _sync(self, progress: Progress, show_progress: bool) -> SyncReport:
         started = time.perf_counter()
         report = SyncReport()
         with self._exclusive():
@@ -244,7 +280,12 @@ class KnowledgeSync:
         """The content hash of every indexed file, by its path under the knowledge folder."""
         return {path: record.sha256 for path, record in self.manifest.all().items() if record.indexed_at}
 
+    def files(self) -> dict[str, FileRecord]:
+        """Every file the last sync saw (indexed or refused), by its path under the knowledge folder."""
+        return self.manifest.all()
+
     def status(self) -> KnowledgeStatus:
+        """Counts, files, errors and the sync's state (the watcher is the app's to add)."""
         files = sorted(self.manifest.all().values(), key=lambda record: record.path)
         last = self.manifest.get_meta("last_sync")
         return KnowledgeStatus(
@@ -253,4 +294,5 @@ class KnowledgeSync:
             last_sync=float(last) if last else None,
             files=files,
             errors={record.path: record.error for record in files if record.error},
+            sync=replace(self.state),
         )

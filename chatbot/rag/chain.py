@@ -18,7 +18,14 @@ from langchain_core.runnables import Runnable, RunnablePassthrough
 from chatbot.engine.generation import GenerationStats
 from chatbot.rag.answer import Answer, SourceRef
 from chatbot.rag.citations import attribute, cited_numbers, claims_by_block, supporting_passage
-from chatbot.rag.conversation import CONDENSE_PROMPT, Turn, conversation_text, history_messages, usable_rewrite
+from chatbot.rag.conversation import (
+    CONDENSE_PROMPT,
+    Turn,
+    conversation_text,
+    history_messages,
+    joined_query,
+    usable_rewrite,
+)
 from chatbot.rag.grounding import check_citations, judge, unfounded_specifics
 from chatbot.rag.prompting import PLAIN_PROMPT, RAG_PROMPT, fit_blocks, format_blocks
 from chatbot.rag.tidy import is_context_dump, tidy
@@ -49,7 +56,8 @@ class ChainRequest:
     generation: dict[str, Any] = field(default_factory=dict)  # GenerationParams overrides
     history: list[Turn] = field(default_factory=list)  # earlier exchanges, oldest first
     history_turns: int = 2  # how many of them the model sees
-    search_query: str | None = None  # the standalone query of a follow-up (None: the question)
+    followup_query: str = "history"  # how a follow-up becomes standalone: "history", "model" or "off"
+    search_query: str | None = None  # the standalone query (None: the chain makes one, see standalone_query)
     cancelled: threading.Event | None = None  # set it (any thread) to stop generating: the reader went away
 
 
@@ -96,12 +104,28 @@ class RagChain:
             pipeline.invoke({"conversation": conversation_text(history, turns), "question": question}), question
         )
 
+    def standalone_query(self, request: ChainRequest) -> str | None:
+        """The search query of a follow-up (None for a first question, or with ``followup_query`` "off").
+
+        "model": the model's rewrite (condensed from the conversation), else, like "history", the
+        last question joined to this one.
+        """
+        if not request.history or request.followup_query == "off":
+            return None
+        if request.followup_query == "model":
+            rewrite = self.condense(request.history, request.question, request.history_turns)
+            if rewrite:
+                return rewrite
+        return joined_query(request.history, request.question)
+
     def stream(self, request: ChainRequest) -> Iterator[str | Answer]:
         """Yield answer text pieces as they are generated, then the finished :class:`Answer`."""
         started = time.perf_counter()
         timings: dict[str, float] = {}
         blocks: list[Document] = []
         if request.use_retrieval:
+            if request.search_query is None:
+                request = replace(request, search_query=self.standalone_query(request))
             blocks = self.fit(self.retrieve(request.search_query or request.question, request.scope))
             timings["retrieval_s"] = time.perf_counter() - started
             if not blocks:

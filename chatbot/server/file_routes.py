@@ -33,7 +33,7 @@ def create_file_router(bot: Chatbot, authorized: Callable[[Request], bool]) -> A
             path = resolve_document(root, relative)
         except DocumentError as exc:
             raise HTTPException(404, str(exc)) from exc
-        if relative not in bot.knowledge.manifest.all():
+        if relative not in bot.knowledge.files():
             raise HTTPException(404, f"not an indexed document: {relative}")
         suffix = path.suffix.lower()
         headers = dict(_HEADERS)

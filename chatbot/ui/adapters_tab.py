@@ -10,6 +10,7 @@ from urllib.parse import quote
 import gradio as gr
 
 if TYPE_CHECKING:
+    from chatbot.app.info import AdapterRow
     from chatbot.app.service import Chatbot
 
 _CARD = (
@@ -34,30 +35,30 @@ def _metrics_rows(metrics: dict[str, Any]) -> str:
     return f"<table>{''.join(rows)}</table>" if rows else ""
 
 
-def card_html(row: dict[str, Any]) -> str:
+def card_html(row: AdapterRow) -> str:
     """One adapter's card (every value escaped; the loss plot is served by ``/adapter-files``)."""
-    name = html.escape(row["name"])
-    status = "ready" if row["status"] == "ready" else "refused"
+    name = html.escape(row.name)
+    status = "ready" if row.status == "ready" else "refused"
     colour = "#15803d" if status == "ready" else "#b91c1c"
-    facts = [f"base model: {html.escape(str(row['base_model'] or 'unknown'))}"]
-    if row["rank"]:
-        facts.append(f"LoRA rank {row['rank']}")
-    if row["size_bytes"]:
-        facts.append(f"{row['size_bytes'] / 1e6:.1f} MB")
+    facts = [f"base model: {html.escape(str(row.base_model or 'unknown'))}"]
+    if row.rank:
+        facts.append(f"LoRA rank {row.rank}")
+    if row.size_bytes:
+        facts.append(f"{row.size_bytes / 1e6:.1f} MB")
     parts = [
         f"<div class='adapter-card' data-adapter='{name}' style='{_CARD}'>",
-        f"<h3 style='margin:0'>{html.escape(row['display_name'])} <code>{name}</code> "
+        f"<h3 style='margin:0'>{html.escape(row.display_name)} <code>{name}</code> "
         f"<span style='color:{colour};font-size:0.8em'>{status}</span></h3>",
-        f"<p>{html.escape(row['description'] or '')}</p>",
+        f"<p>{html.escape(row.description or '')}</p>",
         f"<p style='opacity:0.8'>{' · '.join(facts)}</p>",
     ]
-    if row["error"]:
-        parts.append(f"<p style='color:#b91c1c'>⚠️ {html.escape(row['error'])}</p>")
-    parts.extend(f"<p style='color:#b45309'>{html.escape(w)}</p>" for w in row["warnings"])
-    parts.append(_metrics_rows(row["metrics"]))
-    if row["folder"] and row["status"] == "ready":
+    if row.error:
+        parts.append(f"<p style='color:#b91c1c'>⚠️ {html.escape(row.error)}</p>")
+    parts.extend(f"<p style='color:#b45309'>{html.escape(w)}</p>" for w in row.warnings)
+    parts.append(_metrics_rows(row.metrics))
+    if row.folder and row.status == "ready":
         parts.append(
-            f"<img src='/adapter-files/{quote(row['name'])}/loss.png' alt='training loss of {name}' "
+            f"<img src='/adapter-files/{quote(row.name)}/loss.png' alt='training loss of {name}' "
             "style='max-width:520px;width:100%' onerror=\"this.style.display='none'\">"
         )
     parts.append("</div>")

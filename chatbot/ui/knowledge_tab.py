@@ -26,22 +26,20 @@ def document_rows(bot: Chatbot) -> list[list]:
     """One row per file the last sync saw, errors included."""
     return [
         [r.path, Path(r.path).suffix.lstrip(".").lower(), r.pages or "", r.chunks, _when(r.indexed_at), r.error or ""]
-        for r in bot.knowledge.manifest.all().values()
+        for r in bot.knowledge.files().values()
     ]
 
 
 def status_markdown(bot: Chatbot) -> str:
     """Watcher state, the running sync's progress, and the last sync's result."""
-    activity = bot.activity
+    status = bot.status()
+    activity = status.sync
     lines = []
-    watcher = next((w for w in bot.watchers if w.root == bot.settings.knowledge_dir), None)
-    if watcher is None:
+    if status.watcher == "off":
         lines.append("**Watcher:** off (use *Re-sync* after changing files)")
     else:
-        st = watcher.status
-        lines.append(
-            f"**Watcher:** {st.state} · {st.syncs} syncs" + (f" · error: {st.last_error}" if st.last_error else "")
-        )
+        error = f" · error: {status.watcher_error}" if status.watcher_error else ""
+        lines.append(f"**Watcher:** {status.watcher} · {status.watcher_syncs} syncs{error}")
     if activity.running:
         share = f" {activity.done}/{activity.total}" if activity.total else ""
         lines.append(f"**Sync running:** {activity.stage}{share}")
@@ -53,13 +51,7 @@ def status_markdown(bot: Chatbot) -> str:
         )
     if activity.last_error:
         lines.append(f"**Last sync failed:** {activity.last_error}")
-    manifest = bot.knowledge.manifest
-    last = manifest.get_meta("last_sync")
-    records = manifest.all().values()
-    lines.append(
-        f"**Index:** {sum(1 for r in records if r.indexed_at)} documents, {sum(r.chunks for r in records)} chunks, "
-        f"synced {_when(float(last) if last else None)}"
-    )
+    lines.append(f"**Index:** {status.documents} documents, {status.chunks} chunks, synced {_when(status.last_sync)}")
     return "  \n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Watch the knowledge folder and run the sync once things are quiet (watchdog, debounced).
+"""Watch a folder (knowledge/ or adapters/) and act once things are quiet (watchdog, debounced).
 
 Events only mark the folder dirty. A worker waits until no event arrived for ``debounce_s``
 and the touched files stopped growing (a file still being copied is not indexed half-way),
