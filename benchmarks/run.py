@@ -82,13 +82,14 @@ def retrieval_latency(embeddings, words: list[str], folder: Path, count: int = 1
     from langchain_chroma import Chroma
 
     from chatbot.knowledge.keywords import KeywordIndex
+    from chatbot.knowledge.store import SPACE
     from chatbot.rag.retrieval import ScoredRetriever
 
     store = Chroma(
         "bench",
         embedding_function=embeddings,
         persist_directory=str(folder / "chroma"),
-        collection_metadata={"hnsw:space": "cosine"},
+        collection_metadata={"hnsw:space": SPACE},
     )
     rng = random.Random(1)
     dim = len(embeddings.embed_query("probe"))

@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import re
-import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
 
 from langchain_chroma import Chroma
 
+from chatbot.knowledge.sqlite_file import SqliteFile
 from chatbot.text import content_words
 
 _SCHEMA = "CREATE VIRTUAL TABLE IF NOT EXISTS chunks USING fts5(id UNINDEXED, text, tokenize='porter unicode61')"
 _BATCH = 500
 
 
-class KeywordIndex:
+class KeywordIndex(SqliteFile):
     """Chunk texts by vector id; ``reconcile`` adds what Chroma has and removes what it lost."""
 
     def __init__(self, db_path: Path) -> None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = db_path
-        with self._connect() as db:
-            db.execute(_SCHEMA)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self._path, timeout=30)) as db, db:
-            yield db
+        super().__init__(db_path, _SCHEMA)
 
     def ids(self) -> set[str]:
         with self._connect() as db:

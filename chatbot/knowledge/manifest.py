@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from chatbot.knowledge.sqlite_file import SqliteFile
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -36,19 +35,11 @@ class FileRecord:
     error: str | None
 
 
-class Manifest:
+class Manifest(SqliteFile):
     """The files table; a row is written only after its file's chunks are committed."""
 
     def __init__(self, db_path: Path) -> None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = db_path
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self._path, timeout=30)) as db, db:
-            yield db
+        super().__init__(db_path, _SCHEMA)
 
     def all(self) -> dict[str, FileRecord]:
         with self._connect() as db:

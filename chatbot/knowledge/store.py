@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,16 +28,31 @@ def open_client(chroma_dir: Path, chroma_url: str | None = None) -> ClientAPI:
     return chromadb.PersistentClient(path=str(chroma_dir), settings=settings)
 
 
+SPACE = "cosine"  # the collection's distance is 1 - cosine similarity
+
+
+def similarity(distance: float) -> float:
+    """The cosine similarity of a distance the collection returned (what ``min_relevance`` compares)."""
+    return 1.0 - float(distance)
+
+
+def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
+    """Cosine similarity of two vectors (0 when either is all zeros)."""
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
 def open_vector_store(
     chroma_dir: Path, collection: str, embeddings: Embeddings, chroma_url: str | None = None
 ) -> Chroma:
-    """Open (or create) the collection; cosine distance so scores are similarities."""
+    """Open (or create) the collection, in cosine distance (see :func:`similarity`)."""
     client = open_client(chroma_dir, chroma_url)
     return Chroma(
         client=client,
         collection_name=collection,
         embedding_function=embeddings,
-        collection_metadata={"hnsw:space": "cosine"},
+        collection_metadata={"hnsw:space": SPACE},
     )
 
 

@@ -7,7 +7,6 @@ of at least ``min_relevance``, so "nothing relevant, I don't know" keeps its mea
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from langchain_chroma import Chroma
@@ -17,14 +16,9 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from chatbot.knowledge.keywords import KeywordIndex
+from chatbot.knowledge.store import cosine_similarity, similarity
 
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
-
-
-def _cosine(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm if norm else 0.0
 
 
 def _scored(doc: Document, similarity: float, doc_id: str | None = None) -> Document:
@@ -54,7 +48,7 @@ class ScoredRetriever(BaseRetriever):
         k, where = kwargs.get("k", self.top_k), kwargs.get("filter")
         if self.keywords is None:
             pairs = self.store.similarity_search_with_score(query, k=k, filter=where)
-            scored = [_scored(doc, 1.0 - float(distance)) for doc, distance in pairs]  # cosine distance
+            scored = [_scored(doc, similarity(distance)) for doc, distance in pairs]
             return [doc for doc in scored if doc.metadata["score"] >= self.min_relevance]
         return self._hybrid(query, k, where)
 
@@ -63,7 +57,7 @@ class ScoredRetriever(BaseRetriever):
         pairs = self.store.similarity_search_by_vector_with_relevance_scores(
             embedding, k=max(k, self.candidates), filter=where
         )
-        vector = [_scored(doc, 1.0 - float(distance)) for doc, distance in pairs]
+        vector = [_scored(doc, similarity(distance)) for doc, distance in pairs]
         by_id = {doc.id: doc for doc in vector}
         keyword_ids = self.keywords.search(query, self.candidates)
         unseen = [i for i in keyword_ids if i not in by_id]
@@ -73,7 +67,7 @@ class ScoredRetriever(BaseRetriever):
                 got["ids"], got["documents"], got["metadatas"], got["embeddings"], strict=True
             ):
                 by_id[doc_id] = _scored(
-                    Document(page_content=text, metadata=meta or {}), _cosine(embedding, list(vec)), doc_id
+                    Document(page_content=text, metadata=meta or {}), cosine_similarity(embedding, list(vec)), doc_id
                 )
         fused: dict[str, float] = {}
         rankings = ((1.0, [doc.id for doc in vector]), (self.keyword_weight, [i for i in keyword_ids if i in by_id]))
