@@ -1,7 +1,6 @@
 """Saved conversations and the users' feedback on answers (SQLite, per owner)."""
 
-from chatbot.chats.store import (
-    ChatStore,
+from chatbot.chats.records import (
     ChatStoreError,
     ConversationInfo,
     ConversationNotFoundError,
@@ -10,6 +9,7 @@ from chatbot.chats.store import (
     SavedTurn,
     source_changes,
 )
+from chatbot.chats.store import ChatStore
 
 __all__ = [
     "ChatStore",

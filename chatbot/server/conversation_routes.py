@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatbot.app.service import Chatbot
 from chatbot.chats import SavedTurn, source_changes
-from chatbot.chats.store import SEARCH_CHARS, TITLE_CHARS
+from chatbot.chats.records import TITLE_CHARS
+from chatbot.chats.store import SEARCH_CHARS
 from chatbot.server.openai_api import api_owner
 from chatbot.server.openai_schema import APIError
 

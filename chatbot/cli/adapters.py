@@ -1,151 +1,16 @@
-"""The ``chatbot`` command: sync, ask, serve, info."""
+"""Commands for adapters: ``adapters list``/``check``, ``train`` and ``eval``."""
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from chatbot.config import ConfigError, Settings, load_settings
-
-app = typer.Typer(
-    help="Chat with your own documents in your domain's voice.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-def _settings(**overrides: object) -> Settings:
-    try:
-        return load_settings(**{key: value for key, value in overrides.items() if value is not None})
-    except ConfigError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
-def _chatbot(settings: Settings):  # noqa: ANN202 - lazy import keeps `chatbot --help` fast
-    from chatbot.app.service import Chatbot
-
-    return Chatbot(settings)
-
-
-@app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False) -> None:
-    """hybrid-chatbot: a LoRA adapter for the voice, retrieval over your files for the facts."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-
-
-def _print_report(report, prefix: str = "", skipped: bool = True) -> None:  # noqa: ANN001 - SyncReport
-    typer.echo(
-        f"{prefix}{len(report.added)} added, {len(report.updated)} updated, {len(report.deleted)} deleted, "
-        f"{report.unchanged} unchanged files; {report.chunks_added} chunks written, "
-        f"{report.chunks_deleted} removed in {report.seconds:.2f}s"
-    )
-    for path, reason in sorted(report.errors.items()):
-        typer.secho(f"  error   {path}: {reason}", fg=typer.colors.RED)
-    for path, reason in sorted(report.skipped.items()) if skipped else ():
-        typer.secho(f"  skipped {path}: {reason}", fg=typer.colors.YELLOW)
-
-
-@app.command()
-def sync(as_json: JsonFlag = False) -> None:
-    """Index the knowledge folder: add new, re-index changed, drop deleted files."""
-    bot = _chatbot(_settings())
-    report = bot.sync(show_progress=not as_json and sys.stderr.isatty())
-    if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        _print_report(report)
-    if report.errors:
-        raise typer.Exit(1)
-
-
-@app.command()
-def ask(
-    question: Annotated[str, typer.Argument(help="The question to answer.")],
-    adapter: Annotated[str | None, typer.Option(help="Domain adapter to answer with (default: base).")] = None,
-    no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Answer without the knowledge base.")] = False,
-    max_new_tokens: Annotated[int | None, typer.Option(help="Limit the answer length.")] = None,
-    no_sync: Annotated[bool, typer.Option("--no-sync", help="Skip the quick sync before answering.")] = False,
-    as_json: JsonFlag = False,
-) -> None:
-    """Answer one question from the knowledge base, with citations."""
-    from chatbot.adapters.registry import UnknownAdapterError
-    from chatbot.rag.answer import Answer
-
-    bot = _chatbot(_settings())
-    bot.load()
-    if not no_retrieval and not no_sync:
-        bot.sync()  # a no-op when nothing changed
-    try:
-        events = bot.stream(question, adapter=adapter, use_retrieval=not no_retrieval, max_new_tokens=max_new_tokens)
-        answer = None
-        for event in events:
-            if isinstance(event, Answer):
-                answer = event
-            elif not as_json:
-                typer.echo(event, nl=False)
-    except (UnknownAdapterError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
-    assert answer is not None
-    if as_json:
-        typer.echo(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
-        return
-    typer.echo("")
-    if answer.sources:
-        typer.echo("\nSources:")
-        for source in answer.sources:
-            page = f", page {source.page}" if source.page is not None else ""
-            typer.echo(f"  [{source.n}] {source.source}{page} (score {source.score:.2f})")
-
-
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 7860).")] = None,
-    adapter: Annotated[str | None, typer.Option(help="Adapter new conversations start with.")] = None,
-) -> None:
-    """Serve the chat page; the knowledge and adapters folders are synced and watched."""
-    from chatbot.server.app import run
-
-    run(_settings(host=host, port=port, default_adapter=adapter))
-
-
-@app.command()
-def watch(
-    debounce: Annotated[float, typer.Option(help="Seconds of quiet before a sync.")] = 1.0,
-) -> None:
-    """Sync the knowledge folder, then re-sync whenever files are added, changed or deleted."""
-    import time
-
-    bot = _chatbot(_settings())
-
-    def show(report) -> None:  # noqa: ANN001 - SyncReport, imported lazily
-        _print_report(report, prefix=time.strftime("%H:%M:%S "), skipped=False)
-
-    _print_report(bot.sync(show_progress=sys.stderr.isatty()))
-    bot.watch(on_sync=show, debounce_s=debounce)
-    typer.echo(f"watching {bot.settings.knowledge_dir.resolve()} (Ctrl-C to stop)")
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        bot.close()
-
+from chatbot.cli.root import JsonFlag, app, fail, open_chatbot, settings_from
+from chatbot.config import Settings
 
 adapters_app = typer.Typer(help="List and check domain adapters.", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters")
@@ -154,7 +19,7 @@ app.add_typer(adapters_app, name="adapters")
 @adapters_app.command("list")
 def adapters_list(as_json: JsonFlag = False) -> None:
     """Every adapter folder with description, base model, rank, size and status."""
-    rows = _chatbot(_settings()).adapter_rows()
+    rows = open_chatbot(settings_from()).adapter_rows()
     if as_json:
         typer.echo(json.dumps([row.to_dict() for row in rows], indent=2))
         return
@@ -176,8 +41,8 @@ def adapters_check(folder: Annotated[Path, typer.Argument(help="An adapter folde
     from chatbot.adapters.check import check_adapter
 
     if not folder.is_dir():
-        raise _fail(f"{folder}: not a folder")
-    base = _chatbot(_settings()).generator.base
+        raise fail(f"{folder}: not a folder")
+    base = open_chatbot(settings_from()).generator.base
     problems, warnings = check_adapter(folder, base.model, base.fingerprint)
     for warning in warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
@@ -186,36 +51,6 @@ def adapters_check(folder: Annotated[Path, typer.Argument(help="An adapter folde
             typer.secho(f"{folder}: {problem}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
     typer.echo(f"{folder}: fits {base.name} ({base.fingerprint})")
-
-
-feedback_app = typer.Typer(help="What users said about answers.", no_args_is_help=True)
-app.add_typer(feedback_app, name="feedback")
-
-
-@feedback_app.command("export")
-def feedback_export(
-    out: Annotated[Path | None, typer.Option(help="Write to this .jsonl file (default: standard output).")] = None,
-    adapter: Annotated[str | None, typer.Option(help="Only answers of this adapter.")] = None,
-    owner: Annotated[str | None, typer.Option(help="Only this user's (login or API key name).")] = None,
-) -> None:
-    """Every answer with feedback, newest first, one JSON object per line."""
-    from chatbot.chats import ChatStore
-
-    settings = _settings()
-    path = settings.data_dir / "chats.sqlite"
-    if not path.is_file():
-        raise _fail(f"no saved conversations yet ({path} does not exist)")
-    records = ChatStore(path).feedback(owner=owner, adapter=adapter)
-    lines = (json.dumps(record.to_json(), ensure_ascii=False) + "\n" for record in records)
-    if out is None:
-        count = sum(1 for line in lines if sys.stdout.write(line))
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.name + ".partial")  # a reader never sees half an export
-        with partial.open("w", encoding="utf-8") as handle:
-            count = sum(1 for line in lines if handle.write(line))
-        partial.replace(out)
-    typer.secho(f"{count} answers with feedback", err=True)
 
 
 @app.command()
@@ -275,7 +110,7 @@ def train(
     from chatbot.training.run import TrainRequest, train_domain
     from chatbot.training.trainer import TrainConfig
 
-    settings = _settings()
+    settings = settings_from()
     request = TrainRequest(
         domain=domain,
         data=data,
@@ -308,7 +143,7 @@ def train(
     try:
         folder, result = train_domain(settings, request, config)
     except (ValueError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     metrics = result.metrics()
     compared = _compare_on_held_out(settings, domain, folder.name) if from_feedback else None
     if as_json:
@@ -382,36 +217,12 @@ def evaluate(
     )
     try:
         show = progress if progress is not None else not as_json and sys.stderr.isatty()
-        result = run_eval(_settings(), request, show_progress=show)
+        result = run_eval(settings_from(), request, show_progress=show)
     except (UnknownAdapterError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     typer.echo(markdown_summary(result["summary"], f"{questions.name}"))
     for kind, path in result["reports"].items():
         typer.echo(f"{kind}: {path}")
-
-
-@app.command()
-def info(as_json: JsonFlag = False) -> None:
-    """Show models, paths, adapters and knowledge counts."""
-    data = _chatbot(_settings()).info()
-    if as_json:
-        typer.echo(json.dumps(data.to_dict(), indent=2))
-        return
-    base, knowledge = data.base_model, data.knowledge
-    where = base.remote or f"{base.device} ({base.dtype})"
-    typer.echo(f"base model       {base.name} on {where}  {base.source}")
-    typer.echo(f"embedding model  {data.embedding_model.folder}")
-    for key, value in data.paths.items():
-        typer.echo(f"{key:<16} {value}")
-    typer.echo(f"knowledge        {knowledge.documents} documents, {knowledge.chunks} chunks")
-    for path, reason in knowledge.errors.items():
-        typer.secho(f"  error {path}: {reason}", fg=typer.colors.RED)
-    for adapter in data.adapters:
-        typer.echo(f"adapter          {adapter.name}: {adapter.status}  {adapter.description}")
-
-
-if __name__ == "__main__":
-    app()

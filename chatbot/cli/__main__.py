@@ -1,0 +1,5 @@
+"""``python -m chatbot.cli``."""
+
+from chatbot.cli import app
+
+app()

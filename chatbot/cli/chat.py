@@ -1,0 +1,117 @@
+"""Commands for the knowledge and for answers: ``sync``, ``ask``, ``serve``, ``watch``, ``info``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from chatbot.cli.root import JsonFlag, app, fail, open_chatbot, print_report, settings_from
+
+
+@app.command()
+def sync(as_json: JsonFlag = False) -> None:
+    """Index the knowledge folder: add new, re-index changed, drop deleted files."""
+    bot = open_chatbot(settings_from())
+    report = bot.sync(show_progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question to answer.")],
+    adapter: Annotated[str | None, typer.Option(help="Domain adapter to answer with (default: base).")] = None,
+    no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Answer without the knowledge base.")] = False,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Limit the answer length.")] = None,
+    no_sync: Annotated[bool, typer.Option("--no-sync", help="Skip the quick sync before answering.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Answer one question from the knowledge base, with citations."""
+    from chatbot.adapters.registry import UnknownAdapterError
+    from chatbot.rag.answer import Answer
+
+    bot = open_chatbot(settings_from())
+    bot.load()
+    if not no_retrieval and not no_sync:
+        bot.sync()  # a no-op when nothing changed
+    try:
+        events = bot.stream(question, adapter=adapter, use_retrieval=not no_retrieval, max_new_tokens=max_new_tokens)
+        answer = None
+        for event in events:
+            if isinstance(event, Answer):
+                answer = event
+            elif not as_json:
+                typer.echo(event, nl=False)
+    except (UnknownAdapterError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    assert answer is not None
+    if as_json:
+        typer.echo(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
+        return
+    typer.echo("")
+    if answer.sources:
+        typer.echo("\nSources:")
+        for source in answer.sources:
+            page = f", page {source.page}" if source.page is not None else ""
+            typer.echo(f"  [{source.n}] {source.source}{page} (score {source.score:.2f})")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 7860).")] = None,
+    adapter: Annotated[str | None, typer.Option(help="Adapter new conversations start with.")] = None,
+) -> None:
+    """Serve the chat page; the knowledge and adapters folders are synced and watched."""
+    from chatbot.server.app import run
+
+    run(settings_from(host=host, port=port, default_adapter=adapter))
+
+
+@app.command()
+def watch(
+    debounce: Annotated[float, typer.Option(help="Seconds of quiet before a sync.")] = 1.0,
+) -> None:
+    """Sync the knowledge folder, then re-sync whenever files are added, changed or deleted."""
+
+    bot = open_chatbot(settings_from())
+
+    def show(report) -> None:  # noqa: ANN001 - SyncReport, imported lazily
+        print_report(report, prefix=time.strftime("%H:%M:%S "), skipped=False)
+
+    print_report(bot.sync(show_progress=sys.stderr.isatty()))
+    bot.watch(on_sync=show, debounce_s=debounce)
+    typer.echo(f"watching {bot.settings.knowledge_dir.resolve()} (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        bot.close()
+
+
+@app.command()
+def info(as_json: JsonFlag = False) -> None:
+    """Show models, paths, adapters and knowledge counts."""
+    data = open_chatbot(settings_from()).info()
+    if as_json:
+        typer.echo(json.dumps(data.to_dict(), indent=2))
+        return
+    base, knowledge = data.base_model, data.knowledge
+    where = base.remote or f"{base.device} ({base.dtype})"
+    typer.echo(f"base model       {base.name} on {where}  {base.source}")
+    typer.echo(f"embedding model  {data.embedding_model.folder}")
+    for key, value in data.paths.items():
+        typer.echo(f"{key:<16} {value}")
+    typer.echo(f"knowledge        {knowledge.documents} documents, {knowledge.chunks} chunks")
+    for path, reason in knowledge.errors.items():
+        typer.secho(f"  error {path}: {reason}", fg=typer.colors.RED)
+    for adapter in data.adapters:
+        typer.echo(f"adapter          {adapter.name}: {adapter.status}  {adapter.description}")

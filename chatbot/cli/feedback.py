@@ -1,0 +1,41 @@
+"""``chatbot feedback export``: what users said about answers, as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chatbot.cli.root import app, fail, settings_from
+
+feedback_app = typer.Typer(help="What users said about answers.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Annotated[Path | None, typer.Option(help="Write to this .jsonl file (default: standard output).")] = None,
+    adapter: Annotated[str | None, typer.Option(help="Only answers of this adapter.")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this user's (login or API key name).")] = None,
+) -> None:
+    """Every answer with feedback, newest first, one JSON object per line."""
+    from chatbot.chats import ChatStore
+
+    settings = settings_from()
+    path = settings.data_dir / "chats.sqlite"
+    if not path.is_file():
+        raise fail(f"no saved conversations yet ({path} does not exist)")
+    records = ChatStore(path).feedback(owner=owner, adapter=adapter)
+    lines = (json.dumps(record.to_json(), ensure_ascii=False) + "\n" for record in records)
+    if out is None:
+        count = sum(1 for line in lines if sys.stdout.write(line))
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")  # a reader never sees half an export
+        with partial.open("w", encoding="utf-8") as handle:
+            count = sum(1 for line in lines if handle.write(line))
+        partial.replace(out)
+    typer.secho(f"{count} answers with feedback", err=True)
