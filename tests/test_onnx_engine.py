@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from chatbot.app.runtime import resolve_engine
-from chatbot.engine.onnx.convert import ConversionError, convert_model, export_adapter, lora_inputs
+from chatbot.engine.onnx.adapter_export import export_adapter
+from chatbot.engine.onnx.convert import ConversionError, convert_model, lora_inputs
 from chatbot.engine.onnx.runtime import Decoder
 from chatbot.models.base import load_base_model
 from chatbot.vocabulary import GenerationParams

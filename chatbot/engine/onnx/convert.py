@@ -1,12 +1,12 @@
-"""Convert the base model and PEFT LoRA adapters for onnxruntime-genai, once, cached in the data dir.
+"""Convert the base model for onnxruntime, once, cached in the data dir (adapters: ``adapter_export``).
 
 The base model goes through onnxruntime-genai's own model builder with a stand-in adapter that
 targets every linear layer of the decoder, so the builder emits a LoRA branch (``x @ A @ B``)
 beside each of them. Those branches' weights then become graph inputs with a leading row axis
 (``[rows, in, rank]``, ``[rows, rank, out]``), so one run serves rows on different adapters
 (:mod:`chatbot.engine.onnx.runtime`); an adapter is a file of those inputs
-(``onnxruntime.AdapterFormat``), of any rank. The logits are computed for the last position only
-(a prompt's other positions are never sampled).
+(``onnxruntime.AdapterFormat``), of any rank. The logits are computed for the last position
+only (a prompt's other positions are never sampled).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from chatbot.digest import files_digest
-
 log = logging.getLogger(__name__)
 
 CONVERT_VERSION = 2  # bump when the graph surgery below changes: old caches are rebuilt
@@ -31,8 +29,7 @@ ADAPTER_SUFFIX = ".onnx_adapter"
 _RANK = "lora_rank"
 _ROWS = "lora_rows"
 _LORA_NODE = re.compile(r"/lora_[AB]/")
-_ONNX_PARAM = re.compile(r"layers\.(\d+)\..*?([A-Za-z0-9_]+)\.(lora_[AB])\.MatMul\.weight$")
-_PEFT_TENSOR = re.compile(r"layers\.(\d+)\..*\.([A-Za-z0-9_]+)\.(lora_[AB])\.weight$")
+LORA_PARAM = re.compile(r"layers\.(\d+)\..*?([A-Za-z0-9_]+)\.(lora_[AB])\.MatMul\.weight$")
 
 Progress = Callable[[str], None]
 
@@ -125,7 +122,7 @@ def lora_inputs(model_path: Path) -> dict[str, tuple[int, int]]:
     shapes = {}
     for value in graph.input:
         dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
-        if _ONNX_PARAM.search(value.name) and len(dims) == 3:
+        if LORA_PARAM.search(value.name) and len(dims) == 3:
             shapes[value.name] = (dims[1], dims[2])
     return shapes
 
@@ -226,94 +223,3 @@ def convert_model(
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
-
-
-def _scaling(config: dict) -> float:
-    rank, alpha = config.get("r"), config.get("lora_alpha", config.get("r"))
-    if not isinstance(rank, int) or rank < 1 or not isinstance(alpha, int | float):
-        raise ConversionError("adapter_config.json needs a positive whole r and a numeric lora_alpha")
-    return float(alpha) / (rank**0.5 if config.get("use_rslora") else rank)
-
-
-def _refusals(config: dict) -> list[str]:
-    problems = []
-    if config.get("peft_type", "LORA") != "LORA":
-        problems.append(f"peft_type {config.get('peft_type')!r} (only LORA converts)")
-    if config.get("use_dora"):
-        problems.append("DoRA (use_dora) has no ONNX form here")
-    if config.get("bias", "none") != "none":
-        problems.append(f"bias={config['bias']!r} (trained biases are not LoRA inputs)")
-    if config.get("modules_to_save"):
-        problems.append("modules_to_save (full copies of modules) cannot be an adapter file")
-    if config.get("rank_pattern") or config.get("alpha_pattern"):
-        problems.append("rank_pattern/alpha_pattern (per-module ranks) are not supported by the ONNX engine")
-    return problems
-
-
-def export_adapter(folder: Path, model_dir: Path, name: str) -> Path:
-    """The ``.onnx_adapter`` file of the PEFT adapter in ``folder`` for the model in ``model_dir``.
-
-    Written once per content of the folder (a changed folder gets a new file; older ones of the
-    same name are removed). Raises :class:`ConversionError` naming what cannot be converted.
-    """
-    sources = [folder / "adapter_config.json", folder / "adapter_model.safetensors"]
-    if not all(path.is_file() for path in sources):
-        raise ConversionError("needs adapter_config.json and adapter_model.safetensors")
-    store = model_dir / "adapters"
-    target = store / f"{name}-{files_digest(sources, model_dir.name)[:12]}{ADAPTER_SUFFIX}"
-    if target.is_file():
-        return target
-    config = json.loads(sources[0].read_text())
-    problems = _refusals(config)
-    if problems:
-        raise ConversionError("cannot convert for the ONNX engine: " + "; ".join(problems))
-    params = _adapter_params(sources[1], lora_inputs(model_dir / "model.onnx"), _scaling(config))
-    import onnxruntime
-
-    store.mkdir(exist_ok=True)
-    adapter = onnxruntime.AdapterFormat()
-    adapter.set_adapter_version(1)
-    adapter.set_model_version(1)
-    adapter.set_parameters({key: onnxruntime.OrtValue.ortvalue_from_numpy(value) for key, value in params.items()})
-    partial = target.with_suffix(".partial")
-    adapter.export_adapter(str(partial))
-    partial.replace(target)
-    for old in store.glob(f"{name}-*{ADAPTER_SUFFIX}"):
-        if old != target:
-            old.unlink(missing_ok=True)
-    return target
-
-
-def _adapter_params(weights: Path, inputs: dict[str, tuple[int, int]], scaling: float) -> dict:
-    """PEFT's A (r x in) and B (out x r) as the model's inputs: transposed, B times the scaling."""
-    import numpy as np
-    from safetensors import safe_open
-
-    by_key = {}
-    for name in inputs:
-        match = _ONNX_PARAM.search(name)
-        if match:
-            by_key[match.groups()] = name
-    params: dict[str, np.ndarray] = {}
-    unplaced: list[str] = []
-    with safe_open(str(weights), framework="np") as handle:
-        for tensor in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-            match = _PEFT_TENSOR.search(tensor)
-            name = by_key.get(match.groups()) if match else None
-            if name is None:
-                unplaced.append(tensor)
-                continue
-            value = np.asarray(handle.get_tensor(tensor), dtype=np.float32).T
-            if match.group(3) == "lora_B":
-                value = value * np.float32(scaling)
-            rows, columns = inputs[name]
-            fixed = rows if match.group(3) == "lora_A" else columns
-            if value.shape[0 if match.group(3) == "lora_A" else 1] != fixed:
-                raise ConversionError(f"{tensor} has shape {list(value.shape[::-1])}, which the model cannot take")
-            params[name] = np.ascontiguousarray(value)
-    if unplaced:
-        shown = ", ".join(unplaced[:3]) + (" ..." if len(unplaced) > 3 else "")
-        raise ConversionError(f"{len(unplaced)} tensors have no LoRA input in the converted model ({shown})")
-    if not params:
-        raise ConversionError("the adapter holds no LoRA weights")
-    return params

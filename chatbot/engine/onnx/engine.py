@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chatbot.engine.onnx.convert import export_adapter
+from chatbot.engine.onnx.adapter_export import export_adapter
 from chatbot.engine.onnx.runtime import Decoder
 from chatbot.engine.request import Request, chunk_bounds, pick_tokens, repeats_itself
 from chatbot.engine.worker import EngineWorker
