@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="int4,int8,fp32")
     args = parser.parse_args()
 
+    from chatbot.adapters.lora import PeftLora
     from chatbot.engine.generation import Generator
     from chatbot.engine.onnx import onnx_generator
     from chatbot.models.base import load_base_model
@@ -64,7 +65,7 @@ def main() -> None:
     rows = {}
     base = load_base_model("embedded", cache, "cpu", "float32")
     generator = Generator(base)
-    generator.attach(_with_finance(base))
+    PeftLora(generator).add("finance", REPO / "adapters" / "finance")
     rows["torch fp32"] = measure(generator, args.tokens, args.repeats)
     generator.engine.close()
     skeleton = load_base_model("embedded", cache, "cpu", "float32", weights=False)
@@ -83,12 +84,6 @@ def main() -> None:
             f"{name:<12} {row['decode_base']:>8.1f} t/s {row['decode_finance']:>9.1f} t/s ({ratio:.1f}x)"
             f" {row['first_token_s']:>8.2f} s  ({row['prompt_tokens']})"
         )
-
-
-def _with_finance(base):  # noqa: ANN001, ANN202
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(base.model, str(REPO / "adapters" / "finance"), adapter_name="finance").eval()
 
 
 if __name__ == "__main__":

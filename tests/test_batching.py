@@ -70,7 +70,7 @@ def test_greedy_and_seeded_outputs_alone_equal_outputs_inside_a_mixed_batch(any_
         (*prompt(generator, " ".join(QUESTIONS * 4)), "other", greedy_long),  # long: made the active adapter
     ]
     alone = [run_alone(engine, *job) for job in jobs]
-    if generator.uses_peft:
+    if generator.injects_adapters:
         assert generator.model.active_adapter == "other"
     assert len({tuple(tokens) for tokens in alone}) == len(jobs)
     assert len(alone[2]) < min(len(alone[0]), len(alone[1]))  # so one row leaves mid-batch
@@ -138,7 +138,7 @@ def test_removing_an_adapter_fails_only_its_running_requests(any_bot):
     expected = run_alone(generator.engine, ids, prefix, "base", params)
     doomed, kept = submit_together(generator, [(ids, prefix, "other", params), (ids, prefix, "base", params)])
     next(doomed.token_ids())
-    if generator.uses_peft:
+    if generator.injects_adapters:
         with generator.exclusive:
             generator.model.delete_adapter("other")
             generator.forget_adapter("other")

@@ -1,8 +1,9 @@
 """Domain adapters: folders under ``adapters/`` loaded once onto the one base model.
 
-Each request names its adapter and :class:`~chatbot.engine.generation.Generator` routes it with
-PEFT's per-call ``adapter_names``; nothing global is switched. A folder that cannot be
-loaded is listed with its error and the others keep working.
+Each request names its adapter; the engine runs every row of a batch on its own adapter (on
+transformers through :mod:`chatbot.adapters.lora`, which owns loading and per-row routing; the
+ONNX engine converts and loads adapter files itself). A folder that cannot be loaded is listed
+with its error and the others keep working.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.adapters.check import check_adapter, read_manifest
+from chatbot.adapters.lora import PeftLora
 from chatbot.engine.generation import Generator
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError
 
@@ -123,22 +125,6 @@ class DomainRegistry:
         return domain
 
 
-def _cast_adapter(model: Any, name: str, dtype: Any) -> None:  # torch.nn.Module, torch.dtype
-    """Put adapter ``name``'s LoRA weights in the model's ``dtype``.
-
-    PEFT upcasts them to fp32 (or keeps the saved dtype over int8 base layers). In the model's
-    dtype they take half the memory, and in bf16 a row's LoRA result does not depend on how many
-    rows share its adapter in a batch.
-    """
-    import torch
-
-    for module in model.modules():
-        for part in ("lora_A", "lora_B"):
-            layers = getattr(module, part, None)
-            if isinstance(layers, torch.nn.ModuleDict) and name in layers:
-                layers[name].to(dtype)
-
-
 class AdapterRegistry(DomainRegistry):
     """All adapters of one folder, attached to one generator's base model."""
 
@@ -146,6 +132,7 @@ class AdapterRegistry(DomainRegistry):
         super().__init__(Domain(BASE_ADAPTER, "Base model", "The base model without an adapter.", base_system_prompt))
         self.folder = folder
         self.generator = generator
+        self._lora = PeftLora(generator) if generator.injects_adapters else None
 
     def refresh(self) -> None:
         """Load new or changed adapter folders and drop removed ones."""
@@ -185,38 +172,16 @@ class AdapterRegistry(DomainRegistry):
         return domain
 
     def _attach(self, name: str, path: Path) -> None:
-        if not self.generator.uses_peft:  # the ONNX engine converts and holds its adapters itself
+        if self._lora is None:  # the ONNX engine converts and holds its adapters itself
             self.generator.engine.add_adapter(name, path)
-            return
-        with self.generator.exclusive:  # never inject layers during a forward pass
-            self.generator.forget_adapter(name)
-            self._inject(name, path)
-
-    def _inject(self, name: str, path: Path) -> None:
-        from peft import PeftModel
-
-        model = self.generator.model
-        if isinstance(model, PeftModel):
-            try:
-                model.load_adapter(str(path), adapter_name=name, is_trainable=False, low_cpu_mem_usage=False)
-            except Exception:
-                if name in model.peft_config:
-                    model.delete_adapter(name)
-                raise
         else:
-            model = PeftModel.from_pretrained(self.generator.base.model, str(path), adapter_name=name)
-            model.eval()
-            self.generator.attach(model)
-        _cast_adapter(model, name, self.generator.base.dtype)
+            self._lora.add(name, path)
 
     def _unload(self, name: str) -> None:
         domain = self._domains.pop(name, None)
-        if not self.generator.uses_peft:
-            if domain is not None and domain.ready:
-                self.generator.engine.unload_adapter(name)
+        if domain is None or not domain.ready:
             return
-        model = self.generator.model
-        if domain is not None and domain.ready and name in getattr(model, "peft_config", {}):
-            with self.generator.exclusive:
-                model.delete_adapter(name)
-                self.generator.forget_adapter(name)
+        if self._lora is None:
+            self.generator.engine.unload_adapter(name)
+        else:
+            self._lora.remove(name)

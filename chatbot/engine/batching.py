@@ -2,9 +2,9 @@
 
 One worker thread owns the model. A new request is prefilled alone (reusing the cached
 key/values of its system-prompt prefix) and then joins the running batch at the next step;
-every step decodes one token for every row in a single forward pass, routing each row to its
-LoRA adapter with PEFT's ``adapter_names``. Finished, cancelled or failed rows leave the batch
-without disturbing the others.
+every step decodes one token for every row in a single forward pass, each row on its own LoRA
+adapter (the pass's routing comes from whoever loaded the adapters: :mod:`chatbot.engine.routing`).
+Finished, cancelled or failed rows leave the batch without disturbing the others.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from transformers import DynamicCache
 
 from chatbot.engine.kv_cache import BatchCache, PrefixStore, snapshot
 from chatbot.engine.request import Request, chunk_bounds, pick_tokens, repeats_itself
+from chatbot.engine.routing import BaseOnly, Routing
 from chatbot.engine.worker import EngineWorker
 from chatbot.vocabulary import BASE_ADAPTER
 
 log = logging.getLogger(__name__)
 
-PEFT_BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
-ACTIVATE_AT = 128  # prompt tokens from which making the request's adapter active pays
 PREFILL_CHUNK = 256  # prompt tokens prefilled between two decode steps
 
 
@@ -51,8 +50,9 @@ class _Prefill:
 class BatchEngine(EngineWorker):
     """Decodes every submitted request in one shared loop on ``model()`` (the current model).
 
-    ``model`` is a callable because the PEFT wrapper replaces the plain model once the first
-    adapter is loaded. ``lock`` is held for each forward pass; hold it to add or remove adapters.
+    ``model`` is a callable because an adapter wrapper may replace the plain model once the first
+    adapter is loaded; ``routing`` maps a pass's rows to adapters (base only until set). ``lock``
+    is held for each forward pass; hold it to add or remove adapters.
 
     Each loop iteration reads one chunk (at most ``prefill_chunk`` tokens) of one waiting prompt,
     taking the prompts in turn, then decodes one token for every running row: a long prompt never
@@ -83,6 +83,7 @@ class BatchEngine(EngineWorker):
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         self.prefixes = PrefixStore(prefix_capacity)
+        self.routing: Routing = BaseOnly()
         super().__init__()
         self._prefilling: deque[_Prefill] = deque()
         self._rows: list[_Row] = []
@@ -133,32 +134,10 @@ class BatchEngine(EngineWorker):
             prefill.request._finish()
             self.cancelled_total += 1
 
-    def _routing(self, adapters: list[str], tokens: int) -> dict:
-        """How this forward pass reaches each row's adapter.
-
-        Rows that all use the model's active adapter need no per-row routing; a prompt of at
-        least ``ACTIVATE_AT`` tokens on one adapter makes that adapter active first (PEFT's
-        ``set_adapter``, ~10 ms, saves ~0.3 s on a 1,000-token prompt: per-row routing copies
-        every layer's input). Anything else is routed per row with ``adapter_names``.
-        """
-        model = self._model()
-        if not hasattr(model, "peft_config"):
-            if any(adapter != BASE_ADAPTER for adapter in adapters):
-                raise ValueError(f"adapter {adapters[0]!r} is not loaded")
-            return {}
-        missing = [adapter for adapter in adapters if adapter != BASE_ADAPTER and adapter not in model.peft_config]
-        if missing:
-            raise ValueError(f"adapter {missing[0]!r} is not loaded")
-        only = adapters[0] if len(set(adapters)) == 1 and adapters[0] != BASE_ADAPTER else None
-        if only is not None and only != model.active_adapter and tokens >= ACTIVATE_AT:
-            model.set_adapter(only)
-        if only is not None and only == model.active_adapter:
-            return {}
-        return {"adapter_names": [PEFT_BASE if adapter == BASE_ADAPTER else adapter for adapter in adapters]}
-
     def _forward(self, input_ids: torch.Tensor, adapters: list[str], **kwargs: object):  # noqa: ANN202
-        routing = self._routing(adapters, int(input_ids.shape[1]))
-        return self._model()(input_ids=input_ids, use_cache=True, logits_to_keep=1, **routing, **kwargs)
+        model = self._model()
+        routing = self.routing.forward_kwargs(model, adapters, int(input_ids.shape[1]))
+        return model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **routing, **kwargs)
 
     def _prefill_chunk(self) -> None:
         """Read the next chunk of the first prompt in line, then send that prompt to the back.
@@ -224,8 +203,7 @@ class BatchEngine(EngineWorker):
 
     def _drop_unloaded(self) -> None:
         """Fail the requests whose adapter was removed since they started (mid-prompt or mid-answer)."""
-        model = self._model()
-        loaded = set(getattr(model, "peft_config", {})) | {BASE_ADAPTER}
+        loaded = self.routing.loaded(self._model()) | {BASE_ADAPTER}
 
         def removed(request: Request) -> bool:
             if request.adapter in loaded:

@@ -37,8 +37,9 @@ class GenerationStats:
 class Generator:
     """Generates on the one base model, routing each request to its adapter.
 
-    ``model`` is either the plain transformers model or a PEFT model holding every adapter;
-    the adapter is chosen per request (PEFT's ``adapter_names``) so no global state is switched.
+    ``model`` is the plain transformers model, or the wrapper holding every adapter once the
+    adapters package has loaded one (:mod:`chatbot.adapters.lora`); each request names its adapter
+    and the engine routes its row to it (:mod:`chatbot.engine.routing`).
     """
 
     def __init__(
@@ -80,15 +81,16 @@ class Generator:
         )
 
     @property
-    def uses_peft(self) -> bool:
-        """True when adapters are PEFT modules injected into :attr:`model` (the transformers engine)."""
+    def injects_adapters(self) -> bool:
+        """True when adapters are modules injected into :attr:`model` (the transformers engine); else
+        the engine loads adapter files itself (``engine.add_adapter``)."""
         return isinstance(self.engine, BatchEngine)
 
     @property
     def loaded_adapters(self) -> set[str]:
         """Names of the adapters the engine holds now (not the base model)."""
-        if self.uses_peft:
-            return set(getattr(self.model, "peft_config", {}))
+        if self.injects_adapters:
+            return self.engine.routing.loaded(self.model)
         return set(self.engine.loaded_adapters)
 
     @property
@@ -97,7 +99,7 @@ class Generator:
         return self._lock
 
     def attach(self, model: torch.nn.Module) -> None:
-        """Use ``model`` (the PEFT wrapper of the base model) from now on."""
+        """Use ``model`` (the adapters' wrapper of the base model) from now on."""
         self.model = model
 
     def forget_adapter(self, adapter: str) -> None:
