@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 
+from chatbot.adapters.lora import PeftRouting
 from chatbot.engine.batching import BatchEngine
 from chatbot.engine.request import EngineClosedError
 from chatbot.engine.row_attention import use_row_attention
@@ -39,6 +40,7 @@ def engine(request):
     model = tiny_peft_model(request.param)
     engine = BatchEngine(lambda: model, threading.Lock(), torch.device(request.param), set(), max_batch=8,
                          prefill_chunk=CHUNK)  # fmt: skip
+    engine.routing = PeftRouting()
     yield engine
     engine.close()
 

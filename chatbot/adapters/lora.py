@@ -8,19 +8,49 @@ each forward pass's mapping of rows to adapters (:class:`chatbot.engine.routing.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from chatbot.engine.generation import Generator
 from chatbot.vocabulary import BASE_ADAPTER
+
+if TYPE_CHECKING:
+    from chatbot.engine.generation import Generator
 
 PEFT_BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
 ACTIVATE_AT = 128  # prompt tokens from which making the request's adapter active pays
 
 
-class PeftLora:
-    """The PEFT adapters of one generator's model; hand it to the engine as its routing."""
+class PeftRouting:
+    """Which PEFT adapters a model holds, and how a forward pass reaches each row's (the engine's routing)."""
+
+    def loaded(self, model: torch.nn.Module) -> set[str]:
+        return set(getattr(model, "peft_config", {}))
+
+    def forward_kwargs(self, model: torch.nn.Module, adapters: list[str], tokens: int) -> dict[str, Any]:
+        """Per-row ``adapter_names``, or none when every row uses the model's active adapter.
+
+        A prompt of at least ``ACTIVATE_AT`` tokens on one adapter makes that adapter active first
+        (PEFT's ``set_adapter``, ~10 ms, saves ~0.3 s on a 1,000-token prompt: per-row routing
+        copies every layer's input). The active adapter is model state, but only this decides
+        with it, and a row's result is the same either way.
+        """
+        loaded = self.loaded(model)
+        missing = [adapter for adapter in adapters if adapter != BASE_ADAPTER and adapter not in loaded]
+        if missing:
+            raise ValueError(f"adapter {missing[0]!r} is not loaded")
+        if not loaded:
+            return {}
+        only = adapters[0] if len(set(adapters)) == 1 and adapters[0] != BASE_ADAPTER else None
+        if only is not None and only != model.active_adapter and tokens >= ACTIVATE_AT:
+            model.set_adapter(only)
+        if only is not None and only == model.active_adapter:
+            return {}
+        return {"adapter_names": [PEFT_BASE if adapter == BASE_ADAPTER else adapter for adapter in adapters]}
+
+
+class PeftLora(PeftRouting):
+    """The PEFT adapters of one generator's model: added and removed here, routed by the engine through it."""
 
     def __init__(self, generator: Generator) -> None:
         self.generator = generator
@@ -54,32 +84,6 @@ class PeftLora:
             if name in getattr(generator.model, "peft_config", {}):
                 generator.model.delete_adapter(name)
             generator.forget_adapter(name)
-
-    # Routing (called by the engine with its lock held)
-
-    def loaded(self, model: torch.nn.Module) -> set[str]:
-        return set(getattr(model, "peft_config", {}))
-
-    def forward_kwargs(self, model: torch.nn.Module, adapters: list[str], tokens: int) -> dict[str, Any]:
-        """Per-row ``adapter_names``, or none when every row uses the model's active adapter.
-
-        A prompt of at least ``ACTIVATE_AT`` tokens on one adapter makes that adapter active first
-        (PEFT's ``set_adapter``, ~10 ms, saves ~0.3 s on a 1,000-token prompt: per-row routing
-        copies every layer's input). The active adapter is model state, but only this decides
-        with it, and a row's result is the same either way.
-        """
-        loaded = self.loaded(model)
-        missing = [adapter for adapter in adapters if adapter != BASE_ADAPTER and adapter not in loaded]
-        if missing:
-            raise ValueError(f"adapter {missing[0]!r} is not loaded")
-        if not loaded:
-            return {}
-        only = adapters[0] if len(set(adapters)) == 1 and adapters[0] != BASE_ADAPTER else None
-        if only is not None and only != model.active_adapter and tokens >= ACTIVATE_AT:
-            model.set_adapter(only)
-        if only is not None and only == model.active_adapter:
-            return {}
-        return {"adapter_names": [PEFT_BASE if adapter == BASE_ADAPTER else adapter for adapter in adapters]}
 
 
 def _cast(model: Any, name: str, dtype: torch.dtype) -> None:
