@@ -23,7 +23,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-CONVERT_VERSION = 2  # bump when the graph surgery below changes: old caches are rebuilt
+CONVERT_VERSION = 3  # bump when the graph surgery below changes: old caches are rebuilt
+PLAIN_FILE = "model_plain.onnx"  # the same graph without LoRA branches, for batches of base rows
 PRECISIONS = ("int4", "int8", "fp32")
 ADAPTER_SUFFIX = ".onnx_adapter"
 _RANK = "lora_rank"
@@ -188,6 +189,37 @@ def _free_lora_weights(model_path: Path) -> int:
     return len(inputs)
 
 
+def _without_lora(model_path: Path, target: Path) -> None:
+    """Write ``model_path``'s graph without its LoRA branches to ``target`` (same weights file).
+
+    A branch adds ``x @ A @ B``; for a row on the base model A and B are zeros, so the sum is the
+    base projection unchanged, bit for bit: this graph gives base rows the same logits for less work.
+    """
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    graph = model.graph
+    renamed: dict[str, str] = {}
+    kept = []
+    for node in graph.node:
+        if _LORA_NODE.search(node.name):
+            continue
+        if node.op_type == "Add" and "/lora/" in node.name:
+            renamed[node.output[0]] = node.input[0]
+            continue
+        kept.append(node)
+    for node in kept:
+        for index, name in enumerate(node.input):
+            node.input[index] = renamed.get(name, name)
+    lora = {value.name for value in graph.input if LORA_PARAM.search(value.name)}
+    inputs = [value for value in graph.input if value.name not in lora]
+    del graph.node[:]
+    graph.node.extend(kept)
+    del graph.input[:]
+    graph.input.extend(inputs)
+    onnx.save(model, str(target))  # initializers stay in the shared weights file
+
+
 def convert_model(
     base_folder: Path,
     model: object,
@@ -218,6 +250,7 @@ def convert_model(
     _run_builder(base_folder, work / "stand-in", staging, precision, work)
     _say(progress, "making the LoRA weights inputs")
     count = _free_lora_weights(staging / "model.onnx")
+    _without_lora(staging / "model.onnx", staging / PLAIN_FILE)
     _say(progress, f"{count} LoRA inputs; done")
     shutil.rmtree(work)
     shutil.rmtree(target, ignore_errors=True)

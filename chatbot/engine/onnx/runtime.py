@@ -10,19 +10,26 @@ quantised MatMul computes one row (a GEMV) differently from two or more (a GEMM;
 apart), while rows of any batch of two or more agree exactly. So with ``pad`` a decode step of
 one row runs with a second, padding row (10.4 -> 14.0 ms a step here, hence a setting), and the
 LoRA inputs are always stacked per row (a broadcast adapter folds the rows into one GEMM, again
-another path; base rows add exact zeros).
+another path; base rows add exact zeros). A run whose rows are all on the base model takes the
+same graph without LoRA branches (same weights, same kernels, the zeros not added: the same
+logits for less work), when the conversion wrote one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from chatbot.engine.onnx.convert import PLAIN_FILE
 from chatbot.vocabulary import BASE_ADAPTER
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 LENGTH_STEP = 256  # the pool's length grows in steps of this many tokens
@@ -96,16 +103,42 @@ class KVPool:
         self.version += 1
 
 
+_threads_lock = threading.Lock()
+_threads_set = False
+
+
+def _global_threads(threads: int) -> None:
+    """Size the process's onnxruntime thread pool once (the first decoder's ``threads`` stay)."""
+    global _threads_set
+    import onnxruntime as ort
+
+    with _threads_lock:
+        if not _threads_set:
+            try:
+                ort.set_global_thread_pool_sizes(threads, 1)
+            except Exception as exc:  # created already, by someone else in this process
+                log.info("onnxruntime's global thread pool exists already (%s)", exc)
+            _threads_set = True
+
+
 class Decoder:
-    """A session on the converted model: runs one chunk for a range of the pool's rows."""
+    """Sessions on the converted model: run one chunk for a range of the pool's rows."""
 
     def __init__(self, model_dir: Path, threads: int, max_rows: int) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        # One thread pool for both sessions: with a pool each, the idle pool's spinning threads
+        # took the cores from the other after every switch (+30 ms per request alternating base
+        # and adapter rows, measured; the same steps otherwise).
+        _global_threads(threads)
+        options.use_per_session_threads = False
+        plain = model_dir / PLAIN_FILE
         self.session = ort.InferenceSession(str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+        self.plain = (
+            ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"]) if plain.is_file() else None
+        )
         config = json.loads((model_dir / "genai_config.json").read_text())["model"]["decoder"]
         self.pool = KVPool(config["num_hidden_layers"], config["num_key_value_heads"], config["head_size"], max_rows)
         self.lora_shapes: dict[str, tuple[int | None, int | None]] = {}
@@ -118,7 +151,7 @@ class Decoder:
                 )
         self.adapters: dict[str, Lora] = {}
         self._feeds: OrderedDict[tuple[str, ...], Lora] = OrderedDict()
-        self._bound: tuple[tuple, Any, Lora] | None = None  # the last I/O binding, reused while its rows hold
+        self._bound: dict[bool, tuple[tuple, Any, Lora]] = {}  # per graph (plain or not): the last I/O binding
 
     # Adapters
 
@@ -141,13 +174,13 @@ class Decoder:
                 raise ValueError(f"adapter {name!r}: {key} has shape {list(value.shape)}, which the model cannot take")
         self.adapters = {**self.adapters, name: weights}  # replaced whole: other threads list it
         self._feeds.clear()
-        self._bound = None
+        self._bound.clear()
 
     def unload_adapter(self, name: str) -> None:
         """Forget adapter ``name``."""
         self.adapters = {key: value for key, value in self.adapters.items() if key != name}
         self._feeds.clear()
-        self._bound = None
+        self._bound.clear()
 
     def lora_feed(self, adapters: tuple[str, ...]) -> Lora:
         """The LoRA inputs for rows on ``adapters`` (one name per row), cached per make-up."""
@@ -190,22 +223,24 @@ class Decoder:
             adapters = (*adapters, BASE_ADAPTER)
         rows = len(ids)
         lengths = np.asarray((pool.lengths + [0])[first : first + rows], np.int64) + tokens
-        binding = self._binding(first, rows, adapters)
+        plain = self.plain is not None and all(adapter == BASE_ADAPTER for adapter in adapters)
+        binding = self._binding(first, rows, adapters, plain)
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(ids, np.int64))
         mask = (np.arange(int(lengths.max()))[None, :] < lengths[:, None]).astype(np.int64)
         binding.bind_cpu_input("attention_mask", mask)
-        self.session.run_with_iobinding(binding)
+        (self.plain if plain else self.session).run_with_iobinding(binding)
         for row in range(first, first + count):
             pool.lengths[row] += tokens
         return binding.get_outputs()[0].numpy()[:count, -1]
 
-    def _binding(self, first: int, rows: int, adapters: tuple[str, ...]) -> Any:
+    def _binding(self, first: int, rows: int, adapters: tuple[str, ...], plain: bool) -> Any:
         """The I/O binding of the pool's rows ``first..first+rows`` and the LoRA inputs, kept while they hold."""
         pool = self.pool
         key = (first, rows, pool.version, adapters)
-        if self._bound is not None and self._bound[0] == key:
-            return self._bound[1]
-        binding = self.session.io_binding()
+        bound = self._bound.get(plain)
+        if bound is not None and bound[0] == key:
+            return bound[1]
+        binding = (self.plain if plain and self.plain is not None else self.session).io_binding()
         binding.bind_output("logits")
         shape = [rows, pool.row_shape[0], pool.capacity[1], pool.row_shape[1]]
         for layer in range(pool.layers):
@@ -213,8 +248,8 @@ class Decoder:
                 address = array[first : first + rows].ctypes.data
                 binding.bind_input(f"past_key_values.{layer}.{kind}", "cpu", 0, np.float32, shape, address)
                 binding.bind_output(f"present.{layer}.{kind}", "cpu", 0, np.float32, shape, address)
-        feed = self.lora_feed(adapters)
+        feed = {} if plain else self.lora_feed(adapters)
         for name, value in feed.items():
             binding.bind_cpu_input(name, value)
-        self._bound = (key, binding, feed)  # the feed stays alive while the binding points at it
+        self._bound[plain] = (key, binding, feed)  # the feed stays alive while the binding points at it
         return binding
