@@ -63,6 +63,15 @@ def make_bot(make_settings: Callable[..., Settings]):
 
 
 @pytest.fixture
+def torch_bot(make_bot, tmp_path, lora_folder, other_lora_folder):
+    """The transformers engine with two random adapters, "demo" and "other"."""
+    adapters = tmp_path / "adapters"
+    shutil.copytree(lora_folder, adapters / "demo")
+    shutil.copytree(other_lora_folder, adapters / "other")
+    return make_bot(adapters_dir=adapters, engine="torch")
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")

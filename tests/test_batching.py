@@ -31,12 +31,9 @@ def any_bot(request, make_bot, tmp_path, lora_folder, other_lora_folder):
 
 
 @pytest.fixture
-def bot(make_bot, tmp_path, lora_folder, other_lora_folder):
+def bot(torch_bot):
     """The transformers engine (its prefix store and PEFT routing are its own)."""
-    adapters = tmp_path / "adapters"
-    shutil.copytree(lora_folder, adapters / "demo")
-    shutil.copytree(other_lora_folder, adapters / "other")
-    return make_bot(adapters_dir=adapters, engine="torch")
+    return torch_bot
 
 
 def prompt(generator, question: str, system: str = SYSTEM) -> tuple[list[int], int]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 
@@ -12,11 +10,8 @@ from chatbot.engine.routing import BaseOnly
 
 
 @pytest.fixture
-def bot(make_bot, tmp_path, lora_folder, other_lora_folder):
-    adapters = tmp_path / "adapters"
-    shutil.copytree(lora_folder, adapters / "demo")
-    shutil.copytree(other_lora_folder, adapters / "other")
-    return make_bot(adapters_dir=adapters, engine="torch")
+def bot(torch_bot):
+    return torch_bot
 
 
 def test_adapters_load_in_the_models_dtype_and_route_per_row(bot):
