@@ -231,7 +231,7 @@ class Decoder:
         (self.plain if plain else self.session).run_with_iobinding(binding)
         for row in range(first, first + count):
             pool.lengths[row] += tokens
-        return binding.get_outputs()[0].numpy()[:count, -1]
+        return binding.get_outputs()[0].numpy()[:count, -1].copy()  # the bound buffer is reused by the next run
 
     def _binding(self, first: int, rows: int, adapters: tuple[str, ...], plain: bool) -> Any:
         """The I/O binding of the pool's rows ``first..first+rows`` and the LoRA inputs, kept while they hold."""
