@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 from collections.abc import Callable
@@ -51,18 +50,6 @@ def make_settings(tmp_path: Path, knowledge: Path) -> Callable[..., Settings]:
         return load_settings(**values)
 
     return make
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _models_freed_per_module():
-    """Engines loaded by a module's tests are stopped and forgotten at its end: one stays cached per
-    distinct settings (each test's adapters folder is new), and over the whole suite they filled
-    the machine's 24 GB."""
-    yield
-    from chatbot.app.runtime import release_runtimes
-
-    release_runtimes()
-    gc.collect()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import threading
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,7 +45,7 @@ def chunker_for(settings: Settings) -> Chunker:
 def local_runtime(settings: Settings) -> tuple[Generator, AdapterRegistry]:
     """The chat engine and its adapter registry for ``settings``, loaded on first use."""
     s = settings
-    key = (
+    return _runtime(
         s.base_model,
         s.models_cache_dir.resolve(),
         s.device,
@@ -63,27 +62,6 @@ def local_runtime(settings: Settings) -> tuple[Generator, AdapterRegistry]:
         s.onnx_precision,
         s.exact_batches,
     )
-    with _runtimes_lock:
-        if key not in _runtimes:
-            _runtimes[key] = _runtime(*key)
-        return _runtimes[key]
-
-
-def release_runtimes() -> None:
-    """Stop every loaded engine and forget it, so its memory can go (the next use loads again).
-
-    For a process that runs many configurations one after another (the test suite); a server
-    keeps its one engine for its lifetime.
-    """
-    with _runtimes_lock:
-        loaded = list(_runtimes.values())
-        _runtimes.clear()
-    for generator, _registry in loaded:
-        generator.engine.close()
-
-
-_runtimes: dict[tuple, tuple[Generator, AdapterRegistry]] = {}
-_runtimes_lock = threading.Lock()
 
 
 @cache
@@ -101,6 +79,7 @@ def _chunker(embedding_model: str, chunk_size: int, chunk_overlap: int) -> Chunk
     return Chunker.for_embedding_model(resolve_embedding_folder(embedding_model), chunk_size, chunk_overlap)
 
 
+@cache
 def _runtime(
     base_model: str,
     cache_dir: Path,
