@@ -31,11 +31,11 @@ browser:
 	    || echo "warning: could not install chromium; browser tests will be skipped"; \
 	  else echo "warning: chromium not installed; browser tests will be skipped"; fi; }
 
-# Two pytest processes: each test loads its own engines, and one process for the whole suite
-# grew past this 24 GB machine's memory (freed models do not all give their memory back).
+# One pytest process per test module: each test loads its own engines, and one process for the
+# whole suite grew past this 24 GB machine's memory (freed models do not all give it back).
 test: install browser
-	$(BIN)/python -m pytest tests/test_[a-k]*.py
-	$(BIN)/python -m pytest tests/test_[l-z]*.py
+	@status=0; for module in tests/test_*.py; do \
+	  $(BIN)/python -m pytest "$$module" || status=1; done; exit $$status
 
 # Optional: llama.cpp (llama-cpp-python, built from source, ~15 min on 2 cores) so that
 # benchmarks/run.py prints its ratios to llama.cpp in the same run. Never part of `make run`.
