@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from chatbot.adapters.registry import AdapterRegistry, Domain
-from chatbot.app.info import AdapterRow, adapter_row
+from chatbot.app.info import AdapterRow, AppInfo, adapter_row, describe
 from chatbot.app.runtime import chunker_for, embeddings_for, local_runtime
 from chatbot.config import Settings
 from chatbot.engine.generation import Generator
@@ -20,7 +20,6 @@ from chatbot.rag.conversation import Turn
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError, clean_text
 
 if TYPE_CHECKING:
-    from chatbot.app.info import AppInfo
     from chatbot.app.watcher import FolderWatcher
     from chatbot.backends.remote import RemoteAdapters, RemoteChatModel
     from chatbot.chats import ChatStore, ConversationInfo, SavedTurn
@@ -294,6 +293,4 @@ class Chatbot:
 
     def info(self, load_model: bool = True) -> AppInfo:
         """Models, paths, knowledge counts and (with the model loaded) adapters, for ``chatbot info``."""
-        from chatbot.app.info import describe
-
         return describe(self, load_model)

@@ -240,7 +240,7 @@ class Decoder:
         bound = self._bound.get(plain)
         if bound is not None and bound[0] == key:
             return bound[1]
-        binding = (self.plain if plain and self.plain is not None else self.session).io_binding()
+        binding = (self.plain if plain else self.session).io_binding()  # ``plain`` only when there is one
         binding.bind_output("logits")
         shape = [rows, pool.row_shape[0], pool.capacity[1], pool.row_shape[1]]
         for layer in range(pool.layers):
