@@ -21,8 +21,7 @@ STORY = [{"role": "user", "content": "Write a long story about a lighthouse keep
 
 
 def measure(generator, tokens: int, repeats: int) -> dict[str, float]:
-    from chatbot.engine.generation import GenerationStats
-    from chatbot.vocabulary import GenerationParams
+    from chatbot.vocabulary import GenerationParams, GenerationStats
 
     def once(messages, adapter: str, new: int) -> GenerationStats:
         stats = GenerationStats()

@@ -247,7 +247,7 @@ def main() -> None:
     import torch
 
     from chatbot.app.service import Chatbot
-    from chatbot.backends.local import to_chat_messages
+    from chatbot.backends.base import to_chat_messages
     from chatbot.config import load_settings
     from chatbot.engine.generation import GenerationParams, GenerationStats
     from chatbot.models.device import cpu_has_bf16

@@ -1,12 +1,14 @@
-"""Words every layer shares, free of torch: the base adapter's name, generation parameters, input errors."""
+"""Words every layer shares, free of torch: adapter identity, generation parameters and statistics,
+a chat model call's options, input errors."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-BASE_ADAPTER = "base"
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 MAX_NEW_TOKENS = 32768
 
@@ -26,6 +28,40 @@ class PromptTooLongError(InputError):
     """The prompt does not fit the model's context with room for the answer."""
 
     code = "context_length_exceeded"
+
+
+class AdapterId(str):
+    """Which adapter a request runs on: a ``str`` (a dict key, a JSON string, a column as it is)
+    that is never empty nor holds control characters; :data:`BASE_ADAPTER` is the base model alone.
+    The adapter registry names them (a folder's name) and resolves a user's choice to one."""
+
+    __slots__ = ()
+    MAX_CHARS = 200
+
+    def __new__(cls, name: object) -> AdapterId:
+        if isinstance(name, AdapterId):
+            return name
+        if not isinstance(name, str) or not name or len(name) > cls.MAX_CHARS or not name.isprintable():
+            shown = repr(name)[:60]
+            raise InputError(f"an adapter name is 1 to {cls.MAX_CHARS} printable characters, not {shown}", "adapter")
+        return super().__new__(cls, name)
+
+    @classmethod
+    def valid(cls, name: object) -> bool:
+        """Whether ``name`` can be an adapter's."""
+        try:
+            cls(name)
+        except InputError:
+            return False
+        return True
+
+    @property
+    def is_base(self) -> bool:
+        """True for the base model without an adapter."""
+        return self == BASE_ADAPTER
+
+
+BASE_ADAPTER = AdapterId("base")
 
 
 @dataclass(frozen=True)
@@ -52,6 +88,43 @@ class GenerationParams:
             raise InputError(f"unknown generation setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         values = {**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**values)
+
+
+@dataclass
+class GenerationStats:
+    """Filled in while a stream runs."""
+
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    first_token_s: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One chat model call's options beside the messages (LangChain's per-call ``call=`` argument)."""
+
+    adapter: AdapterId = BASE_ADAPTER
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # generation settings over the model's defaults
+    stats: GenerationStats = field(default_factory=GenerationStats)  # filled in while generating
+    cancelled: threading.Event | None = None  # set to stop the generation
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adapter", AdapterId(self.adapter))
+
+    @classmethod
+    def of(cls, kwargs: Mapping[str, Any]) -> ModelCall:
+        """The ``call`` among LangChain's call arguments, or one made of ``bind()``-style ones
+        (``adapter=``, ``stats=``, ``cancelled=`` and generation settings; others are LangChain's own)."""
+        if isinstance(kwargs.get("call"), ModelCall):
+            return kwargs["call"]
+        overrides = {name: kwargs[name] for name in GenerationParams.__dataclass_fields__ if name in kwargs}
+        return cls(
+            adapter=AdapterId(kwargs.get("adapter") or BASE_ADAPTER),
+            overrides=overrides,
+            stats=kwargs.get("stats") or GenerationStats(),
+            cancelled=kwargs.get("cancelled"),
+        )
 
 
 def _is_int(value: object) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,12 +36,21 @@ def knowledge(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def no_adapters(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The empty adapters folder of every test that names none. The app keeps one loaded engine
+    per adapters folder (``app/runtime.py``), so these tests share one instead of each loading its own."""
+    return tmp_path_factory.mktemp("no-adapters")
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, knowledge: Path) -> Callable[..., Settings]:
+def make_settings(tmp_path: Path, knowledge: Path, no_adapters: Path) -> Iterator[Callable[..., Settings]]:
+    """Settings over this test's folders; a test that writes adapters passes its own ``adapters_dir``."""
+
     def make(**overrides: object) -> Settings:
         values = {
             "knowledge_dir": knowledge,
-            "adapters_dir": tmp_path / "adapters",
+            "adapters_dir": no_adapters,
             "data_dir": tmp_path / "data",
             "cache_dir": MODEL_CACHE,
             "max_new_tokens": 48,
@@ -49,7 +58,12 @@ def make_settings(tmp_path: Path, knowledge: Path) -> Callable[..., Settings]:
         }
         return load_settings(**values)
 
-    return make
+    yield make
+    written = sorted(path.name for path in no_adapters.iterdir())
+    if written:
+        for path in no_adapters.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        pytest.fail(f"the test wrote {written} into the shared empty adapters folder: give it its own adapters_dir")
 
 
 @pytest.fixture

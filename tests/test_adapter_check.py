@@ -6,7 +6,8 @@ import shutil
 import pytest
 from peft import LoraConfig, get_peft_model
 
-from chatbot.adapters.check import CONFIG, MANIFEST, WEIGHTS, check_adapter
+from chatbot.adapters.check import CONFIG, WEIGHTS, check_adapter
+from chatbot.adapters.domains import MANIFEST
 from tests.conftest import tiny_llama
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from chatbot.adapters.registry import UnknownAdapterError
+from chatbot.adapters.domains import UnknownAdapterError
 from tests.conftest import random_lora, tiny_llama
 
 

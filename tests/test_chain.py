@@ -2,7 +2,7 @@
 
 import pytest
 
-from chatbot.adapters.registry import UnknownAdapterError
+from chatbot.adapters.domains import UnknownAdapterError
 from chatbot.rag.chain import DONT_KNOW, NOT_ANSWERED
 
 FACT = "The Zorblax reactor on Kepler station runs at a core temperature of 4812 kelvin."
@@ -78,8 +78,8 @@ def test_sampled_generation_repeats_with_a_seed_and_varies_without(fact_bot):
 
 def _finish(bot, raw, question="What core temperature does the Zorblax reactor run at?"):
     """The chain's own post-processing of a raw model answer over the blocks it retrieves."""
-    from chatbot.engine.generation import GenerationStats
     from chatbot.rag.chain import ChainRequest
+    from chatbot.vocabulary import GenerationStats
 
     chain = bot.chain
     blocks = chain.fit(chain.retrieve(question))

@@ -182,7 +182,9 @@ def test_ablation_cells_retrieve_only_with_retrieval_and_use_their_adapter(make_
     request = EvalRequest(
         questions=questions, knowledge=user_guide, adapters=["base", "support"], ablation=True, out=tmp_path / "out"
     )
-    result = evaluate(make_settings(max_new_tokens=32), request, show_progress=False)
+    result = evaluate(
+        make_settings(max_new_tokens=32, adapters_dir=tmp_path / "adapters"), request, show_progress=False
+    )
     records = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
     assert len(records) == 8 and set(result["summary"]["cells"]) == {r["cell"] for r in records}
     for record in records:

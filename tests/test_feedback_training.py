@@ -140,12 +140,12 @@ def test_train_from_feedback_refuses_too_little_and_lands_beside_the_old_adapter
     assert ChatStore(settings.data_dir / "chats.sqlite").feedback_counts()["support"]["up"] == 3
 
 
-def test_the_train_command_compares_old_and_new_on_the_held_out_feedback(kb, make_settings):
+def test_the_train_command_compares_old_and_new_on_the_held_out_feedback(kb, make_settings, tmp_path):
     from typer.testing import CliRunner
 
     from chatbot.cli import app
 
-    settings = make_settings()
+    settings = make_settings(adapters_dir=tmp_path / "adapters")
     for question in (QUESTION, "Which file types can I index?"):
         saved(kb, answered(kb, question, cite=[1]), verdict="up")  # held out (all of them, below)
     saved(kb, answered(kb, "How do I switch the domain adapter?", cite=[1]), wrong_sources=[1])  # trained on

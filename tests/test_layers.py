@@ -61,3 +61,13 @@ def test_the_check_sees_an_upward_import(tmp_path):
     module = tmp_path / "engine.py"
     module.write_text("def f():\n    from chatbot.app.service import Chatbot\n")
     assert LAYERS[part(next(iter(imports(module))))] > LAYERS["engine"]
+
+
+def test_the_chain_the_remote_backend_and_the_shared_words_do_not_load_torch():
+    import subprocess
+    import sys
+
+    modules = ["chatbot.vocabulary", "chatbot.rag.chain", "chatbot.backends.remote", "chatbot.adapters.domains"]
+    code = f"import sys\nfor m in {modules!r}:\n    __import__(m)\nprint('torch' in sys.modules, 'peft' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False"]

@@ -8,8 +8,7 @@ import threading
 import pytest
 
 from chatbot.backends.remote import RemoteAdapters, RemoteChatModel
-from chatbot.engine.generation import GenerationStats
-from chatbot.vocabulary import GenerationParams
+from chatbot.vocabulary import GenerationParams, GenerationStats, ModelCall
 from tests.conftest import REPO
 from tests.servers import free_port, running_server
 
@@ -31,7 +30,7 @@ def _llm(url: str, **fields: object) -> RemoteChatModel:
 
 
 def _text(llm: RemoteChatModel, adapter: str, params: GenerationParams, stats: GenerationStats | None = None) -> str:
-    return "".join(llm.pieces(PROMPT, params, adapter, stats or GenerationStats()))
+    return "".join(llm.pieces(PROMPT, params, ModelCall(adapter, stats=stats or GenerationStats())))
 
 
 def test_the_adapter_goes_as_the_model_name_and_the_reply_streams_with_usage(server):
@@ -40,7 +39,7 @@ def test_the_adapter_goes_as_the_model_name_and_the_reply_streams_with_usage(ser
     llm = _llm(server)
     params = GenerationParams(max_new_tokens=12)
     stats = GenerationStats()
-    pieces = list(llm.pieces(PROMPT, params, "support", stats))
+    pieces = list(llm.pieces(PROMPT, params, ModelCall("support", stats=stats)))
     assert len(pieces) > 1 and stats.first_token_s is not None and stats.seconds >= stats.first_token_s
     assert 0 < stats.new_tokens <= 12 and stats.prompt_tokens > 0
     direct = OpenAI(base_url=server, api_key="unused").chat.completions.create(
@@ -63,10 +62,10 @@ def test_a_seed_makes_sampling_repeatable_over_the_wire(server):
 def test_cancelling_closes_the_stream_and_the_server_answers_the_next_request(server):
     llm = _llm(server)
     params = GenerationParams(max_new_tokens=40)
-    full = list(llm.pieces(PROMPT, params, "base", GenerationStats()))
+    full = list(llm.pieces(PROMPT, params, ModelCall()))
     cancelled = threading.Event()
     got = []
-    for piece in llm.pieces(PROMPT, params, "base", GenerationStats(), cancelled):
+    for piece in llm.pieces(PROMPT, params, ModelCall(cancelled=cancelled)):
         got.append(piece)
         cancelled.set()
     assert len(got) == 1 < len(full)

@@ -47,6 +47,17 @@ def test_changed_file_is_reindexed_and_deleted_file_disappears(make_bot, knowled
     assert docs["documents"] == ["Alpha facts, revised: the alpha value is 11."]
     assert not old_ids & set(docs["ids"])
     assert sorted(bot.knowledge.records.list_keys()) == sorted(docs["ids"])
+    assert bot.status().chunks == len(docs["ids"]) == 1 and bot.status().documents == 1
+
+
+def test_status_counts_a_text_repeated_on_a_page_once(make_bot, knowledge):
+    bot = make_bot()
+    boilerplate = " ".join(f"clause{n} applies here" for n in range(bot.settings.chunk_size // 3))
+    (knowledge / "terms.txt").write_text("\n\n".join([boilerplate, "The gamma value is 3.", boilerplate, boilerplate]))
+    bot.sync()
+    stored = bot.store.get(include=[])["ids"]
+    assert bot.status().chunks == len(stored) == len(bot.knowledge.records.list_keys())
+    assert bot.knowledge.files()["terms.txt"].chunks == len(stored) < 6  # each repeat chunked the same: one id
 
 
 def test_bad_files_are_reported_and_the_rest_is_indexed(make_bot, knowledge):

@@ -9,6 +9,7 @@ from chatbot.qa import read_qa
 from chatbot.rag.prompting import block_text
 from chatbot.training.examples import IGNORE, read_chat_jsonl, tokenize
 from chatbot.training.raft import DECLINE, build_raft_examples
+from chatbot.training.trainer import split
 from tests.conftest import REPO
 
 PIRATE = [
@@ -32,6 +33,17 @@ def pirate_file(tmp_path):
     path = tmp_path / "pirate.jsonl"
     path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in PIRATE))
     return path
+
+
+def test_validation_split_is_seeded_and_capped():
+    examples = [[{"role": "user", "content": str(n)}] for n in range(1000)]
+    train, validation = split(examples, 0.15, seed=3, limit=64)
+    assert len(validation) == 64 and len(train) == 936
+    assert sorted(m[0]["content"] for m in train + validation) == sorted(m[0]["content"] for m in examples)
+    assert split(examples, 0.15, seed=3, limit=64) == (train, validation)
+    assert len(split(examples, 0.15, seed=3)[1]) == 150  # no cap: the share
+    assert [len(part) for part in split(examples[:2], 0.15, seed=0, limit=64)] == [1, 1]
+    assert split(examples[:1], 0.15, seed=0, limit=64) == (examples[:1], [])
 
 
 def test_only_assistant_tokens_carry_loss(make_bot):
@@ -83,7 +95,7 @@ def test_training_a_few_steps_writes_a_loadable_adapter_folder(make_settings, ma
     from chatbot.training.run import TrainRequest, train_domain
     from chatbot.training.trainer import TrainConfig
 
-    settings = make_settings()
+    settings = make_settings(adapters_dir=tmp_path / "adapters")
     request = TrainRequest(domain="pirate", data=pirate_file, description="Talks like a pirate")
     folder, result = train_domain(settings, request, TrainConfig(max_steps=2, batch_size=2, eval_every=1))
     assert folder == settings.adapters_dir / "pirate"
@@ -96,7 +108,7 @@ def test_training_a_few_steps_writes_a_loadable_adapter_folder(make_settings, ma
     assert [entry["step"] for entry in record["history"] if "eval_loss" in entry] == [0, 1, 2]
     with safe_open(str(folder / "adapter_model.safetensors"), "pt") as weights:
         assert all(str(weights.get_tensor(k).dtype) == "torch.bfloat16" for k in weights.keys())  # noqa: SIM118
-    bot = make_bot()
+    bot = make_bot(adapters_dir=tmp_path / "adapters")
     domain = bot.adapters.get("pirate")
     assert domain.system_prompt == "You are a pirate." and domain.description == "Talks like a pirate"
     assert domain.manifest["base_model"]["fingerprint"] == bot.generator.base.fingerprint

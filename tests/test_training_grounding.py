@@ -138,7 +138,7 @@ def test_train_adds_grounding_and_records_the_recipe(make_settings, tmp_path):
     from chatbot.training.run import TrainRequest, train_domain
     from chatbot.training.trainer import TrainConfig
 
-    settings = make_settings()
+    settings = make_settings(adapters_dir=tmp_path / "adapters")
     squad = squad_file(tmp_path / "squad.json")
     request = TrainRequest(
         domain="reader", grounding=squad, grounding_examples=8, grounding_declines=0.5, system_prompt=PROMPT

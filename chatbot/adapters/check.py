@@ -8,15 +8,15 @@ adapter fits.
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
+from chatbot.adapters.domains import read_manifest
+
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
-MANIFEST = "domain.toml"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 _PREFIX = "base_model.model."
 
@@ -37,17 +37,6 @@ def read_config(folder: Path) -> dict:
     if not isinstance(config.get("r"), int) or config["r"] < 1:
         raise ValueError(f"{CONFIG}: r (the LoRA rank) must be a positive integer")
     return config
-
-
-def read_manifest(folder: Path) -> dict:
-    """Parse ``domain.toml`` (missing means empty); ValueError with the reason."""
-    path = folder / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{MANIFEST} is malformed: {exc}") from exc
 
 
 def weight_shapes(folder: Path) -> dict[str, tuple[int, ...]]:

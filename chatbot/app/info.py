@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from chatbot.adapters.check import CONFIG, WEIGHTS
-from chatbot.adapters.registry import Domain
+from chatbot.adapters.domains import Domain
 
 if TYPE_CHECKING:
     from chatbot.app.service import Chatbot

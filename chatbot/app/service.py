@@ -8,7 +8,8 @@ from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from chatbot.adapters.registry import AdapterRegistry, Domain
+from chatbot.adapters.domains import Domain
+from chatbot.adapters.registry import AdapterRegistry
 from chatbot.app.info import AdapterRow, AppInfo, adapter_row, describe
 from chatbot.app.runtime import chunker_for, embeddings_for, local_runtime
 from chatbot.config import Settings

@@ -7,7 +7,6 @@ The adapter of a request is sent as ``model``; "base" is sent as ``generation_ba
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from functools import cached_property
@@ -16,11 +15,9 @@ from typing import Any
 
 from pydantic import Field
 
-from chatbot.adapters.check import read_manifest
-from chatbot.adapters.registry import Domain, DomainRegistry, apply_manifest
-from chatbot.backends.local import StreamingChatModel
-from chatbot.engine.generation import GenerationStats
-from chatbot.vocabulary import BASE_ADAPTER, GenerationParams
+from chatbot.adapters.domains import Domain, DomainRegistry, apply_manifest, read_manifest
+from chatbot.backends.base import StreamingChatModel
+from chatbot.vocabulary import BASE_ADAPTER, AdapterId, GenerationParams, ModelCall
 
 REFRESH_EVERY_S = 10.0
 
@@ -44,20 +41,14 @@ class RemoteChatModel(StreamingChatModel):
 
         return OpenAI(base_url=self.base_url, api_key=self.api_key or "none", timeout=self.timeout_s, max_retries=1)
 
-    def model_id(self, adapter: str) -> str:
+    def model_id(self, adapter: AdapterId) -> str:
         return self.base_model if adapter == BASE_ADAPTER else adapter
 
-    def pieces(
-        self,
-        messages: list[dict[str, str]],
-        params: GenerationParams,
-        adapter: str,
-        stats: GenerationStats,
-        cancelled: threading.Event | None = None,
-    ) -> Iterator[str]:
-        """Stream the reply from the remote server, with ``adapter`` as the model name (closed when cancelled)."""
+    def pieces(self, messages: list[dict[str, str]], params: GenerationParams, call: ModelCall) -> Iterator[str]:
+        """Stream the reply from the remote server, with the adapter as the model name (closed when cancelled)."""
+        stats, cancelled = call.stats, call.cancelled
         request: dict[str, Any] = {
-            "model": self.model_id(adapter),
+            "model": self.model_id(call.adapter),
             "messages": messages,
             "max_tokens": params.max_new_tokens,
             "temperature": params.temperature,
@@ -109,7 +100,7 @@ class RemoteAdapters(DomainRegistry):
             models = self.llm.client.models.list()
             domains = {}
             for model in models.data:
-                if model.id in (self.llm.base_model, BASE_ADAPTER):
+                if model.id in (self.llm.base_model, BASE_ADAPTER) or not AdapterId.valid(model.id):
                     continue
                 domains[model.id] = self._domain(model.id, getattr(model, "description", None) or "")
             self._domains = domains

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from chatbot.rag.answer import Answer
 from chatbot.rag.conversation import Turn
+from chatbot.vocabulary import AdapterId
 
 Verdict = Literal["up", "down"]
 TITLE_CHARS = 120  # a conversation's title is cut to this many characters
@@ -69,7 +70,7 @@ class FeedbackRecord:
     owner: str
     conversation_id: str
     turn_id: int
-    adapter: str
+    adapter: AdapterId
     feedback: Feedback
     answer: Answer
     versions: dict[str, str | None] = field(default_factory=dict)

@@ -42,7 +42,7 @@ from chatbot.chats.tables import (
     title_of,
 )
 from chatbot.rag.answer import Answer
-from chatbot.vocabulary import InputError, clean_text
+from chatbot.vocabulary import AdapterId, InputError, clean_text
 
 SCHEMA_VERSION = 1
 SEARCH_CHARS = 200
@@ -223,7 +223,7 @@ class ChatStore:
                     owner=conversation.owner,
                     conversation_id=conversation.id,
                     turn_id=turn.id,
-                    adapter=turn.adapter,
+                    adapter=AdapterId(turn.adapter),
                     feedback=saved.feedback or Feedback(),
                     answer=saved.answer,
                     versions=saved.versions,

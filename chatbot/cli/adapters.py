@@ -198,7 +198,7 @@ def evaluate(
     as_json: JsonFlag = False,
 ) -> None:
     """Measure retrieval, answers, citations and abstention, per adapter and with/without retrieval."""
-    from chatbot.adapters.registry import UnknownAdapterError
+    from chatbot.adapters.domains import UnknownAdapterError
     from chatbot.evaluation.command import EvalRequest
     from chatbot.evaluation.command import evaluate as run_eval
     from chatbot.evaluation.report import markdown_summary

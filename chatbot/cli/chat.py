@@ -35,7 +35,7 @@ def ask(
     as_json: JsonFlag = False,
 ) -> None:
     """Answer one question from the knowledge base, with citations."""
-    from chatbot.adapters.registry import UnknownAdapterError
+    from chatbot.adapters.domains import UnknownAdapterError
     from chatbot.rag.answer import Answer
 
     bot = open_chatbot(settings_from())

@@ -22,7 +22,7 @@ from chatbot.engine.kv_cache import BatchCache, PrefixStore, snapshot
 from chatbot.engine.request import Request, chunk_bounds, pick_tokens, repeats_itself
 from chatbot.engine.routing import BaseOnly, Routing
 from chatbot.engine.worker import EngineWorker
-from chatbot.vocabulary import BASE_ADAPTER
+from chatbot.vocabulary import BASE_ADAPTER, AdapterId
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class BatchEngine(EngineWorker):
         self._prepare = prepare
         self._launch()
 
-    def forget_adapter(self, adapter: str) -> None:
+    def forget_adapter(self, adapter: AdapterId) -> None:
         """Drop cached prefixes of ``adapter``; call while holding the lock, after changing it."""
         self.prefixes.forget(adapter)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -19,19 +18,9 @@ import torch
 from chatbot.engine.batching import PREFILL_CHUNK, BatchEngine
 from chatbot.engine.row_attention import use_row_attention
 from chatbot.models.base import BaseModel
-from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, PromptTooLongError
+from chatbot.vocabulary import BASE_ADAPTER, AdapterId, GenerationParams, GenerationStats, PromptTooLongError
 
 __all__ = ["BASE_ADAPTER", "GenerationParams", "GenerationStats", "Generator", "safe_chat_ids"]
-
-
-@dataclass
-class GenerationStats:
-    """Filled in while a stream runs."""
-
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-    first_token_s: float | None = None
-    seconds: float = 0.0
 
 
 class Generator:
@@ -102,7 +91,7 @@ class Generator:
         """Use ``model`` (the adapters' wrapper of the base model) from now on."""
         self.model = model
 
-    def forget_adapter(self, adapter: str) -> None:
+    def forget_adapter(self, adapter: AdapterId) -> None:
         """Drop what was cached for ``adapter`` (call with :attr:`exclusive` held, after changing it)."""
         self.engine.forget_adapter(adapter)
 
@@ -141,7 +130,7 @@ class Generator:
         self,
         messages: Sequence[dict[str, str]],
         params: GenerationParams,
-        adapter: str = BASE_ADAPTER,
+        adapter: AdapterId = BASE_ADAPTER,
         stats: GenerationStats | None = None,
         cancelled: threading.Event | None = None,
     ) -> Iterator[str]:
@@ -179,7 +168,7 @@ class Generator:
             stats.seconds = time.perf_counter() - started
 
     def complete(
-        self, messages: Sequence[dict[str, str]], params: GenerationParams, adapter: str = BASE_ADAPTER
+        self, messages: Sequence[dict[str, str]], params: GenerationParams, adapter: AdapterId = BASE_ADAPTER
     ) -> str:
         """The whole reply at once."""
         return "".join(self.stream(messages, params, adapter))

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from chatbot.vocabulary import AdapterId
+
 KeyValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer, (batch, heads, length, head_dim)
 
 
@@ -78,7 +80,7 @@ class PrefixStore:
         self.hits = 0
         self.misses = 0
 
-    def get(self, adapter: str, prefix: tuple[int, ...]) -> KeyValues | None:
+    def get(self, adapter: AdapterId, prefix: tuple[int, ...]) -> KeyValues | None:
         entry = self._entries.get((adapter, prefix))
         if entry is None:
             self.misses += 1
@@ -87,13 +89,13 @@ class PrefixStore:
         self._entries.move_to_end((adapter, prefix))
         return entry
 
-    def put(self, adapter: str, prefix: tuple[int, ...], key_values: KeyValues) -> None:
+    def put(self, adapter: AdapterId, prefix: tuple[int, ...], key_values: KeyValues) -> None:
         self._entries[(adapter, prefix)] = key_values
         self._entries.move_to_end((adapter, prefix))
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
 
-    def forget(self, adapter: str) -> None:
+    def forget(self, adapter: AdapterId) -> None:
         """Drop the prefixes computed with ``adapter`` (it was removed or replaced)."""
         for key in [key for key in self._entries if key[0] == adapter]:
             del self._entries[key]

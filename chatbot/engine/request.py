@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from chatbot.vocabulary import GenerationParams
+from chatbot.vocabulary import AdapterId, GenerationParams
 
 LOOP_WINDOW = 24
 
@@ -36,7 +36,7 @@ class Request:
         self,
         prompt: list[int],
         prefix_length: int,
-        adapter: str,
+        adapter: AdapterId,
         sampling: GenerationParams,
         cancelled: threading.Event | None = None,
     ) -> None:

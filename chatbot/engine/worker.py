@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import torch
 
 from chatbot.engine.request import EngineClosedError, Request
-from chatbot.vocabulary import GenerationParams, InputError
+from chatbot.vocabulary import AdapterId, GenerationParams, InputError
 
 _STOP = object()
 _WAKE = object()  # a task is waiting
@@ -62,7 +62,7 @@ class EngineWorker:
     def submit(
         self,
         prompt: list[int],
-        adapter: str,
+        adapter: AdapterId,
         sampling: GenerationParams,
         prefix_length: int = 0,
         cancelled: threading.Event | None = None,

@@ -208,7 +208,8 @@ class KnowledgeSync:
                 continue
             page_count = len(pages) if pages and pages[0].number is not None else None
             documents.extend(chunks)
-            loaded.append((key, sha, size, page_count, len(chunks)))
+            distinct = len({chunk.id for chunk in chunks})  # a text repeated on one page is one chunk
+            loaded.append((key, sha, size, page_count, distinct))
         return documents, loaded
 
     def _index(
@@ -285,12 +286,13 @@ class KnowledgeSync:
         return self.manifest.all()
 
     def status(self) -> KnowledgeStatus:
-        """Counts, files, errors and the sync's state (the watcher is the app's to add)."""
+        """Counts, files, errors and the sync's state (the watcher is the app's to add); the chunk
+        count is the manifest's, which every sync keeps equal to the index's records."""
         files = sorted(self.manifest.all().values(), key=lambda record: record.path)
         last = self.manifest.get_meta("last_sync")
         return KnowledgeStatus(
             documents=sum(1 for record in files if record.indexed_at),
-            chunks=len(self.records.list_keys()),
+            chunks=sum(record.chunks for record in files if record.indexed_at),
             last_sync=float(last) if last else None,
             files=files,
             errors={record.path: record.error for record in files if record.error},

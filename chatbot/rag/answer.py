@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from langchain_core.documents import Document
 
+from chatbot.vocabulary import BASE_ADAPTER, AdapterId
+
 SNIPPET_CHARS = 300
 
 
@@ -62,7 +64,7 @@ class Answer:
 
     question: str
     answer: str
-    adapter: str
+    adapter: AdapterId
     sources: list[SourceRef] = field(default_factory=list)
     retrieved: list[SourceRef] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -86,6 +88,7 @@ class Answer:
         values = {key: value for key, value in data.items() if key in known}
         for key in ("sources", "retrieved"):
             values[key] = [SourceRef(**source) for source in values.get(key) or []]
+        values["adapter"] = AdapterId(values.get("adapter") or BASE_ADAPTER)
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnablePassthrough
 
-from chatbot.engine.generation import GenerationStats
 from chatbot.rag.answer import Answer, SourceRef
 from chatbot.rag.citations import attribute, cited_numbers, claims_by_block, supporting_passage
 from chatbot.rag.conversation import (
@@ -29,7 +28,7 @@ from chatbot.rag.conversation import (
 from chatbot.rag.grounding import check_citations, judge, unfounded_specifics
 from chatbot.rag.prompting import PLAIN_PROMPT, RAG_PROMPT, fit_blocks, format_blocks
 from chatbot.rag.tidy import is_context_dump, tidy
-from chatbot.vocabulary import BASE_ADAPTER
+from chatbot.vocabulary import BASE_ADAPTER, AdapterId, GenerationStats, ModelCall
 
 DONT_KNOW = "I don't know. The knowledge base has nothing relevant to this question."
 NOT_ANSWERED = "I don't know. The passages I found do not answer this question."  # an answer withheld
@@ -49,7 +48,7 @@ class ChainRequest:
     """One turn: the question and how to answer it."""
 
     question: str
-    adapter: str = BASE_ADAPTER
+    adapter: AdapterId = BASE_ADAPTER
     use_retrieval: bool = True
     system_prompt: str = ""
     scope: dict[str, Any] | None = None  # Chroma where-filter of the adapter's knowledge scope
@@ -99,7 +98,8 @@ class RagChain:
 
     def condense(self, history: list[Turn], question: str, turns: int = 2, max_new_tokens: int = 48) -> str | None:
         """The model's standalone rewrite of a follow-up question (None when unusable)."""
-        pipeline = CONDENSE_PROMPT | self.llm.bind(max_new_tokens=max_new_tokens, temperature=0.0) | StrOutputParser()
+        call = ModelCall(overrides={"max_new_tokens": max_new_tokens, "temperature": 0.0})
+        pipeline = CONDENSE_PROMPT | self.llm.bind(call=call) | StrOutputParser()
         return usable_rewrite(
             pipeline.invoke({"conversation": conversation_text(history, turns), "question": question}), question
         )
@@ -142,7 +142,7 @@ class RagChain:
                 )
                 return
         stats = GenerationStats()
-        config = {"adapter": request.adapter, "stats": stats, "cancelled": request.cancelled, **request.generation}
+        call = ModelCall(request.adapter, request.generation, stats, request.cancelled)
         inputs = {
             "question": request.question,
             "system_prompt": request.system_prompt,
@@ -154,7 +154,7 @@ class RagChain:
         # abandoned answer run on, or block the thread that closed it, until the model finished.
         messages = self.prompt(request.use_retrieval).invoke(inputs)
         pieces: list[str] = []
-        for chunk in self.llm.stream(messages, **config):
+        for chunk in self.llm.stream(messages, call=call):
             piece = chunk.text
             if not piece:
                 continue

@@ -30,7 +30,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from chatbot.adapters.registry import UnknownAdapterError
+from chatbot.adapters.domains import UnknownAdapterError
 from chatbot.app.service import Chatbot
 from chatbot.chats import ConversationNotFoundError
 from chatbot.engine.request import EngineClosedError

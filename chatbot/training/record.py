@@ -14,7 +14,8 @@ from typing import Any
 
 import tomli_w
 
-from chatbot.adapters.check import MANIFEST, WEIGHTS
+from chatbot.adapters.check import WEIGHTS
+from chatbot.adapters.domains import MANIFEST
 from chatbot.models.base import BaseModel
 from chatbot.training.trainer import TrainConfig, TrainResult
 

@@ -43,6 +43,7 @@ class TrainConfig:
     gradient_accumulation: int = 1
     max_tokens: int = 1536
     validation_share: float = 0.15
+    max_validation: int = 64  # every validation is a forward pass over all of them; 64 estimate the loss well
     eval_every: int = 0  # steps between validations; 0 means about four times per epoch
     patience: int = 4  # validations without improvement before stopping
     warmup_steps: int = 5
@@ -76,11 +77,16 @@ class TrainResult:
         return data
 
 
-def split(examples: list[Messages], share: float, seed: int) -> tuple[list[Messages], list[Messages]]:
-    """A seeded train/validation split; at least one validation example when there are two or more."""
+def split(
+    examples: list[Messages], share: float, seed: int, limit: int | None = None
+) -> tuple[list[Messages], list[Messages]]:
+    """A seeded train/validation split of at most ``limit`` validation examples; at least one
+    when there are two or more examples."""
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)
     count = min(max(1, round(len(examples) * share)), len(examples) - 1) if len(examples) > 1 else 0
+    if limit is not None and len(examples) > 1:
+        count = max(1, min(count, limit))
     validation = [examples[i] for i in order[:count]]
     train = [examples[i] for i in order[count:]]
     return train, validation
@@ -118,7 +124,7 @@ def train_adapter(base: BaseModel, examples: list[Messages], config: TrainConfig
     """
     set_seed(config.seed)
     rng = random.Random(config.seed)
-    train_raw, validation_raw = split(examples, config.validation_share, config.seed)
+    train_raw, validation_raw = split(examples, config.validation_share, config.seed, config.max_validation)
     tokenizer, device = base.tokenizer, base.device
     train = [tokenize(tokenizer, m, config.max_tokens) for m in train_raw]
     validation = [tokenize(tokenizer, m, config.max_tokens) for m in validation_raw]

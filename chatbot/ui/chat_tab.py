@@ -1,30 +1,20 @@
-"""The Chat tab: streamed answers with linked citations, saved conversations, feedback, compare view."""
+"""The Chat tab: its layout, streamed answers with linked citations and the compare view (the saved
+conversations and feedback are wired by :mod:`chatbot.ui.chat_page`)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from chatbot.chats import ConversationNotFoundError, SavedTurn
 from chatbot.rag.answer import Answer
 from chatbot.rag.conversation import Turn
-from chatbot.ui.history import (
-    Messages,
-    answer_choices,
-    answer_messages,
-    browser_secret,
-    history_choices,
-    new_browser_id,
-    saved_chat,
-    source_choices,
-    ui_owner,
-)
-from chatbot.vocabulary import BASE_ADAPTER, InputError
+from chatbot.ui.chat_page import ChatPage, wire_feedback, wire_history
+from chatbot.ui.history import Messages, answer_messages, browser_secret, new_browser_id
+from chatbot.vocabulary import BASE_ADAPTER
 
 if TYPE_CHECKING:
     from chatbot.app.service import Chatbot
@@ -65,16 +55,6 @@ def stream_reply(
         yield chat, None
     finally:
         cancelled.set()
-
-
-def _turn_of(chat: Messages, index: int, turn_ids: list[int | None]) -> int | None:
-    """The saved answer a message of the chat belongs to (the number of questions up to it)."""
-    asked = sum(1 for message in chat[: index + 1] if _role(message) == "user")
-    return turn_ids[asked - 1] if 0 < asked <= len(turn_ids) else None
-
-
-def _role(message: Any) -> str | None:
-    return message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
 
 
 def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropdown, gr.BrowserState]:
@@ -135,50 +115,29 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropd
                 save = gr.Button("Save feedback", size="sm", elem_id="feedback-save")
                 feedback_note = gr.Markdown(elem_id="feedback-note")
 
-    def who(request: gr.Request, browser: str) -> str | None:
-        return ui_owner(bot, request, browser)
-
-    def form(owner: str | None, conversation_id: str | None, pick: int | None = None) -> tuple:
-        """The feedback form for one answer of the conversation (the last by default)."""
-        saved: list[SavedTurn] = bot.chats.turns(owner, conversation_id) if owner and conversation_id else []
-        turn = next((t for t in saved if t.id == pick), saved[-1] if saved else None)
-        feedback = turn.feedback if turn else None
-        return (
-            gr.Dropdown(choices=answer_choices(saved), value=turn.id if turn else None),
-            gr.CheckboxGroup(choices=source_choices(turn), value=list(feedback.wrong_sources) if feedback else []),
-            feedback.correction or "" if feedback else "",
-        )
-
-    def opened(owner: str | None, conversation_id: str | None, search_text: str = "") -> tuple:
-        """Everything the page shows for a saved conversation (an empty page for None)."""
-        saved, info = [], None
-        if owner and conversation_id:
-            try:
-                info = bot.chats.get(owner, conversation_id)
-                saved = bot.chats.turns(owner, conversation_id)
-            except ConversationNotFoundError:
-                conversation_id = None
-        messages, thumbs = saved_chat(bot, saved)
-        return (
-            gr.Chatbot(value=messages, feedback_value=thumbs),
-            [],
-            [t.turn for t in saved],
-            conversation_id,
-            [t.id for t in saved],
-            gr.Radio(choices=history_choices(bot, owner, search_text), value=conversation_id),
-            info.title if info else "",
-            conversation_id or "",
-            *form(owner, conversation_id),
-        )
-
-    page = [chat, base_chat, turns, conversation, turn_ids, history, title, open_id, answer_pick, wrong, correction]
+    page = ChatPage(
+        bot=bot,
+        browser_id=browser_id,
+        open_id=open_id,
+        conversation=conversation,
+        turn_ids=turn_ids,
+        turns=turns,
+        chat=chat,
+        base_chat=base_chat,
+        search=search,
+        history=history,
+        title=title,
+        answer_pick=answer_pick,
+        wrong=wrong,
+        correction=correction,
+    )
 
     def on_load(browser: str, reopen: str, request: gr.Request) -> tuple:
         browser = new_browser_id(browser)
-        owner = ui_owner(bot, request, browser)
-        return (browser, *(opened(owner, reopen or None) if saving else (gr.skip(),) * len(page)))
+        owner = page.who(request, browser)
+        return (browser, *(page.opened(owner, reopen or None) if saving else (gr.skip(),) * len(page.page)))
 
-    demo.load(on_load, [browser_id, open_id], [browser_id, *page], api_name=False)
+    demo.load(on_load, [browser_id, open_id], [browser_id, *page.page], api_name=False)
 
     def respond(
         message: str,
@@ -205,7 +164,7 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropd
             yield shown, shown_base, "", earlier, *keep
         later = [*earlier, Turn(question, answer.answer)] if answer is not None else earlier
         browser = new_browser_id(browser)  # asked before the page's load event gave this browser its id
-        owner = who(request, browser)
+        owner = page.who(request, browser)
         turn_id, named = None, gr.skip()
         if answer is not None and owner is not None and saving:
             try:
@@ -222,10 +181,10 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropd
             browser,
             conversation_id,
             saved_ids,
-            gr.Radio(choices=history_choices(bot, owner, search_text), value=conversation_id),
+            page.history_radio(owner, search_text, conversation_id),
             conversation_id or "",
             named,
-            *form(owner, conversation_id),
+            *page.form(owner, conversation_id),
         )
         yield shown, shown_base, "", later, *updates
         if other and other != name:
@@ -241,77 +200,15 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropd
 
     def start_over(browser: str, search_text: str, request: gr.Request) -> tuple:
         # the question box is left alone: what was typed is asked in the new conversation
-        return opened(who(request, browser), None, search_text)
+        return page.opened(page.who(request, browser), None, search_text)
 
     for trigger in (new.click, chat.clear):  # the chat's own trash button also starts a new conversation
-        trigger(start_over, [browser_id, search], page, api_name=False)
+        trigger(start_over, [browser_id, search], page.page, api_name=False)
     adapter.change(lambda name: describe(bot, name), adapter, about, api_name=False)
     compare.change(lambda other: gr.Chatbot(visible=bool(other)), compare, base_chat, api_name=False)
 
-    def on_open(conversation_id: str | None, browser: str, search_text: str, request: gr.Request) -> tuple:
-        return opened(who(request, browser), conversation_id, search_text)
-
-    history.input(on_open, [history, browser_id, search], page, api_name=False)
-
-    def on_search(search_text: str, conversation_id: str | None, browser: str, request: gr.Request) -> gr.Radio:
-        return gr.Radio(choices=history_choices(bot, who(request, browser), search_text), value=conversation_id)
-
-    search.change(on_search, [search, conversation, browser_id], history, api_name=False, show_progress="hidden")
-
-    def on_rename(new_title: str, conversation_id: str | None, browser: str, search_text: str, request: gr.Request):  # noqa: ANN202
-        owner = who(request, browser)
-        if not owner or not conversation_id:
-            raise gr.Error("open or start a conversation first")
-        try:
-            bot.chats.rename(owner, conversation_id, new_title)
-        except (InputError, ConversationNotFoundError) as exc:
-            raise gr.Error(str(exc)) from exc
-        return gr.Radio(choices=history_choices(bot, owner, search_text), value=conversation_id)
-
-    rename.click(on_rename, [title, conversation, browser_id, search], history, api_name=False)
-
-    def on_delete(conversation_id: str | None, browser: str, search_text: str, request: gr.Request) -> tuple:
-        owner = who(request, browser)
-        if owner and conversation_id:
-            with contextlib.suppress(ConversationNotFoundError):
-                bot.chats.delete(owner, conversation_id)
-        return opened(owner, None, search_text)
-
-    delete.click(on_delete, [conversation, browser_id, search], page, api_name=False)
-
-    def on_like(data: gr.LikeData, shown: Messages, saved_ids: list[int | None], browser: str, request: gr.Request):  # noqa: ANN202
-        owner = who(request, browser)
-        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
-        turn_id = _turn_of(shown, index, saved_ids)
-        if owner is None or turn_id is None:
-            gr.Warning("this answer was not saved, so feedback cannot be kept")
-            return
-        verdict = "up" if data.liked is True else "down" if data.liked is False else None
-        try:
-            bot.chats.set_feedback(owner, turn_id, verdict=verdict)
-        except ConversationNotFoundError as exc:
-            raise gr.Error(str(exc)) from exc
-
-    chat.like(on_like, [chat, turn_ids, browser_id], None, api_name=False)
-
-    def on_pick(pick: int | None, conversation_id: str | None, browser: str, request: gr.Request) -> tuple:
-        return form(who(request, browser), conversation_id, pick)[1:]
-
-    answer_pick.input(on_pick, [answer_pick, conversation, browser_id], [wrong, correction], api_name=False)
-
-    def on_save(pick: int | None, marks: list[int], text: str, browser: str, request: gr.Request) -> str:
-        owner = who(request, browser)
-        if owner is None or pick is None:
-            return "Choose an answer first."
-        try:
-            bot.chats.set_feedback(
-                owner, pick, correction=text, wrong_sources=marks or [], max_chars=bot.settings.max_message_chars
-            )
-        except (InputError, ConversationNotFoundError) as exc:
-            return f"⚠️ {exc}"
-        return "Feedback saved."
-
-    save.click(on_save, [answer_pick, wrong, correction, browser_id], feedback_note, api_name=False)
+    wire_history(page, rename, delete)
+    wire_feedback(page, save, feedback_note)
 
     def ask(question: str, adapter: str = BASE_ADAPTER, use_retrieval: bool = True) -> dict:
         """Answer one question with citations (the JSON of ``chatbot ask --json``)."""

@@ -29,7 +29,7 @@ from chatbot.engine.onnx.adapter_export import export_adapter
 from chatbot.engine.onnx.runtime import Decoder
 from chatbot.engine.request import Request, chunk_bounds, pick_tokens, repeats_itself
 from chatbot.engine.worker import EngineWorker
-from chatbot.vocabulary import BASE_ADAPTER
+from chatbot.vocabulary import BASE_ADAPTER, AdapterId
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class OnnxEngine(EngineWorker):
         """Remove adapter ``name``; requests still using it fail with a clear error."""
         self.call(lambda: self._unload_adapter(name))
 
-    def forget_adapter(self, adapter: str) -> None:
+    def forget_adapter(self, adapter: AdapterId) -> None:
         """Nothing is cached per adapter here (kept for the engines' common interface)."""
 
     @property
