@@ -138,7 +138,7 @@ def test_loss_plots_are_served_for_loaded_adapters_only(app, tmp_path):
     broken.mkdir()
     (broken / "adapter_model.bin").write_bytes(b"pickle")
     shutil.copy(REPO / "adapters" / "support" / "loss.png", broken)
-    http = app()
+    http = app(adapters_dir=tmp_path / "adapters")
     plot = http.get("/adapter-files/support/loss.png")
     assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
     assert http.get("/adapter-files/base/loss.png").status_code == 404
@@ -154,7 +154,7 @@ def test_adapter_cards_escape_and_show_errors(make_bot, tmp_path):
     broken = tmp_path / "adapters" / "<b>broken"
     broken.mkdir()
     (broken / "adapter_model.bin").write_bytes(b"pickle")
-    bot = make_bot()
+    bot = make_bot(adapters_dir=tmp_path / "adapters")
     html = cards_html(bot)
     assert "Helpdesk" in html and "LoRA rank 8" in html and "/adapter-files/support/loss.png" in html
     assert "validation perplexity" in html and "8.916" in html

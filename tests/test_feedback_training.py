@@ -113,11 +113,11 @@ def test_held_out_feedback_is_never_trained_on(kb):
     assert len(again.examples) + len(again.held_out) == 3
 
 
-def test_train_from_feedback_refuses_too_little_and_lands_beside_the_old_adapter(kb, make_settings):
+def test_train_from_feedback_refuses_too_little_and_lands_beside_the_old_adapter(kb, make_settings, tmp_path):
     from chatbot.training.run import TrainRequest, train_domain
     from chatbot.training.trainer import TrainConfig
 
-    settings = make_settings()
+    settings = make_settings(adapters_dir=tmp_path / "adapters")
     for question in (QUESTION, "Which file types can I index?", "How do I switch the domain adapter?"):
         saved(kb, answered(kb, question, cite=[1]), verdict="up")
     saved(kb, answered(kb, "Can I use a GGUF model?", cite=[1]), verdict="down")
