@@ -48,6 +48,18 @@ def test_adapters_are_listed_and_bad_ones_refused_with_reason(make_bot, adapters
     assert bot.adapters.find("gone") is None
 
 
+def test_a_folder_whose_name_cannot_be_an_adapter_is_skipped_and_logged_once(make_bot, adapters_dir, caplog):
+    bot = make_bot(adapters_dir=adapters_dir)
+    bot.adapters.refresh()
+    (adapters_dir / "tab\tname").mkdir()
+    with caplog.at_level("WARNING", logger="chatbot.adapters.registry"):
+        for _ in range(3):  # the registry refreshes before every request
+            bot.adapters.refresh()
+    assert "tab\tname" not in {d.name for d in bot.adapters.list()} and bot.adapters.get("demo").ready
+    skipped = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert skipped == ["adapter folder 'tab\\tname' skipped: its name cannot be an adapter's"]
+
+
 def test_request_gets_its_adapter_and_base_stays_base(make_bot, adapters_dir):
     bot = make_bot(adapters_dir=adapters_dir, max_new_tokens=12)
     plain = make_bot(max_new_tokens=12)  # no adapter folder: the model without PEFT

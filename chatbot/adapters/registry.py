@@ -20,14 +20,6 @@ from chatbot.vocabulary import BASE_ADAPTER, AdapterId
 log = logging.getLogger(__name__)
 
 
-def _nameable(name: str) -> bool:
-    """Whether a folder's name can be an adapter's (:class:`AdapterId`); others are skipped, logged."""
-    if not AdapterId.valid(name):
-        log.warning("adapter folder %r skipped: its name cannot be an adapter's", name)
-        return False
-    return True
-
-
 class AdapterRegistry(DomainRegistry):
     """All adapters of one folder, attached to one generator's base model."""
 
@@ -36,6 +28,7 @@ class AdapterRegistry(DomainRegistry):
         self.folder = folder
         self.generator = generator
         self._lora = PeftLora(generator) if generator.injects_adapters else None
+        self._unnameable: set[str] = set()  # folders skipped for their name, logged once each
 
     def refresh(self) -> None:
         """Load new or changed adapter folders and drop removed ones."""
@@ -45,7 +38,7 @@ class AdapterRegistry(DomainRegistry):
                 present = {
                     path.name: path
                     for path in sorted(self.folder.iterdir())
-                    if path.is_dir() and not path.name.startswith((".", "_")) and _nameable(path.name)
+                    if path.is_dir() and not path.name.startswith((".", "_")) and self._nameable(path.name)
                 }
             for name in set(self._domains) - set(present):
                 self._unload(name)
@@ -57,6 +50,16 @@ class AdapterRegistry(DomainRegistry):
                 if current is not None:
                     self._unload(name)
                 self._domains[name] = self._load(name, path, mtime)
+
+    def _nameable(self, name: str) -> bool:
+        """Whether a folder's name can be an adapter's (:class:`AdapterId`); others are skipped,
+        with one warning per folder (the registry refreshes before every request)."""
+        if AdapterId.valid(name):
+            return True
+        if name not in self._unnameable:
+            self._unnameable.add(name)
+            log.warning("adapter folder %r skipped: its name cannot be an adapter's", name)
+        return False
 
     def _load(self, name: str, path: Path, mtime: float) -> Domain:
         domain = Domain(name, name, "", self.base.system_prompt, folder=path, mtime=mtime)
