@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test sync browser lint clean llama-cpp
+.PHONY: install run test sync browser lint clean llama-cpp llama-server
 
 $(STAMP): pyproject.toml scripts/install-torch.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,10 +39,26 @@ test: install browser
 
 # Optional: llama.cpp (llama-cpp-python, built from source, ~15 min on 2 cores) so that
 # benchmarks/run.py prints its ratios to llama.cpp in the same run. Never part of `make run`.
-# AMX kernels off: some hypervisors hide AMX from the guest while the CPU reports it.
+# AMX off: -march=native turns it on where the CPU reports it, and some hypervisors do not let
+# the guest use it (SIGILL); CMake takes CFLAGS/CXXFLAGS as its initial compiler flags.
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 llama-cpp: install
-	CMAKE_ARGS="-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_NATIVE=ON" \
+	CMAKE_ARGS="-DGGML_NATIVE=ON" CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" \
 	  $(BIN)/pip install "llama-cpp-python==0.3.36"
+
+# Optional: llama.cpp's own server (its C++ source as vendored in the llama-cpp-python sdist on
+# PyPI; no web UI, no downloads; ~15 min on 2 cores) so that benchmarks/run.py runs the same
+# concurrent mixed-adapter loads through it. Never part of `make run`.
+LLAMA_CPP := .chatbot/llama.cpp
+llama-server: install
+	mkdir -p $(LLAMA_CPP)/src
+	$(BIN)/pip download -q --no-deps --no-binary :all: "llama-cpp-python==0.3.36" -d $(LLAMA_CPP)
+	tar xzf $(LLAMA_CPP)/llama_cpp_python-0.3.36.tar.gz -C $(LLAMA_CPP)/src --strip-components=3 \
+	  llama_cpp_python-0.3.36/vendor/llama.cpp
+	cmake -S $(LLAMA_CPP)/src -B $(LLAMA_CPP)/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+	  -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)" -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+	  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+	cmake --build $(LLAMA_CPP)/build --target llama-server -j$$(nproc)
 
 lint: install
 	$(BIN)/ruff check chatbot tests benchmarks

@@ -10,7 +10,9 @@ latency; aggregate tokens/s and p50/p95 latency of 1, 4 and 8 concurrent request
 adapters; what switching adapter between requests adds; retrieval p50/p95 (query embedding +
 search, vector and hybrid) over 10,000 chunks; embedding throughput against fp32
 sentence-transformers; and, when ``llama-cpp-python`` is installed, the same GGUF through
-llama.cpp with the ratios.
+llama.cpp with the ratios; when ``make llama-server`` built llama.cpp's server, the same loads
+(batch-1 decode with and without an adapter, the RAG turn, 1/4/8 concurrent users on mixed
+adapters) through it, with the ratios (benchmarks/llama_server.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from figures import publish  # benchmarks/figures.py, next to this script
+from llama_server import figures as llama_server_figures
+from llama_server import find_server
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "How do I refresh the knowledge base, which file types are indexed and how are they cited?"
@@ -239,6 +243,9 @@ def main() -> None:
     parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="the quantize setting")
     parser.add_argument("--engine", choices=["auto", "onnx", "torch"], default="auto", help="the engine setting")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "speed.json")
+    parser.add_argument(
+        "--llama-server", type=Path, default=find_server(), help="a llama-server binary (default: make llama-server's)"
+    )
     args = parser.parse_args()
     if args.llama_cpp_job:
         print(json.dumps(llama_cpp_figures(**json.loads(args.llama_cpp_job.read_text()))))
@@ -359,11 +366,82 @@ def main() -> None:
                 figures[f"decode_tokens_per_s_{adapter}"] / llama["decode_tokens_per_s"], 2
             )
             figures["ratio_prefill_vs_llama_cpp"] = round(llama["prefill_s"] / figures["rag_prefill_first_token_s"], 2)
+        if args.llama_server is None:
+            figures["llama_server"] = "not built (make llama-server to compare)"
+        else:
+            try:
+                figures.update(compare_llama_server(bot, args, figures, adapters, adapter, messages))
+            except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # keep the app's figures
+                figures["llama_server"] = f"failed: {exc}"[:2000]
     publish(figures, args.out)
 
 
 def settings_prompt(bot, adapter: str) -> str:  # noqa: ANN001
     return bot.adapters.get(adapter).system_prompt
+
+
+def rag_text(bot, question: str, adapter: str) -> str:  # noqa: ANN001
+    """The chat-templated RAG prompt the chain builds for ``question`` on ``adapter``."""
+    from chatbot.backends.base import to_chat_messages
+    from chatbot.rag.prompting import RAG_PROMPT, format_blocks
+
+    chain = bot.chain
+    context = format_blocks(chain.fit(chain.retrieve(question)))
+    values = {"question": question, "system_prompt": settings_prompt(bot, adapter), "context": context, "history": []}
+    messages = to_chat_messages(RAG_PROMPT.invoke(values).to_messages())
+    return bot.generator.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def compare_llama_server(bot, args, figures: dict, adapters: list[str], adapter: str, messages) -> dict:  # noqa: ANN001
+    """The app's loads through llama.cpp's server (same prompts, same adapters) and the ratios."""
+    import torch
+
+    from chatbot.models.base import convert_gguf
+    from chatbot.models.embedded import smollm2_gguf
+
+    template = bot.generator.tokenizer.apply_chat_template
+    served = {name: bot.adapters.get(name).folder for name in adapters if name != "base"}
+    server = llama_server_figures(
+        binary=args.llama_server,
+        gguf=smollm2_gguf(),
+        adapter_dirs=served,
+        base_hf=convert_gguf(smollm2_gguf(), REPO / ".chatbot" / "cache"),
+        rag_turn=template(messages, add_generation_prompt=True, tokenize=False),
+        rag_jobs=[
+            (rag_text(bot, QUESTIONS[i % len(QUESTIONS)], adapters[i % len(adapters)]), adapters[i % len(adapters)])
+            for i in range(8)
+        ],
+        story=template(STORY, add_generation_prompt=True, tokenize=False),
+        tokens=args.max_new_tokens,
+        threads=torch.get_num_threads(),
+        repeats=max(args.repeats, 2),
+    )
+    return {
+        "llama_server": server,
+        "ratio_vs_llama_server": {
+            "decode_adapter_vs_its_adapter": round(
+                figures[f"decode_tokens_per_s_{adapter}"] / server[f"decode_tokens_per_s_{adapter}"], 2
+            ),
+            "decode_adapter_vs_its_base": round(
+                figures[f"decode_tokens_per_s_{adapter}"] / server["decode_tokens_per_s_base"], 2
+            ),
+            "decode_base_vs_its_base": round(
+                figures["decode_tokens_per_s_base"] / server["decode_tokens_per_s_base"], 2
+            ),
+            "rag_turn_speedup": round(server["rag_turn_s"] / figures["ask_latency_s"], 2),
+            **{
+                f"concurrent_{users}": round(
+                    figures[f"concurrent_{users}"]["tokens_per_s"] / server[f"concurrent_{users}"]["tokens_per_s"], 2
+                )
+                for users in (1, 4, 8)
+            },
+            "concurrent_8_decode_only": round(
+                figures["concurrent_8_decode_only"]["tokens_per_s"]
+                / server["concurrent_8_decode_only"]["tokens_per_s"],
+                2,
+            ),
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -126,6 +126,13 @@ class Settings(BaseSettings):
         description="Answer 'I don't know' instead of an answer that is a paste of the passages, states a "
         "number or name no passage holds, or whose citations all fail the check (docs/evaluation.md).",
     )
+    answerability_threshold: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Decline when the calibrated estimate that the passages answer the question is below "
+        "this (None: the fit's own threshold; 0: never). See docs/evaluation.md.",
+    )
     followup_query: Literal["history", "model", "off"] = Field(
         "history", description="How a follow-up becomes a standalone search query (see docs/configuration.md)."
     )

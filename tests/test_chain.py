@@ -129,3 +129,28 @@ def test_every_live_answer_is_either_declined_with_a_reason_or_fully_backed(fact
         blocks = [source.snippet for source in answer.retrieved]
         assert all(source.supported for source in answer.sources), answer.sources
         assert unfounded_specifics(answer.answer, blocks) == [], answer.answer
+
+
+def test_a_turn_the_answerability_signal_rates_low_is_declined_with_its_estimate(fact_bot):
+    from chatbot.rag.answerability import Answerability
+    from chatbot.rag.chain import UNLIKELY
+
+    chain = fact_bot.chain
+    saved = chain.answerability, chain.answerability_threshold
+    chain.answerability = Answerability({"question_missing": -6.0, "question_coverage": 2.0}, bias=0.0, threshold=0.5)
+    chain.answerability_threshold = 0.5
+    try:
+        raw = "The reactor runs at a core temperature of 4812 kelvin [1]."
+        asked = _finish(fact_bot, raw)
+        swapped = _finish(fact_bot, raw, question="What core temperature does the Quelmar reactor run at?")
+        chain.answerability_threshold = 0.0  # off: the same turn is shown, with its estimate
+        shown = _finish(fact_bot, raw, question="What core temperature does the Quelmar reactor run at?")
+    finally:
+        chain.answerability, chain.answerability_threshold = saved
+    assert not asked.abstained and asked.answerability > 0.5 and asked.signals["question_missing"] == 0.0
+    assert swapped.abstained and swapped.answer == NOT_ANSWERED and swapped.withheld == asked.answer
+    assert swapped.answerability < 0.5 and swapped.decline_reason == UNLIKELY.format(swapped.answerability, 0.5)
+    assert swapped.retrieved and swapped.sources == []  # what was considered is still shown
+    assert not shown.abstained and shown.answerability == swapped.answerability
+    assert swapped.to_json()["answerability"] == swapped.answerability
+    assert swapped.to_json()["signals"]["question_missing"] == 1.0

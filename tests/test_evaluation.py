@@ -197,6 +197,10 @@ def test_ablation_cells_retrieve_only_with_retrieval_and_use_their_adapter(make_
     said = {cell: record["withheld"] or record["answer"] for cell, record in first.items()}  # a decline keeps it
     assert said["support + retrieval"] != said["base + retrieval"]
     assert result["summary"]["retrieval"]["recall@1"] == 1.0
+    with_blocks = first["base + retrieval"]  # what `chatbot calibrate` fits on
+    assert with_blocks["gold_in_blocks"] is True and set(with_blocks["signals"]) >= {"best_score", "question_coverage"}
+    assert 0.0 <= with_blocks["answerability"] <= 1.0
+    assert first["base + no retrieval"]["signals"] is None and first["base + no retrieval"]["gold_in_blocks"] is False
 
 
 def test_retrieval_only_keeps_a_record_per_question_without_loading_the_model(make_settings, user_guide, tmp_path):

@@ -67,3 +67,5 @@ def test_a_declined_answer_says_so_and_why_whole_and_streamed(api):
         model="base", messages=[{"role": "user", "content": "How do I refresh the knowledge base?"}]
     )
     assert answered.model_extra["declined"] is False and answered.model_extra["decline_reason"] is None
+    assert 0.0 < answered.model_extra["answerability"] <= 1.0  # the calibrated estimate it was shown with
+    assert "answerability" not in whole.model_extra  # nothing retrieved: nothing to estimate

@@ -16,6 +16,7 @@ from chatbot.config import Settings
 from chatbot.engine.generation import Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
 from chatbot.rag.answer import Answer
+from chatbot.rag.answerability import load as load_answerability
 from chatbot.rag.chain import ChainRequest, RagChain
 from chatbot.rag.conversation import Turn
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError, clean_text
@@ -194,7 +195,14 @@ class Chatbot:
             keywords=self.keywords if s.retrieval_mode == "hybrid" else None,
             keyword_weight=s.keyword_weight,
         )
-        return RagChain(retriever, llm, context_tokens=s.context_tokens, decline_unsupported=s.decline_unsupported)
+        return RagChain(
+            retriever,
+            llm,
+            context_tokens=s.context_tokens,
+            decline_unsupported=s.decline_unsupported,
+            answerability=load_answerability(),
+            answerability_threshold=s.answerability_threshold,
+        )
 
     def request(
         self,

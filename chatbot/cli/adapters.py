@@ -189,6 +189,9 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(help="At most this many questions (SQuAD: half unanswerable).")] = None,
     only: Annotated[str, typer.Option(help="Keep questions whose gold sources mention one of these.")] = "",
     articles: Annotated[int, typer.Option(help="SQuAD: how many articles (from the end of the file).")] = 3,
+    skip_articles: Annotated[
+        int, typer.Option(help="SQuAD: leave out this many last articles first (3: calibrate off the eval's).")
+    ] = 0,
     out: Annotated[Path, typer.Option(help="Folder for results.json, summary.md, report.html.")] = Path("eval-results"),
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit.")] = 128,
     retrieval_only: Annotated[bool, typer.Option(help="Only measure retrieval (no answers).")] = False,
@@ -211,6 +214,7 @@ def evaluate(
         limit=limit,
         only=[key.strip() for key in only.split(",") if key.strip()],
         articles=articles,
+        skip_articles=skip_articles,
         out=out,
         max_new_tokens=max_new_tokens,
         retrieval_only=retrieval_only,
@@ -226,3 +230,35 @@ def evaluate(
     typer.echo(markdown_summary(result["summary"], f"{questions.name}"))
     for kind, path in result["reports"].items():
         typer.echo(f"{kind}: {path}")
+
+
+@app.command()
+def calibrate(
+    results: Annotated[Path, typer.Argument(help="results.json of an eval run with the signal off (see docs).")],
+    out: Annotated[Path | None, typer.Option(help="Where to write the fit (default: the shipped one).")] = None,
+    max_answerable_declines: Annotated[
+        float, typer.Option(help="Share of answerable turns the signal may decline on these records.")
+    ] = 0.1,
+    as_json: JsonFlag = False,
+) -> None:
+    """Fit the answerability signal (when to decline) on an eval run's records."""
+    from chatbot.evaluation.calibration import fit
+    from chatbot.rag.answerability import FIT
+
+    try:
+        data = json.loads(results.read_text(encoding="utf-8"))
+        config = data.get("config", {})
+        about = {key: config.get(key) for key in ("questions", "articles", "skip_articles", "limit", "adapters")}
+        calibrated = fit(data["records"], max_answerable_declines, about)
+    except (OSError, ValueError, KeyError) as exc:
+        raise fail(f"cannot calibrate from {results}: {exc}") from exc
+    target = out or FIT
+    target.write_text(json.dumps(calibrated.answerability.to_json(), indent=1) + "\n", encoding="utf-8")
+    fitted = calibrated.answerability
+    if as_json:
+        typer.echo(json.dumps({"written": str(target), **fitted.to_json()}, indent=2))
+        return
+    typer.echo(
+        f"{calibrated.rows} turns ({calibrated.answerable} answerable): cross-validated AUC "
+        f"{calibrated.auc_cross_validated:.3f}, threshold {fitted.threshold:.3f}; written to {target}"
+    )

@@ -25,6 +25,7 @@ class EvalRequest:
     limit: int | None = None
     only: list[str] = field(default_factory=list)
     articles: int = 3
+    skip_articles: int = 0  # SQuAD: leave out that many last articles first (calibration: the eval's 3)
     out: Path = Path("eval-results")
     max_new_tokens: int = 128
     retrieval_only: bool = False
@@ -68,7 +69,14 @@ def evaluate(settings: Settings, request: EvalRequest, show_progress: bool = Tru
 
     torch.manual_seed(request.seed)
     items, knowledge = load_questions(
-        request.questions, request.knowledge, request.out, request.limit, request.only, request.articles, request.seed
+        request.questions,
+        request.knowledge,
+        request.out,
+        request.limit,
+        request.only,
+        request.articles,
+        request.seed,
+        request.skip_articles,
     )
     if not items:
         raise ValueError(f"no questions selected from {request.questions}")

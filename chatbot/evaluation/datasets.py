@@ -83,16 +83,18 @@ def load_questions(
     only: list[str] | None = None,
     articles: int = 3,
     seed: int = 0,
+    skip_articles: int = 0,
 ) -> tuple[list[QAItem], Path]:
     """The questions of ``path`` and the knowledge folder they are asked over.
 
     ``only`` keeps items whose gold sources mention one of the strings (e.g. ``INTC,NVDA`` for
-    the SEC rows held out from training). SQuAD writes its knowledge under ``out_dir``. Items that
+    the SEC rows held out from training). SQuAD writes its knowledge under ``out_dir``, from the
+    ``articles`` before the last ``skip_articles`` (the eval's are the last 3). Items that
     name only files get the page holding their answer as passage-level gold (``passage_gold``).
     """
     if is_squad(path):
         folder = knowledge_dir or out_dir / "squad-knowledge"
-        return read_squad(path, folder, articles, limit, seed), folder
+        return read_squad(path, folder, articles, limit, seed, skip_last=skip_articles), folder
     if knowledge_dir is None:
         raise ValueError("--knowledge is needed for this question file")
     items = read_qa(path)

@@ -85,6 +85,10 @@ def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], c
         for source in answer.sources
     ]
     declined = answer.abstained or is_decline(answer.answer)
+    gold_in_blocks = any(
+        is_gold_chunk(chunks.get(block.chunk_id or "", block.snippet), block.source, gold_files, item.gold_passages)
+        for block in answer.retrieved
+    )
     return {
         "id": item.id,
         "cell": cell.name,
@@ -105,6 +109,9 @@ def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], c
         "citations": citations,
         "seconds": round(seconds, 3),
         "completion_tokens": answer.usage.get("completion_tokens", 0),
+        "gold_in_blocks": gold_in_blocks,  # a block the answer was given holds the gold passage
+        "answerability": answer.answerability,
+        "signals": answer.signals,
     }
 
 

@@ -75,6 +75,8 @@ class Answer:
     model_citations: int = 0
     usage: dict[str, int] = field(default_factory=dict)
     search_query: str | None = None  # what was searched, when a follow-up was made standalone
+    answerability: float | None = None  # P(the blocks answer the question), rag/answerability.py
+    signals: dict[str, float] | None = None  # what that estimate was made from
 
     @property
     def unsupported(self) -> list[int]:
@@ -106,5 +108,7 @@ class Answer:
             "model_citations": self.model_citations,
             "usage": self.usage,
             "search_query": self.search_query,
+            "answerability": self.answerability,
+            "signals": {key: round(value, 4) for key, value in self.signals.items()} if self.signals else None,
             "unsupported_citations": self.unsupported,
         }

@@ -16,6 +16,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnablePassthrough
 
 from chatbot.rag.answer import Answer, SourceRef
+from chatbot.rag.answerability import Answerability, signals
 from chatbot.rag.citations import attribute, cited_numbers, claims_by_block, supporting_passage
 from chatbot.rag.conversation import (
     CONDENSE_PROMPT,
@@ -38,6 +39,7 @@ MODEL_DECLINED = "the model found no answer in the passages"
 CONTEXT_DUMP = "the model pasted the passages back instead of answering"
 UNFOUNDED = "the answer states numbers or names that no passage holds: {}"
 UNSUPPORTED = "no passage supports what the answer says"
+UNLIKELY = "the passages are unlikely to answer this question (answerability {:.2f} < {:.2f})"
 EMPTY = "the model gave no answer"
 _ECHO = re.compile(r"\n\s*(?:Question|Context):")  # the model starting to echo the prompt
 _DECLINE = re.compile(r"^\W*(?:I (?:do not|don't|dont) know|I'm not sure|the (?:context|blocks) do(?:es)? not)", re.I)
@@ -75,11 +77,17 @@ class RagChain:
         llm: BaseChatModel,
         context_tokens: int | None = None,
         decline_unsupported: bool = True,
+        answerability: Answerability | None = None,
+        answerability_threshold: float | None = None,
     ) -> None:
         self.retriever = retriever
         self.llm = llm
         self.context_tokens = context_tokens  # budget of the numbered blocks in the prompt
         self.decline_unsupported = decline_unsupported  # withhold answers the passages do not back
+        self.answerability = answerability  # P(answerable from the blocks); None: no such signal
+        if answerability_threshold is None:  # the fit's calibrated default
+            answerability_threshold = answerability.threshold if answerability else 0.0
+        self.answerability_threshold = answerability_threshold  # decline below it (0: never)
 
     def fit(self, blocks: list[Document]) -> list[Document]:
         """The blocks that fit the context budget (all of them when there is none)."""
@@ -214,6 +222,15 @@ class RagChain:
             if reason:
                 answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
                 answer.abstained, answer.decline_reason = True, reason
+        if blocks:
+            scores = [float(doc.metadata.get("score", 0.0)) for doc in blocks]
+            answer.signals = signals(question, text, texts, scores, bool(model_cited))
+        if answer.signals and self.answerability is not None:
+            answer.answerability = round(self.answerability.probability(answer.signals), 4)
+            if not answer.abstained and answer.answerability < self.answerability_threshold:
+                answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
+                answer.abstained = True
+                answer.decline_reason = UNLIKELY.format(answer.answerability, self.answerability_threshold)
         answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}
         return answer
 

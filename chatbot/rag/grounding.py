@@ -159,7 +159,7 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
 
 
-def _names(sentence: str) -> list[str]:
+def names(sentence: str) -> list[str]:
     """Capitalised words of ``sentence``, the opening word excepted (it is capitalised anyway)."""
     found = []
     for index, match in enumerate(_NAME.finditer(sentence)):
@@ -203,7 +203,7 @@ def judge(sentence: str, block: str, question: str = "") -> Verdict:
     if any(not matches(number, stated) for number in figures(claim)):
         reasons.append("number")
     block_words = _words(block)
-    if any(not (_words(name) <= block_words) for name in _names(claim)):
+    if any(not (_words(name) <= block_words) for name in names(claim)):
         reasons.append("name")
     words = content_words(claim)
     share = share_in(claim, block)
@@ -239,7 +239,7 @@ def unfounded_specifics(answer: str, blocks: Sequence[str]) -> list[str]:
     claims = _ENUMERATOR.sub("", strip_markers(answer))
     found = [number.text for number in figures(claims) if not matches(number, stated)]
     for sentence, _ in sentences(claims):
-        found += [name for name in _names(sentence) if not _words(name) <= words]
+        found += [name for name in names(sentence) if not _words(name) <= words]
     return found
 
 

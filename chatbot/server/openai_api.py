@@ -52,6 +52,8 @@ def _citations(answer: Answer) -> list[dict[str, Any]]:
 def _verdict(answer: Answer) -> dict[str, Any]:
     """Extras of a finished answer beside OpenAI's fields: whether it is a decline, and why."""
     extras: dict[str, Any] = {"declined": answer.abstained, "decline_reason": answer.decline_reason}
+    if answer.answerability is not None:  # P(the passages answer the question), rag/answerability.py
+        extras["answerability"] = answer.answerability
     if answer.abstained:
         extras["considered"] = [asdict(source) for source in answer.retrieved]
     return extras

@@ -64,6 +64,8 @@ def answer_markdown(answer: Answer, domain_label: str, changes: dict[str, str] |
         facts.append(f"{len(answer.sources)} of {len(answer.retrieved)} sources cited")
         if answer.unsupported:
             facts.append("⚠️ unsupported citation " + ", ".join(f"[{n}]" for n in answer.unsupported))
+        if answer.answerability is not None:
+            facts.append(f"answerability {answer.answerability:.2f}")
     else:
         facts.append("knowledge base off")
     if seconds is not None:

@@ -1,0 +1,80 @@
+"""Fit the answerability signal (``chatbot/rag/answerability.json``) on an eval run's records.
+
+The records must come from questions the published eval never asks (SQuAD: ``--skip-articles 3``)
+and from a run with the signal off (``CHATBOT_ANSWERABILITY_THRESHOLD=0``), so every answer shows
+what the signal alone would decline. A turn is *answerable* when its question has an answer and a
+block the model was given holds it; everything else (SQuAD 2.0's unanswerable questions, answerable
+ones whose passage was not retrieved) is not. The fit uses the turns the signal acts on: answers
+the model gave and the other checks let through (the model's own declines and the checks come
+first). A logistic regression over the signals estimates P(answerable); the threshold is the one
+that declines the most unanswerable turns while declining at most ``max_answerable_declines`` of
+the answerable ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from chatbot.rag.answerability import SIGNALS, Answerability
+
+
+@dataclass(frozen=True)
+class Calibrated:
+    """The fit and what it does on the records it was fitted on."""
+
+    answerability: Answerability
+    rows: int
+    answerable: int
+    auc_cross_validated: float
+
+
+def _label(record: dict) -> bool:
+    return bool(record["answerable"] and record.get("gold_in_blocks"))
+
+
+def _threshold(probabilities: Sequence[float], labels: Sequence[bool], cap: float) -> float:
+    """The highest-gain threshold: most negatives declined, positives declined at most ``cap``."""
+    positives = [p for p, label in zip(probabilities, labels, strict=True) if label]
+    negatives = [p for p, label in zip(probabilities, labels, strict=True) if not label]
+    best, best_gain = 0.0, 0.0
+    for candidate in sorted(set(probabilities)):
+        lost = sum(p < candidate for p in positives) / max(len(positives), 1)
+        if lost > cap:
+            break
+        gain = sum(p < candidate for p in negatives) / max(len(negatives), 1) - lost
+        if gain > best_gain:
+            best, best_gain = candidate, gain
+    return best
+
+
+def fit(records: Sequence[dict], max_answerable_declines: float = 0.1, about: dict | None = None) -> Calibrated:
+    """Fit :class:`Answerability` on eval ``records`` (those with signals); see the module docstring."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import cross_val_predict
+
+    # the turns the signal acts on: answers the model gave and the other checks let through
+    rows = [r for r in records if r.get("signals") and r.get("use_retrieval", True) and not r.get("declined")]
+    labels = [_label(record) for record in rows]
+    if len(set(labels)) < 2 or min(labels.count(True), labels.count(False)) < 10:
+        raise ValueError("need at least 10 answerable and 10 unanswerable turns with signals to fit")
+    features = np.array([[float(record["signals"].get(name, 0.0)) for name in SIGNALS] for record in rows])
+    target = np.array(labels, dtype=int)
+    model = LogisticRegression(C=1.0, max_iter=1000)
+    held_out = cross_val_predict(model, features, target, cv=5, method="predict_proba")[:, 1]
+    model.fit(features, target)
+    probabilities = model.predict_proba(features)[:, 1].tolist()
+    threshold = _threshold(probabilities, labels, max_answerable_declines)
+    weights = {name: round(float(w), 4) for name, w in zip(SIGNALS, model.coef_[0], strict=True)}
+    auc = float(roc_auc_score(target, held_out))
+    details = dict(about or {})
+    details.update(
+        rows=len(rows),
+        answerable=int(target.sum()),
+        auc_cross_validated=round(auc, 3),
+        max_answerable_declines=max_answerable_declines,
+    )
+    fitted = Answerability(weights, round(float(model.intercept_[0]), 4), round(threshold, 4), details)
+    return Calibrated(fitted, len(rows), int(target.sum()), auc)

@@ -1,0 +1,85 @@
+"""How likely the retrieved blocks answer the question: a calibrated signal for the decline decision.
+
+A few signals of one turn (how close the best block is, how much of the question the blocks hold,
+whether the question names something no block mentions, how much of the answer the blocks hold)
+go through a logistic model fitted on held-out questions (``scripts/calibrate_answerability.py``
+over SQuAD 2.0 articles the eval never reads; the fit, its data and figures are in
+``answerability.json`` next to this module). Its output is P(the question is answerable from these
+blocks); the chain declines below a threshold (``answerability_threshold``, docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatbot.rag.grounding import figures, names, plain, share_in, unfounded_specifics
+from chatbot.text import sentences, strip_markers
+
+FIT = Path(__file__).with_name("answerability.json")
+SIGNALS = (
+    "best_score",  # cosine similarity of the best block
+    "score_margin",  # best block's similarity minus the second's
+    "question_coverage",  # largest share of the question's content words found in one block
+    "question_missing",  # names and numbers of the question that no block holds (share)
+    "answer_support",  # share of the answer's content words found in the blocks
+    "answer_unfounded",  # names and numbers of the answer that no block holds (0..1, 3 or more = 1)
+    "model_cited",  # the model wrote a [n] marker itself
+)
+
+
+def _specifics(text: str) -> int:
+    text = plain(text)
+    return len(figures(text)) + sum(len(names(sentence)) for sentence, _ in sentences(text))
+
+
+def signals(question: str, answer: str, blocks: Sequence[str], scores: Sequence[float], model_cited: bool) -> dict:
+    """The signals of one turn (``answer`` with or without its markers), named as in :data:`SIGNALS`."""
+    ranked = sorted(scores, reverse=True)
+    asked = _specifics(question)
+    claim = strip_markers(answer)
+    return {
+        "best_score": ranked[0] if ranked else 0.0,
+        "score_margin": ranked[0] - ranked[1] if len(ranked) > 1 else (ranked[0] if ranked else 0.0),
+        "question_coverage": max((share_in(question, block) for block in blocks), default=0.0),
+        "question_missing": len(unfounded_specifics(question, blocks)) / asked if asked else 0.0,
+        "answer_support": share_in(claim, "\n\n".join(blocks)) if claim.strip() else 0.0,
+        "answer_unfounded": min(len(unfounded_specifics(claim, blocks)), 3) / 3,
+        "model_cited": float(model_cited),
+    }
+
+
+@dataclass(frozen=True)
+class Answerability:
+    """A fitted logistic model over :data:`SIGNALS` and the threshold chosen with it."""
+
+    weights: Mapping[str, float]
+    bias: float
+    threshold: float  # the calibrated default: decline below it
+    about: dict = field(default_factory=dict)  # how it was fitted: data, figures
+
+    def probability(self, values: Mapping[str, float]) -> float:
+        """P(answerable from these blocks) for one turn's :func:`signals`."""
+        z = self.bias + sum(weight * float(values.get(name, 0.0)) for name, weight in self.weights.items())
+        return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
+
+    def to_json(self) -> dict:
+        return {"weights": dict(self.weights), "bias": self.bias, "threshold": self.threshold, "about": self.about}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Answerability:
+        weights = {str(name): float(value) for name, value in data["weights"].items()}
+        unknown = set(weights) - set(SIGNALS)
+        if unknown:
+            raise ValueError(f"answerability fit names unknown signals: {sorted(unknown)}")
+        return cls(weights, float(data["bias"]), float(data["threshold"]), dict(data.get("about") or {}))
+
+
+def load(path: Path = FIT) -> Answerability | None:
+    """The shipped fit (None when there is none)."""
+    if not path.is_file():
+        return None
+    return Answerability.from_json(json.loads(path.read_text(encoding="utf-8")))
