@@ -76,6 +76,9 @@ def test_unfounded_specifics_are_the_numbers_and_names_no_block_states():
     assert unfounded_specifics("The population of Zlatograd is approximately 25,000 [1].", blocks) == ["25,000"]
     assert unfounded_specifics("It was founded by Ivan Shishman.", blocks) == ["Ivan", "Shishman"]
     assert unfounded_specifics("Zlatograd is a town in southern Bulgaria [1].", blocks) == []
+    numbered = "1. Zlatograd is a town in southern Bulgaria [1].\n2."  # list numbers, the last one empty
+    assert unfounded_specifics(numbered, blocks) == []
+    assert unfounded_specifics("Zlatograd is a town of\n2. 25,000 people.", blocks) == ["25,000"]
 
 
 @pytest.mark.skipif(not SQUAD.exists(), reason="needs ../shared/data/squad2 (public data, not in the repo)")

@@ -50,3 +50,12 @@ def test_a_cut_off_tail_and_repeats_are_trimmed_but_list_items_stay():
 def test_a_list_of_one_loses_its_number_and_real_lists_keep_theirs():
     assert tidy("1.  To refresh it, run `chatbot sync` [1].") == "To refresh it, run `chatbot sync` [1]."
     assert tidy("1. Open it [1].\n2. Save it [1].") == "1. Open it [1].\n2. Save it [1]."
+
+
+def test_a_list_number_with_nothing_after_it_is_dropped():
+    # the user guide's first question, as the embedded model answered it: a second item cut off
+    raw = "1. To refresh it, run `chatbot sync` [1]. Unchanged files cost a hash check [1].\n\n2. To delete files, you"
+    assert tidy(raw) == "To refresh it, run `chatbot sync` [1]. Unchanged files cost a hash check [1]."
+    assert tidy(raw.rsplit(" To delete", 1)[0]) == tidy(raw)  # the model stopped at "2."
+    assert tidy("1. Open it [1].\n2.\n3. Save it [1].") == "1. Open it [1].\n3. Save it [1]."
+    assert tidy("It costs 2.5 million [1].") == "It costs 2.5 million [1]."  # a figure is not a list number

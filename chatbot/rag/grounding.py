@@ -52,7 +52,7 @@ _NAME = re.compile(r"\b[A-Z][A-Za-z'’&-]*[A-Za-z]\b|\b[A-Z]{2,}\b|\b(?=[A-Za-z
 _NEGATION = re.compile(r"\b(?:not|no|never|none|nor|neither|cannot|without)\b|n[’']t\b", re.I)
 _TABLE = re.compile(r"\|.*\|")
 _HEADING = re.compile(r"#{1,6}\s")
-_ENUMERATOR = re.compile(r"(?m)^\s*(?:\d{1,2}|[a-z])[.)]\s")  # "1. ", "b) ": list numbering, not a claim
+_ENUMERATOR = re.compile(r"(?m)^[ \t]*(?:\d{1,2}|[a-z])[.)](?:\s|$)")  # "1. ", "b) ", a last "2.": numbering
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _UNDECOMPOSED = str.maketrans(  # letters NFKD does not split into a base letter and a mark
     {

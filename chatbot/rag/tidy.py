@@ -30,10 +30,13 @@ def join_wrapped_lines(text: str) -> str:
 
 
 _ENUMERATED = re.compile(r"(?m)^[ \t]*\d{1,2}[.)][ \t]+")
+_EMPTY_ITEM = re.compile(r"(?m)^[ \t]*\d{1,2}[.)][ \t]*(?:\n|$)")  # "2." and nothing after it
 
 
 def drop_lone_enumerator(text: str) -> str:
-    """Without a "1." that numbers a list of one (the model starting a list it never continues)."""
+    """Without list numbers that number nothing ("2." where the model stopped) and without a "1."
+    that numbers a list of one (the model starting a list it never continues)."""
+    text = _EMPTY_ITEM.sub("", text).strip()
     return _ENUMERATED.sub("", text, count=1) if len(_ENUMERATED.findall(text)) == 1 else text
 
 
@@ -81,9 +84,8 @@ def trim_cut_off(text: str) -> str:
 
 def tidy(raw: str) -> str:
     """The answer a user should see from the model's raw text."""
-    text = drop_lone_enumerator(join_wrapped_lines(drop_structure(raw)))
-    text = collapse_repeats(markers_to_sentence_end(text))
-    return trim_cut_off(text)
+    text = collapse_repeats(markers_to_sentence_end(join_wrapped_lines(drop_structure(raw))))
+    return drop_lone_enumerator(trim_cut_off(text))  # after the trim: a cut-off item leaves its "2."
 
 
 def _words(text: str) -> list[str]:
