@@ -153,13 +153,17 @@ def test_summary_and_reports(tmp_path):
     cell = summary["cells"]["base + retrieval"]
     assert cell["citation_precision"] == 0.5 and cell["citation_coverage"] == 1.0
     assert cell["supported_citations"] == 0.5 and cell["declined_unanswerable"] == 1.0
-    assert cell["declined_answerable"] == 0.0
+    assert cell["declined_answerable"] == 0.0 and cell["wrong_shown"] == 0.0  # the one shown answer is right
+    wrong = {**record, "contains": False}
+    shown_unanswerable = {**unanswerable, "declined": False}
+    for rows, share in (([wrong, shown_unanswerable], 1.0), ([record, wrong], 0.5)):
+        assert summarize(rows, retrieval, items, 4)["cells"]["base + retrieval"]["wrong_shown"] == share
     assert cell["model_markers"] == 0.5 and cell["context_dumps"] == 0.5
     assert cell["decline_reasons"] == {"the model pasted the passages back instead of answering": 1}
     paths = write_reports(tmp_path, "demo", {}, summary, [record, unanswerable])
     report = paths["markdown"].read_text()
     assert "| citation precision | 0.500 |" in report and "pasted the passages back instead of answering (1)" in report
-    assert paths["html"].read_text().count("data:image/png;base64,") == 10
+    assert paths["html"].read_text().count("data:image/png;base64,") == 11
     assert json.loads(paths["json"].read_text())["summary"] == summary
 
 

@@ -20,6 +20,7 @@ CELL_METRICS = {
     "stale_answers": "stale answers: an outdated fact shown (lower is better)",
     "declined_unanswerable": "declined, unanswerable (higher is better)",
     "declined_answerable": "declined, answerable (lower is better)",
+    "wrong_shown": "answers shown that are wrong: unanswerable, or without the gold answer (lower is better)",
     "seconds_per_question": "seconds per question",
 }
 

@@ -167,6 +167,7 @@ def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequen
         answerable = [r for r in rows if r["answerable"]]
         unanswerable = [r for r in rows if not r["answerable"]]
         cited = [c for r in rows for c in r["citations"]]
+        shown = [r for r in rows if not r["declined"]]
         summary["cells"][cell] = {
             "questions": len(rows),
             "answer_f1": mean([r["f1"] for r in answerable]),
@@ -179,6 +180,7 @@ def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequen
             "stale_answers": mean([float(r["stale"]) for r in rows if r.get("stale") is not None]),
             "declined_unanswerable": mean([float(r["declined"]) for r in unanswerable]),
             "declined_answerable": mean([float(r["declined"]) for r in answerable]),
+            "wrong_shown": mean([float(not (r["answerable"] and r["contains"])) for r in shown]),
             "seconds_per_question": mean([r["seconds"] for r in rows]),
             "decline_reasons": dict(Counter(_reason_kind(r.get("decline_reason")) for r in rows if r["declined"])),
         }
