@@ -133,6 +133,9 @@ class Settings(BaseSettings):
         description="Decline when the calibrated estimate that the passages answer the question is below "
         "this (None: the fit's own threshold; 0: never). See docs/evaluation.md.",
     )
+    answerability_fit: Path | None = Field(
+        None, description="A fit written by `chatbot calibrate --out` (None: the shipped one, rag/answerability.json)."
+    )
     followup_query: Literal["history", "model", "off"] = Field(
         "history", description="How a follow-up becomes a standalone search query (see docs/configuration.md)."
     )
@@ -193,6 +196,13 @@ class Settings(BaseSettings):
     def _check_collection(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,58}[A-Za-z0-9]", value):
             raise ValueError("3-60 characters: letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("answerability_fit")
+    @classmethod
+    def _check_fit(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value} (chatbot calibrate --out writes one)")
         return value
 
     @model_validator(mode="after")

@@ -112,3 +112,20 @@ def test_chatbot_calibrate_writes_a_fit_that_loads_and_refuses_bad_input_by_name
     assert not (tmp_path / "other.json").exists()
     missing = CliRunner().invoke(app, ["calibrate", str(tmp_path / "nope.json")])
     assert missing.exit_code == 1 and "nope.json" in missing.output
+
+
+def test_a_configured_fit_is_used_and_a_bad_one_is_refused_by_name(tmp_path, make_bot):
+    from chatbot.config import load_settings
+    from chatbot.rag.answerability import AnswerabilityFitError
+
+    own = Answerability({"best_score": 3.0}, bias=-1.0, threshold=0.42, about={"data": "mine"})
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps(own.to_json()))
+    bot = make_bot(answerability_fit=path)
+    assert bot.chain.answerability == own and bot.chain.answerability_threshold == 0.42
+    assert load(None) == load() and load() != own  # without the setting: the shipped fit
+    with pytest.raises(ValueError, match="answerability_fit.*no such file"):
+        load_settings(answerability_fit=tmp_path / "missing.json")
+    path.write_text('{"weights": {"best_score": "high"}}')
+    with pytest.raises(AnswerabilityFitError, match="fit.json"):
+        load(path)

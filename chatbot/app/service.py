@@ -200,7 +200,7 @@ class Chatbot:
             llm,
             context_tokens=s.context_tokens,
             decline_unsupported=s.decline_unsupported,
-            answerability=load_answerability(),
+            answerability=load_answerability(s.answerability_fit),
             answerability_threshold=s.answerability_threshold,
         )
 

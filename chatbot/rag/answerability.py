@@ -78,8 +78,21 @@ class Answerability:
         return cls(weights, float(data["bias"]), float(data["threshold"]), dict(data.get("about") or {}))
 
 
-def load(path: Path = FIT) -> Answerability | None:
-    """The shipped fit (None when there is none)."""
-    if not path.is_file():
-        return None
-    return Answerability.from_json(json.loads(path.read_text(encoding="utf-8")))
+def load(path: Path | None = None) -> Answerability | None:
+    """The fit at ``path``, or the shipped one (None when none ships); a bad or missing ``path``
+    raises :class:`AnswerabilityFitError` naming it."""
+    if path is None:
+        return read(FIT) if FIT.is_file() else None
+    return read(path)
+
+
+class AnswerabilityFitError(ValueError):
+    """A fit file that cannot be read or is not a fit."""
+
+
+def read(path: Path) -> Answerability:
+    """The fit written at ``path`` by ``chatbot calibrate``."""
+    try:
+        return Answerability.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise AnswerabilityFitError(f"answerability_fit: cannot use {path}: {exc}") from exc
