@@ -112,6 +112,11 @@ def test_chatbot_calibrate_writes_a_fit_that_loads_and_refuses_bad_input_by_name
     assert not (tmp_path / "other.json").exists()
     missing = CliRunner().invoke(app, ["calibrate", str(tmp_path / "nope.json")])
     assert missing.exit_code == 1 and "nope.json" in missing.output
+    for hostile in ('{"records": [1, 2, 3]}', "[]", '{"records": null}'):
+        results.write_text(hostile)
+        refused = CliRunner().invoke(app, ["calibrate", str(results), "--out", str(tmp_path / "other.json")])
+        assert refused.exit_code == 1 and "cannot calibrate" in refused.output, hostile
+    assert not (tmp_path / "other.json").exists()
 
 
 def test_a_configured_fit_is_used_and_a_bad_one_is_refused_by_name(tmp_path, make_bot):
@@ -129,3 +134,6 @@ def test_a_configured_fit_is_used_and_a_bad_one_is_refused_by_name(tmp_path, mak
     path.write_text('{"weights": {"best_score": "high"}}')
     with pytest.raises(AnswerabilityFitError, match="fit.json"):
         load(path)
+    path.write_text(json.dumps(own.to_json() | {"about": {"padding": "x" * 70_000}}))
+    with pytest.raises(AnswerabilityFitError, match="over 65536 bytes"):
+        load(path)  # refused before it is parsed

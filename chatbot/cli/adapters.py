@@ -12,6 +12,8 @@ import typer
 from chatbot.cli.root import JsonFlag, app, fail, open_chatbot, settings_from
 from chatbot.config import Settings
 
+MAX_RESULTS_BYTES = 256 * 2**20  # chatbot calibrate: an eval run's results.json, thousands of records
+
 adapters_app = typer.Typer(help="List and check domain adapters.", no_args_is_help=True)
 app.add_typer(adapters_app, name="adapters")
 
@@ -246,11 +248,13 @@ def calibrate(
     from chatbot.rag.answerability import FIT
 
     try:
+        if results.stat().st_size > MAX_RESULTS_BYTES:
+            raise ValueError(f"over {MAX_RESULTS_BYTES // 2**20} MiB: not an eval run's results.json")
         data = json.loads(results.read_text(encoding="utf-8"))
         config = data.get("config", {})
         about = {key: config.get(key) for key in ("questions", "articles", "skip_articles", "limit", "adapters")}
         calibrated = fit(data["records"], max_answerable_declines, about)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise fail(f"cannot calibrate from {results}: {exc}") from exc
     target = out or FIT
     target.write_text(json.dumps(calibrated.answerability.to_json(), indent=1) + "\n", encoding="utf-8")

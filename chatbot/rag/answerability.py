@@ -20,6 +20,7 @@ from chatbot.rag.grounding import figures, names, plain, share_in, unfounded_spe
 from chatbot.text import sentences, strip_markers
 
 FIT = Path(__file__).with_name("answerability.json")
+MAX_FIT_BYTES = 64 * 1024
 SIGNALS = (
     "best_score",  # cosine similarity of the best block
     "score_margin",  # best block's similarity minus the second's
@@ -91,8 +92,10 @@ class AnswerabilityFitError(ValueError):
 
 
 def read(path: Path) -> Answerability:
-    """The fit written at ``path`` by ``chatbot calibrate``."""
+    """The fit written at ``path`` by ``chatbot calibrate`` (at most ``MAX_FIT_BYTES``)."""
     try:
+        if path.stat().st_size > MAX_FIT_BYTES:
+            raise ValueError(f"over {MAX_FIT_BYTES} bytes: a fit is a few weights")
         return Answerability.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise AnswerabilityFitError(f"answerability_fit: cannot use {path}: {exc}") from exc
