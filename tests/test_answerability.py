@@ -58,21 +58,21 @@ def _records(separable: bool, count: int = 200, seed: int = 0) -> list[dict]:
 
 def test_a_fit_finds_a_signal_that_separates_and_none_in_noise():
     good = fit(_records(separable=True))
-    assert good.auc_cross_validated > 0.8
-    assert good.answerability.weights["question_missing"] < -1.0
-    probabilities = [good.answerability.probability(r["signals"]) for r in _records(separable=True, seed=1)]
-    assert 0.0 < good.answerability.threshold < 1.0
-    declined_answerable = sum(p < good.answerability.threshold for p in probabilities[0::2]) / 100
-    declined_unanswerable = sum(p < good.answerability.threshold for p in probabilities[1::2]) / 100
+    assert good.about["auc_cross_validated"] > 0.8
+    assert good.weights["question_missing"] < -1.0
+    probabilities = [good.probability(r["signals"]) for r in _records(separable=True, seed=1)]
+    assert 0.0 < good.threshold < 1.0
+    declined_answerable = sum(p < good.threshold for p in probabilities[0::2]) / 100
+    declined_unanswerable = sum(p < good.threshold for p in probabilities[1::2]) / 100
     assert declined_answerable <= 0.2 and declined_unanswerable > 0.6  # held-out records of the same kind
     noise = fit(_records(separable=False))
-    assert 0.3 < noise.auc_cross_validated < 0.7
+    assert 0.3 < noise.about["auc_cross_validated"] < 0.7
 
 
 def test_a_fit_caps_the_answerable_turns_it_declines():
     records = _records(separable=True)
     for cap in (0.0, 0.05, 0.2):
-        fitted = fit(records, max_answerable_declines=cap).answerability
+        fitted = fit(records, max_answerable_declines=cap)
         answerable = [fitted.probability(r["signals"]) for r in records if r["answerable"]]
         assert sum(p < fitted.threshold for p in answerable) / len(answerable) <= cap
 

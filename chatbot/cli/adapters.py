@@ -253,16 +253,15 @@ def calibrate(
         data = json.loads(results.read_text(encoding="utf-8"))
         config = data.get("config", {})
         about = {key: config.get(key) for key in ("questions", "articles", "skip_articles", "limit", "adapters")}
-        calibrated = fit(data["records"], max_answerable_declines, about)
+        fitted = fit(data["records"], max_answerable_declines, about)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise fail(f"cannot calibrate from {results}: {exc}") from exc
     target = out or FIT
-    target.write_text(json.dumps(calibrated.answerability.to_json(), indent=1) + "\n", encoding="utf-8")
-    fitted = calibrated.answerability
+    target.write_text(json.dumps(fitted.to_json(), indent=1) + "\n", encoding="utf-8")
     if as_json:
         typer.echo(json.dumps({"written": str(target), **fitted.to_json()}, indent=2))
         return
     typer.echo(
-        f"{calibrated.rows} turns ({calibrated.answerable} answerable): cross-validated AUC "
-        f"{calibrated.auc_cross_validated:.3f}, threshold {fitted.threshold:.3f}; written to {target}"
+        f"{fitted.about['rows']} turns ({fitted.about['answerable']} answerable): cross-validated AUC "
+        f"{fitted.about['auc_cross_validated']:.3f}, threshold {fitted.threshold:.3f}; written to {target}"
     )

@@ -14,19 +14,8 @@ the answerable ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from chatbot.rag.answerability import SIGNALS, Answerability
-
-
-@dataclass(frozen=True)
-class Calibrated:
-    """The fit and what it does on the records it was fitted on."""
-
-    answerability: Answerability
-    rows: int
-    answerable: int
-    auc_cross_validated: float
 
 
 def _label(record: dict) -> bool:
@@ -48,8 +37,11 @@ def _threshold(probabilities: Sequence[float], labels: Sequence[bool], cap: floa
     return best
 
 
-def fit(records: Sequence[dict], max_answerable_declines: float = 0.1, about: dict | None = None) -> Calibrated:
-    """Fit :class:`Answerability` on eval ``records`` (those with signals); see the module docstring."""
+def fit(records: Sequence[dict], max_answerable_declines: float = 0.1, about: dict | None = None) -> Answerability:
+    """Fit :class:`Answerability` on eval ``records`` (those with signals); see the module docstring.
+
+    Its ``about`` holds ``about`` plus the turns fitted on (``rows``, ``answerable``) and the
+    cross-validated AUC."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -76,5 +68,4 @@ def fit(records: Sequence[dict], max_answerable_declines: float = 0.1, about: di
         auc_cross_validated=round(auc, 3),
         max_answerable_declines=max_answerable_declines,
     )
-    fitted = Answerability(weights, round(float(model.intercept_[0]), 4), round(threshold, 4), details)
-    return Calibrated(fitted, len(rows), int(target.sum()), auc)
+    return Answerability(weights, round(float(model.intercept_[0]), 4), round(threshold, 4), details)

@@ -2,7 +2,7 @@
 
 A few signals of one turn (how close the best block is, how much of the question the blocks hold,
 whether the question names something no block mentions, how much of the answer the blocks hold)
-go through a logistic model fitted on held-out questions (``scripts/calibrate_answerability.py``
+go through a logistic model fitted on held-out questions (``chatbot calibrate`` on an eval run
 over SQuAD 2.0 articles the eval never reads; the fit, its data and figures are in
 ``answerability.json`` next to this module). Its output is P(the question is answerable from these
 blocks); the chain declines below a threshold (``answerability_threshold``, docs/evaluation.md).
