@@ -116,11 +116,12 @@ class Chatbot:
             self.watchers.pop().stop()
 
     def engine_load(self) -> dict[str, int]:
-        """Answers the local engine holds now, and how many it ended because their reader went away."""
+        """Answers the local engine holds now, how many it ended because their reader went away, and
+        how many ran to their end."""
         if self.remote or "_runtime" not in self.__dict__:
-            return {"generating": 0, "cancelled": 0}
+            return {"generating": 0, "cancelled": 0, "finished": 0}
         engine = self.generator.engine
-        return {"generating": engine.busy, "cancelled": engine.cancelled_total}
+        return {"generating": engine.busy, "cancelled": engine.cancelled_total, "finished": engine.finished_total}
 
     def stop_generating(self) -> None:
         """End every open answer now ("shutting down") and refuse new ones; returns at once.

@@ -192,14 +192,13 @@ class BatchEngine(EngineWorker):
             self.cancelled_total += 1
             request._finish()
             return False
-        if token in self.stop_ids:
-            request._finish()
-            return False
-        request._emit(token)
-        if len(request.generated) >= request.sampling.max_new_tokens or repeats_itself(request.generated):
-            request._finish()
-            return False
-        return True
+        if token not in self.stop_ids:
+            request._emit(token)
+            if len(request.generated) < request.sampling.max_new_tokens and not repeats_itself(request.generated):
+                return True
+        self.finished_total += 1
+        request._finish()
+        return False
 
     def _drop_unloaded(self) -> None:
         """Fail the requests whose adapter was removed since they started (mid-prompt or mid-answer)."""

@@ -41,6 +41,7 @@ class EngineWorker:
     def __init__(self) -> None:
         self.largest_batch = 0
         self.cancelled_total = 0  # requests ended because their reader went away
+        self.finished_total = 0  # requests that ran to their end (a stop token, their length or a loop)
         self._pending: queue.SimpleQueue[Request | object] = queue.SimpleQueue()
         self._tasks: queue.SimpleQueue[tuple[Callable[[], Any], Future]] = queue.SimpleQueue()
         self._waiting: deque[Request] = deque()  # submitted, not yet taken in hand

@@ -191,13 +191,14 @@ class OnnxEngine(EngineWorker):
             if request.cancelled.is_set():
                 self.cancelled_total += 1
                 self._close(slot)
-            elif token in self.stop_ids:
-                self._close(slot)
-            else:
+                continue
+            if token not in self.stop_ids:
                 request._emit(token)
                 slot.next_token = token
-                if len(request.generated) >= request.sampling.max_new_tokens or repeats_itself(request.generated):
-                    self._close(slot)
+                if len(request.generated) < request.sampling.max_new_tokens and not repeats_itself(request.generated):
+                    continue
+            self.finished_total += 1
+            self._close(slot)
 
     def _close(self, slot: _Slot, error: BaseException | None = None) -> None:
         if slot in self._slots:
