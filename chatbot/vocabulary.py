@@ -98,6 +98,8 @@ class GenerationStats:
     new_tokens: int = 0
     first_token_s: float | None = None
     seconds: float = 0.0
+    token_logprobs: list[float] = field(default_factory=list)  # the answer's tokens, as the model rated them
+    first_choices: dict[str, float] = field(default_factory=dict)  # likeliest first tokens' text -> probability
 
 
 @dataclass(frozen=True)

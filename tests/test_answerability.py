@@ -6,7 +6,7 @@ import random
 import pytest
 
 from chatbot.evaluation.calibration import fit
-from chatbot.rag.answerability import FIT, SIGNALS, Answerability, load, signals
+from chatbot.rag.answerability import FIT, MODEL_SIGNALS, SIGNALS, Answerability, load, model_signals, signals
 
 BLOCKS = [
     "The Zorblax reactor on Kepler station runs at a core temperature of 4812 kelvin.",
@@ -29,7 +29,29 @@ def test_an_answer_with_made_up_specifics_is_flagged_and_a_copied_one_is_not():
     invented = signals(question, "It runs at 5200 kelvin in the Vostok wing.", BLOCKS, [0.8], False)
     assert copied["answer_unfounded"] == 0.0 and copied["answer_support"] == 1.0 and copied["model_cited"] == 1.0
     assert invented["answer_unfounded"] > 0.5 and invented["answer_support"] < 1.0
-    assert set(copied) == set(SIGNALS)
+    assert set(copied) == set(SIGNALS) - set(MODEL_SIGNALS)  # no token probabilities given
+
+
+def test_the_model_signals_read_its_token_probabilities():
+    sure = model_signals([-0.01] * 20, {"The": 0.9, "I": 0.05, " I": 0.02, "It": 0.03})
+    unsure = model_signals([-0.01] * 4 + [-2.0] * 16, {"I": 0.6, "The": 0.3, "Idaho": 0.1})
+    assert sure["answer_confidence"] == pytest.approx(0.99, abs=1e-3)
+    assert sure["opening_confidence"] == pytest.approx(0.99, abs=1e-3)
+    assert unsure["answer_confidence"] < 0.3 < unsure["opening_confidence"] < sure["opening_confidence"]
+    assert sure["decline_first"] == pytest.approx(0.07)  # "I" and " I" open "I don't know"; "It" does not
+    assert unsure["decline_first"] == pytest.approx(0.6)  # "Idaho" does not either
+    assert model_signals([], {"I": 1.0}) == {}  # a backend without token probabilities
+    both = signals("What is it?", "It is 4812 kelvin.", BLOCKS, [0.8], False, sure)
+    assert set(both) == set(SIGNALS)
+
+
+def test_a_signal_a_turn_lacks_counts_as_the_fits_fill():
+    model = Answerability({"answer_confidence": 4.0}, bias=-2.0, threshold=0.5, fill={"answer_confidence": 0.5})
+    assert model.probability({}) == pytest.approx(0.5)  # bias -2 + 4 x the fill 0.5
+    assert model.probability({"answer_confidence": 1.0}) > 0.8
+    assert Answerability.from_json(model.to_json()) == model
+    with pytest.raises(ValueError, match="unknown signals"):
+        Answerability.from_json({"weights": {}, "fill": {"vibes": 1.0}, "bias": 0.0, "threshold": 0.5})
 
 
 def test_probability_follows_the_weights_and_unknown_signals_are_refused():
@@ -75,6 +97,16 @@ def test_a_fit_caps_the_answerable_turns_it_declines():
         fitted = fit(records, max_answerable_declines=cap)
         answerable = [fitted.probability(r["signals"]) for r in records if r["answerable"]]
         assert sum(p < fitted.threshold for p in answerable) / len(answerable) <= cap
+
+
+def test_a_fit_fills_a_signal_some_turns_lack_with_its_mean():
+    records = _records(separable=True)
+    for record in records[::2]:
+        del record["signals"]["answer_confidence"]  # e.g. turns answered by a backend without token probabilities
+    present = [r["signals"]["answer_confidence"] for r in records[1::2]]
+    fitted = fit(records)
+    assert fitted.fill["answer_confidence"] == pytest.approx(sum(present) / len(present), abs=1e-4)
+    assert fitted.fill["best_score"] == pytest.approx(sum(r["signals"]["best_score"] for r in records) / 200, abs=1e-4)
 
 
 def test_a_fit_needs_both_kinds_of_turn():
@@ -137,3 +169,62 @@ def test_a_configured_fit_is_used_and_a_bad_one_is_refused_by_name(tmp_path, mak
     path.write_text(json.dumps(own.to_json() | {"about": {"padding": "x" * 70_000}}))
     with pytest.raises(AnswerabilityFitError, match="over 65536 bytes"):
         load(path)  # refused before it is parsed
+
+
+def _run(records: list[dict]) -> list[dict]:
+    """Synthetic records shaped like an eval run's, signal off: every answer shown."""
+    for number, record in enumerate(records):
+        right = record["answerable"] and number % 4 == 0
+        record.update(
+            id=str(number),
+            cell="base + retrieval",
+            answer=f"answer {number} [1]",
+            decline_reason=None,
+            f1=(1.0 if right else 0.0) if record["answerable"] else None,
+            contains=right if record["answerable"] else None,
+            citations=[{"gold": right, "supported": True, "cited_by": "model"}],
+            seconds=1.0,
+        )
+    return records
+
+
+def test_a_fit_applied_to_a_run_withholds_exactly_the_turns_under_its_threshold():
+    from chatbot.evaluation.calibration import apply, compare
+    from chatbot.rag.chain import NOT_ANSWERED
+
+    records = _run(_records(separable=True, seed=3))
+    fitted = fit(_records(separable=True))
+    below = [fitted.probability(r["signals"]) < fitted.threshold for r in records]
+    applied = apply(records, fitted)
+    assert [r["declined"] for r in applied] == below and any(below) and not all(below)
+    withheld = next(r for r in applied if r["declined"])
+    assert withheld["answer"] == NOT_ANSWERED and withheld["withheld"].startswith("answer ")
+    assert withheld["citations"] == [] and "answerability" in withheld["decline_reason"]
+    assert not records[below.index(True)]["declined"]  # the run's own records are left as they were
+    row = compare(records, fitted)["base + retrieval"]
+    assert row["withheld"] == sum(below) and row["shown"] == len(records)
+    assert row["on"]["declined_unanswerable"] > row["off"]["declined_unanswerable"] == 0.0
+    assert row["on"]["wrong_shown"] < row["off"]["wrong_shown"]  # it withholds mostly wrong answers here
+    assert 0.8 < row["auc"] <= 1.0
+    nothing = compare(records, fitted, threshold=0.0)["base + retrieval"]  # threshold 0: the signal is off
+    assert nothing["withheld"] == 0 and nothing["on"] == nothing["off"]
+
+
+def test_chatbot_calibrate_check_reports_a_fit_on_records_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from chatbot.cli import app
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"records": _run(_records(separable=True, seed=3))}))
+    fitted = tmp_path / "fit.json"
+    fitted.write_text(json.dumps(fit(_records(separable=True)).to_json()))
+    before = FIT.read_bytes()
+    outcome = CliRunner().invoke(app, ["calibrate", str(results), "--check", str(fitted), "--json"])
+    assert outcome.exit_code == 0, outcome.output
+    row = json.loads(outcome.output)["cells"]["base + retrieval"]
+    assert row["withheld"] > 0 and row["on"]["declined_unanswerable"] > 0.5
+    assert FIT.read_bytes() == before  # nothing written
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["fit.json", "results.json"]
+    missing = CliRunner().invoke(app, ["calibrate", str(results), "--check", str(tmp_path / "nofit.json")])
+    assert missing.exit_code == 1 and "nofit.json" in missing.output

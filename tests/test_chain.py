@@ -27,6 +27,9 @@ def test_fact_in_one_file_is_retrieved_first_and_cited(fact_bot):
     assert f"[{cited.n}]" in answer.answer
     assert cited.cited_by in {"model", "attribution"}
     assert answer.timings["total_s"] >= answer.timings["generation_s"] > 0
+    # the model's own confidence in the answer it wrote is one of the turn's signals
+    assert 0.0 < answer.signals["opening_confidence"] <= 1.0 and 0.0 < answer.signals["answer_confidence"] <= 1.0
+    assert 0.0 <= answer.signals["decline_first"] < 0.5  # it did not lean to "I don't know" here
 
 
 def test_unanswerable_question_takes_the_dont_know_path(fact_bot):

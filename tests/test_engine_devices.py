@@ -85,7 +85,15 @@ def test_a_cancelled_request_stops_and_the_engine_serves_on(engine):
     while engine.cancelled_total < before + 2 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert engine.cancelled_total == before + 2
-    assert len(list(engine.submit(prompt(9, 20), "base", GenerationParams(max_new_tokens=5)).token_ids())) == 5
+    finished = engine.finished_total
+    greedy = engine.submit(prompt(9, 20), "base", GenerationParams(max_new_tokens=5))
+    tokens = list(greedy.token_ids())
+    assert len(tokens) == 5
+    # each picked token's log-probability is kept; greedy picks the likeliest, the first of the candidates
+    assert len(greedy.logprobs) == 5 and all(lp <= 0.0 for lp in greedy.logprobs)
+    assert greedy.first_choices[0] == (tokens[0], pytest.approx(greedy.logprobs[0], abs=1e-5))
+    assert [lp for _, lp in greedy.first_choices] == sorted((lp for _, lp in greedy.first_choices), reverse=True)
+    assert (engine.cancelled_total, engine.finished_total) == (before + 2, finished + 1)  # ended by its length
 
 
 def test_closing_fails_open_requests_by_name(engine):

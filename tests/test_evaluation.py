@@ -160,6 +160,12 @@ def test_summary_and_reports(tmp_path):
         assert summarize(rows, retrieval, items, 4)["cells"]["base + retrieval"]["wrong_shown"] == share
     assert cell["model_markers"] == 0.5 and cell["context_dumps"] == 0.5
     assert cell["decline_reasons"] == {"the model pasted the passages back instead of answering": 1}
+    unlikely = [  # one reason, whatever its figures
+        {**unanswerable, "decline_reason": f"the passages are unlikely to answer this question (answerability {p})"}
+        for p in ("0.21 < 0.36", "0.30 < 0.36")
+    ]
+    reasons = summarize(unlikely, retrieval, items, 4)["cells"]["base + retrieval"]["decline_reasons"]
+    assert reasons == {"the passages are unlikely to answer this question": 2}
     paths = write_reports(tmp_path, "demo", {}, summary, [record, unanswerable])
     report = paths["markdown"].read_text()
     assert "| citation precision | 0.500 |" in report and "pasted the passages back instead of answering (1)" in report

@@ -241,9 +241,13 @@ def calibrate(
     max_answerable_declines: Annotated[
         float, typer.Option(help="Share of answerable turns the signal may decline on these records.")
     ] = 0.1,
+    check: Annotated[
+        Path | None,
+        typer.Option(help="Write nothing: show what this fit would change on these (held-out) records."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Fit the answerability signal (when to decline) on an eval run's records."""
+    """Fit the answerability signal (when to decline) on an eval run's records, or check a fit on them."""
     from chatbot.evaluation.calibration import fit
     from chatbot.rag.answerability import FIT
 
@@ -251,6 +255,9 @@ def calibrate(
         if results.stat().st_size > MAX_RESULTS_BYTES:
             raise ValueError(f"over {MAX_RESULTS_BYTES // 2**20} MiB: not an eval run's results.json")
         data = json.loads(results.read_text(encoding="utf-8"))
+        if check is not None:
+            _check_fit(data["records"], check, as_json)
+            return
         config = data.get("config", {})
         about = {key: config.get(key) for key in ("questions", "articles", "skip_articles", "limit", "adapters")}
         fitted = fit(data["records"], max_answerable_declines, about)
@@ -265,3 +272,28 @@ def calibrate(
         f"{fitted.about['rows']} turns ({fitted.about['answerable']} answerable): cross-validated AUC "
         f"{fitted.about['auc_cross_validated']:.3f}, threshold {fitted.threshold:.3f}; written to {target}"
     )
+
+
+def _check_fit(records: list, path: Path, as_json: bool) -> None:
+    from chatbot.evaluation.calibration import COMPARED, compare
+    from chatbot.rag.answerability import read
+
+    fitted = read(path)
+    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+        raise ValueError("records are not an eval run's")
+    table = compare(records, fitted)
+    if as_json:
+        typer.echo(json.dumps({"fit": str(path), "threshold": fitted.threshold, "cells": table}, indent=2))
+        return
+    typer.echo(f"{path} (threshold {fitted.threshold:.3f}), signal off -> on:")
+    for cell, row in table.items():
+        figures = ", ".join(f"{key} {_figure(row['off'][key])} -> {_figure(row['on'][key])}" for key in COMPARED)
+        auc = "n/a" if row["auc"] is None else f"{row['auc']:.3f}"
+        typer.echo(
+            f"- {cell}: {figures}; withheld {row['withheld']} of {row['shown']} shown "
+            f"({row['withheld_with_gold']} held the gold answer); AUC {auc}"
+        )
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

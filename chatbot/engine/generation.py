@@ -7,6 +7,7 @@ back into text pieces.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -166,6 +167,15 @@ class Generator:
             request.cancel()
             stats.new_tokens = len(request.generated)
             stats.seconds = time.perf_counter() - started
+            stats.token_logprobs = request.logprobs[: stats.new_tokens]
+            stats.first_choices = self._choices(request.first_choices)
+
+    def _choices(self, choices: list[tuple[int, float]]) -> dict[str, float]:
+        named: dict[str, float] = {}
+        for token, logprob in choices:
+            text = self.tokenizer.decode([token], skip_special_tokens=False)
+            named[text] = named.get(text, 0.0) + math.exp(logprob)
+        return named
 
     def complete(
         self, messages: Sequence[dict[str, str]], params: GenerationParams, adapter: AdapterId = BASE_ADAPTER

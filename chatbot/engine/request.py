@@ -45,6 +45,8 @@ class Request:
         self.adapter = adapter
         self.sampling = sampling
         self.generated: list[int] = []
+        self.logprobs: list[float] = []  # the model's log-probability of each picked token (stop token too)
+        self.first_choices: list[tuple[int, float]] = []  # the likeliest first tokens and their log-probabilities
         self.cancelled = cancelled if cancelled is not None else threading.Event()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._rng: torch.Generator | None = None
@@ -110,9 +112,17 @@ def repeats_itself(tokens: list[int], window: int = LOOP_WINDOW) -> bool:
     return any(tokens[start] == first and tokens[start : start + window] == tail for start in starts)
 
 
+FIRST_CHOICES = 8  # how many of the likeliest first tokens a request keeps (Request.first_choices)
+
+
 def pick_tokens(logits: torch.Tensor, rows: Sequence[Any]) -> list[int]:
-    """One token per row (anything with a ``request``) from its last-position logits (greedy or nucleus sampling)."""
+    """One token per row (anything with a ``request``) from its last-position logits (greedy or nucleus sampling).
+
+    Each row's request keeps the picked token's log-probability under the model (temperature 1),
+    and, for its first token, the likeliest candidates: how sure the model was of its answer.
+    """
     greedy = logits.argmax(-1).tolist()
+    logprobs = torch.log_softmax(logits.float(), -1)
     picked = []
     for index, row in enumerate(rows):
         sampling = row.request.sampling
@@ -125,4 +135,11 @@ def pick_tokens(logits: torch.Tensor, rows: Sequence[Any]) -> list[int]:
         ordered[outside] = 0.0
         choice = torch.multinomial(ordered, 1, generator=row.request._rng)
         picked.append(int(order[choice]))
+    chosen = logprobs.gather(1, torch.tensor(picked, device=logprobs.device)[:, None])[:, 0].tolist()
+    for index, row in enumerate(rows):
+        request = row.request
+        if not request.logprobs:
+            top = logprobs[index].topk(FIRST_CHOICES)
+            request.first_choices = list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+        request.logprobs.append(chosen[index])
     return picked

@@ -144,8 +144,8 @@ def run_eval(
 
 
 def _reason_kind(reason: str | None) -> str:
-    """A decline reason without its particulars (the numbers or names after the colon)."""
-    return (reason or "the model declined").split(":")[0]
+    """A decline reason without its particulars (the names after a colon, the figures in brackets)."""
+    return (reason or "the model declined").split(":")[0].split(" (")[0]
 
 
 def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequence[QAItem], top_k: int) -> dict:

@@ -29,7 +29,13 @@ SIGNALS = (
     "answer_support",  # share of the answer's content words found in the blocks
     "answer_unfounded",  # names and numbers of the answer that no block holds (0..1, 3 or more = 1)
     "model_cited",  # the model wrote a [n] marker itself
+    "answer_confidence",  # the model's geometric-mean probability of its answer's tokens
+    "opening_confidence",  # the same over the answer's first OPENING tokens (the short answer)
+    "decline_first",  # the model's probability of opening with the decline ("I don't know")
 )
+MODEL_SIGNALS = SIGNALS[-3:]  # from the model's token probabilities: absent where a backend has none
+OPENING = 8
+DECLINE_OPENING = "I don't know"
 
 
 def _specifics(text: str) -> int:
@@ -37,12 +43,42 @@ def _specifics(text: str) -> int:
     return len(figures(text)) + sum(len(names(sentence)) for sentence, _ in sentences(text))
 
 
-def signals(question: str, answer: str, blocks: Sequence[str], scores: Sequence[float], model_cited: bool) -> dict:
-    """The signals of one turn (``answer`` with or without its markers), named as in :data:`SIGNALS`."""
+def _geometric_mean(logprobs: Sequence[float]) -> float:
+    return math.exp(sum(logprobs) / len(logprobs))
+
+
+def model_signals(token_logprobs: Sequence[float], first_choices: Mapping[str, float]) -> dict[str, float]:
+    """The :data:`MODEL_SIGNALS` of one answer from its tokens' log-probabilities and the likeliest
+    first tokens (text -> probability); empty when the backend reported none."""
+    if not token_logprobs:
+        return {}
+    opening = [
+        probability
+        for text, probability in first_choices.items()
+        if text.strip() and DECLINE_OPENING.startswith(text.strip())
+    ]
+    return {
+        "answer_confidence": _geometric_mean(token_logprobs),
+        "opening_confidence": _geometric_mean(token_logprobs[:OPENING]),
+        "decline_first": min(sum(opening), 1.0),
+    }
+
+
+def signals(
+    question: str,
+    answer: str,
+    blocks: Sequence[str],
+    scores: Sequence[float],
+    model_cited: bool,
+    model: Mapping[str, float] | None = None,
+) -> dict:
+    """The signals of one turn (``answer`` with or without its markers), named as in :data:`SIGNALS`;
+    ``model``: its :func:`model_signals` (left out when the backend gave none)."""
     ranked = sorted(scores, reverse=True)
     asked = _specifics(question)
     claim = strip_markers(answer)
     return {
+        **(model or {}),
         "best_score": ranked[0] if ranked else 0.0,
         "score_margin": ranked[0] - ranked[1] if len(ranked) > 1 else (ranked[0] if ranked else 0.0),
         "question_coverage": max((share_in(question, block) for block in blocks), default=0.0),
@@ -61,22 +97,33 @@ class Answerability:
     bias: float
     threshold: float  # the calibrated default: decline below it
     about: dict = field(default_factory=dict)  # how it was fitted: data, figures
+    fill: Mapping[str, float] = field(default_factory=dict)  # a signal's value where a turn lacks it (its mean)
 
     def probability(self, values: Mapping[str, float]) -> float:
-        """P(answerable from these blocks) for one turn's :func:`signals`."""
-        z = self.bias + sum(weight * float(values.get(name, 0.0)) for name, weight in self.weights.items())
+        """P(answerable from these blocks) for one turn's :func:`signals` (a missing one counts as its fill)."""
+        z = self.bias + sum(
+            weight * float(values.get(name, self.fill.get(name, 0.0))) for name, weight in self.weights.items()
+        )
         return 1.0 / (1.0 + math.exp(-max(min(z, 40.0), -40.0)))
 
     def to_json(self) -> dict:
-        return {"weights": dict(self.weights), "bias": self.bias, "threshold": self.threshold, "about": self.about}
+        return {
+            "weights": dict(self.weights),
+            "bias": self.bias,
+            "threshold": self.threshold,
+            "fill": dict(self.fill),
+            "about": self.about,
+        }
 
     @classmethod
     def from_json(cls, data: Mapping) -> Answerability:
         weights = {str(name): float(value) for name, value in data["weights"].items()}
-        unknown = set(weights) - set(SIGNALS)
+        fill = {str(name): float(value) for name, value in (data.get("fill") or {}).items()}
+        unknown = (set(weights) | set(fill)) - set(SIGNALS)
         if unknown:
             raise ValueError(f"answerability fit names unknown signals: {sorted(unknown)}")
-        return cls(weights, float(data["bias"]), float(data["threshold"]), dict(data.get("about") or {}))
+        about = dict(data.get("about") or {})
+        return cls(weights, float(data["bias"]), float(data["threshold"]), about, fill)
 
 
 def load(path: Path | None = None) -> Answerability | None:

@@ -16,7 +16,7 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnablePassthrough
 
 from chatbot.rag.answer import Answer, SourceRef
-from chatbot.rag.answerability import Answerability, signals
+from chatbot.rag.answerability import Answerability, model_signals, signals
 from chatbot.rag.citations import attribute, cited_numbers, claims_by_block, supporting_passage
 from chatbot.rag.conversation import (
     CONDENSE_PROMPT,
@@ -224,7 +224,8 @@ class RagChain:
                 answer.abstained, answer.decline_reason = True, reason
         if blocks:
             scores = [float(doc.metadata.get("score", 0.0)) for doc in blocks]
-            answer.signals = signals(question, text, texts, scores, bool(model_cited))
+            model = model_signals(stats.token_logprobs, stats.first_choices)
+            answer.signals = signals(question, text, texts, scores, bool(model_cited), model)
         if answer.signals and self.answerability is not None:
             answer.answerability = round(self.answerability.probability(answer.signals), 4)
             if not answer.abstained and answer.answerability < self.answerability_threshold:
