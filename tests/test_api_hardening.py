@@ -78,6 +78,8 @@ def user(content):
         ('{"model": "base", "seed": 1180591620717411303424, "messages": [{"role": "user", "content": "hi"}]}', "seed"),
         ('{"model": "", "messages": [{"role": "user", "content": "hi"}]}', "model"),
         ('{"model": "base", "n": 3, "messages": [{"role": "user", "content": "hi"}]}', "n"),
+        ('{"model": "base", "logprobs": true, "messages": [{"role": "user", "content": "hi"}]}', "logprobs"),
+        ('{"model": "base", "top_logprobs": 5, "messages": [{"role": "user", "content": "hi"}]}', "top_logprobs"),
         ('{"model": "base", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}', "max_tokens"),
         ('{"model": "base", "messages": []}', "messages"),
         ('{"model": "base", "messages": [{"role": "user", "content": "hi"}', None),  # not JSON

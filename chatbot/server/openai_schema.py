@@ -83,6 +83,8 @@ class ChatCompletionRequest(BaseModel):
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     n: int = 1
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     use_retrieval: bool = True
     store: bool = Field(True, description="Save the exchange in the caller's conversations.")
     conversation_id: str | None = Field(
@@ -94,6 +96,16 @@ class ChatCompletionRequest(BaseModel):
     def _one_choice(cls, value: int) -> int:
         if value != 1:
             raise ValueError("only n=1 is supported (one choice per request)")
+        return value
+
+    @field_validator("logprobs", "top_logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | int | None) -> bool | int | None:
+        if value:  # refused rather than ignored: a client asking for them would get none
+            raise ValueError(
+                "logprobs are not available: the answer is tidied, cited and checked after generation, so its "
+                "tokens are not the model's; the finished answer's answerability says how far to trust it"
+            )
         return value
 
 
