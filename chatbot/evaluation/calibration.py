@@ -104,8 +104,8 @@ def apply(records: Sequence[dict], fitted: Answerability, threshold: float | Non
     threshold = fitted.threshold if threshold is None else threshold
     applied = []
     for record in records:
-        estimate = fitted.probability(record["signals"]) if _shown(record) else None
-        if estimate is not None and estimate < threshold:
+        estimate = fitted.probability(record["signals"]) if record.get("signals") else None
+        if estimate is not None and estimate < threshold and _shown(record):
             record = record | {
                 "answer": NOT_ANSWERED,
                 "withheld": record["answer"],
