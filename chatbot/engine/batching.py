@@ -19,7 +19,7 @@ import torch
 from transformers import DynamicCache
 
 from chatbot.engine.kv_cache import BatchCache, PrefixStore, snapshot
-from chatbot.engine.request import Request, chunk_bounds, pick_tokens, repeats_itself
+from chatbot.engine.request import Request, chunk_bounds, pick_tokens
 from chatbot.engine.routing import BaseOnly, Routing
 from chatbot.engine.worker import EngineWorker
 from chatbot.vocabulary import BASE_ADAPTER, AdapterId
@@ -192,10 +192,8 @@ class BatchEngine(EngineWorker):
             self.cancelled_total += 1
             request._finish()
             return False
-        if token not in self.stop_ids:
-            request._emit(token)
-            if len(request.generated) < request.sampling.max_new_tokens and not repeats_itself(request.generated):
-                return True
+        if request._take(token, self.stop_ids):
+            return True
         self.finished_total += 1
         request._finish()
         return False

@@ -80,6 +80,14 @@ class Request:
         self.generated.append(token)
         self._queue.put(token)
 
+    def _take(self, token: int, stop_ids: set[int]) -> bool:
+        """Hand ``token`` to the reader unless it is a stop token; False once the request has run to
+        its end (a stop token, its ``max_new_tokens`` or a loop): the engine then finishes it."""
+        if token in stop_ids:
+            return False
+        self._emit(token)
+        return len(self.generated) < self.sampling.max_new_tokens and not repeats_itself(self.generated)
+
     def _finish(self, error: BaseException | None = None) -> None:
         self._queue.put(error if error is not None else _DONE)
 

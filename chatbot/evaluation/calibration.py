@@ -23,6 +23,11 @@ def _label(record: dict) -> bool:
     return bool(record["answerable"] and record.get("gold_in_blocks"))
 
 
+def _shown(record: dict) -> bool:
+    """A turn the signal acts on: an answer the model gave that the other checks let through."""
+    return bool(record.get("signals")) and record.get("use_retrieval", True) and not record.get("declined")
+
+
 def _threshold(probabilities: Sequence[float], labels: Sequence[bool], cap: float) -> float:
     """The highest-gain threshold: most negatives declined, positives declined at most ``cap``."""
     positives = [p for p, label in zip(probabilities, labels, strict=True) if label]
@@ -48,8 +53,7 @@ def fit(records: Sequence[dict], max_answerable_declines: float = 0.1, about: di
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import cross_val_predict
 
-    # the turns the signal acts on: answers the model gave and the other checks let through
-    rows = [r for r in records if r.get("signals") and r.get("use_retrieval", True) and not r.get("declined")]
+    rows = [record for record in records if _shown(record)]
     labels = [_label(record) for record in rows]
     if len(set(labels)) < 2 or min(labels.count(True), labels.count(False)) < 10:
         raise ValueError("need at least 10 answerable and 10 unanswerable turns with signals to fit")
@@ -76,21 +80,6 @@ def fit(records: Sequence[dict], max_answerable_declines: float = 0.1, about: di
         max_answerable_declines=max_answerable_declines,
     )
     return replace(rounded, threshold=threshold, about=details)
-
-
-def _shown(record: dict) -> bool:
-    return bool(record.get("signals")) and record.get("use_retrieval", True) and not record.get("declined")
-
-
-def auc(records: Sequence[dict], fitted: Answerability) -> float | None:
-    """How well ``fitted`` ranks the turns it acts on (None when they are all of one kind)."""
-    from sklearn.metrics import roc_auc_score
-
-    rows = [record for record in records if _shown(record)]
-    labels = [_label(record) for record in rows]
-    if len(set(labels)) < 2:
-        return None
-    return float(roc_auc_score(labels, [fitted.probability(record["signals"]) for record in rows]))
 
 
 def apply(records: Sequence[dict], fitted: Answerability, threshold: float | None = None) -> list[dict]:
@@ -132,7 +121,10 @@ COMPARED = (
 
 def compare(records: Sequence[dict], fitted: Answerability, threshold: float | None = None) -> dict[str, dict]:
     """Per cell of a run with the signal off: the :data:`COMPARED` figures off and with ``fitted`` on,
-    the answers shown and withheld (and how many of those held the gold answer), and the fit's AUC."""
+    the answers shown and withheld (and how many of those held the gold answer), and the fit's AUC
+    on the shown turns (None when they are all of one kind)."""
+    from sklearn.metrics import roc_auc_score
+
     from chatbot.evaluation.runner import summarize
 
     applied = apply(records, fitted, threshold)
@@ -141,12 +133,14 @@ def compare(records: Sequence[dict], fitted: Answerability, threshold: float | N
     for cell in off:
         pairs = [(b, a) for b, a in zip(records, applied, strict=True) if b["cell"] == cell and _shown(b)]
         withheld = [before for before, after in pairs if after["declined"]]
+        labels = [_label(before) for before, _ in pairs]
+        estimates = [after["answerability"] for _, after in pairs]
         table[cell] = {
             "off": {key: off[cell][key] for key in COMPARED},
             "on": {key: on[cell][key] for key in COMPARED},
             "shown": len(pairs),
             "withheld": len(withheld),
             "withheld_with_gold": sum(bool(r["answerable"] and r["contains"]) for r in withheld),
-            "auc": auc([r for r in records if r["cell"] == cell], fitted),
+            "auc": float(roc_auc_score(labels, estimates)) if len(set(labels)) == 2 else None,
         }
     return table

@@ -27,7 +27,7 @@ import torch
 
 from chatbot.engine.onnx.adapter_export import export_adapter
 from chatbot.engine.onnx.runtime import Decoder
-from chatbot.engine.request import Request, chunk_bounds, pick_tokens, repeats_itself
+from chatbot.engine.request import Request, chunk_bounds, pick_tokens
 from chatbot.engine.worker import EngineWorker
 from chatbot.vocabulary import BASE_ADAPTER, AdapterId
 
@@ -192,11 +192,9 @@ class OnnxEngine(EngineWorker):
                 self.cancelled_total += 1
                 self._close(slot)
                 continue
-            if token not in self.stop_ids:
-                request._emit(token)
+            if request._take(token, self.stop_ids):
                 slot.next_token = token
-                if len(request.generated) < request.sampling.max_new_tokens and not repeats_itself(request.generated):
-                    continue
+                continue
             self.finished_total += 1
             self._close(slot)
 
