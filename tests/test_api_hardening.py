@@ -94,6 +94,30 @@ def test_bad_fields_get_a_400_in_openai_shape_naming_the_field(served, submits, 
     assert submits == []
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tools", [{"type": "function", "function": {"name": "lookup"}}]),
+        ("functions", [{"name": "lookup"}]),
+        ("tool_choice", "required"),
+        ("function_call", {"name": "lookup"}),
+        ("response_format", {"type": "json_object"}),
+        ("stop", ["\n"]),
+        ("stop", "END"),
+        ("logit_bias", {"50256": -100}),
+        ("presence_penalty", 0.5),
+        ("frequency_penalty", -1),
+        ("modalities", ["text", "audio"]),
+        ("audio", {"voice": "alloy", "format": "wav"}),
+    ],
+)
+def test_behaviour_the_server_does_not_have_is_refused_not_ignored(served, submits, field, value):
+    _, http = served
+    error = error_of(post(http, {"model": "base", "messages": [user("hi")], field: value}), 400)
+    assert error["param"] == field and field in error["message"]
+    assert submits == []
+
+
 def test_list_of_parts_content_is_served_and_non_text_parts_are_refused(served):
     _, http = served
     parts = [{"type": "text", "text": "How do I refresh"}, {"type": "text", "text": "the knowledge base?"}]

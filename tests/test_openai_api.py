@@ -24,8 +24,14 @@ def test_models_lists_base_and_needs_the_key(api):
 
 def test_completion_answers_from_the_knowledge_base_with_citations(api):
     client, _ = api
-    response = client.chat.completions.create(  # logprobs=False, as some clients send it, is accepted
-        model="base", messages=[{"role": "user", "content": "How do I refresh the knowledge base?"}], logprobs=False
+    response = client.chat.completions.create(  # neutral values of unserved fields, as clients send them, pass
+        model="base",
+        messages=[{"role": "user", "content": "How do I refresh the knowledge base?"}],
+        logprobs=False,
+        tool_choice="none",
+        response_format={"type": "text"},
+        presence_penalty=0,
+        stop=[],
     )
     extra = response.model_extra
     assert response.choices[0].message.content and response.usage.completion_tokens > 0

@@ -85,6 +85,18 @@ class ChatCompletionRequest(BaseModel):
     n: int = 1
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # Asked-for behaviour this server does not have: refused when set, so no client believes it got it.
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    tool_choice: Any = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+    stop: str | list[str] | None = None
+    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
     use_retrieval: bool = True
     store: bool = Field(True, description="Save the exchange in the caller's conversations.")
     conversation_id: str | None = Field(
@@ -107,6 +119,44 @@ class ChatCompletionRequest(BaseModel):
                 "tokens are not the model's; the finished answer's answerability says how far to trust it"
             )
         return value
+
+    @field_validator("tools", "functions", "stop", "logit_bias", "audio")
+    @classmethod
+    def _not_served(cls, value: Any) -> Any:
+        if value:
+            raise ValueError(f"not supported: {_UNSERVED}")
+        return value
+
+    @field_validator("tool_choice", "function_call")
+    @classmethod
+    def _no_tool_choice(cls, value: Any) -> Any:
+        if value not in (None, "none", "auto"):
+            raise ValueError(f"only 'none' or 'auto' (no tools are called): {_UNSERVED}")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value and value.get("type", "text") != "text":
+            raise ValueError(f"only type 'text' is served: {_UNSERVED}")
+        return value
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _no_penalty(cls, value: float | None) -> float | None:
+        if value:
+            raise ValueError("not supported (only 0): sampling is temperature, top_p and seed")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_modality(cls, value: list[str] | None) -> list[str] | None:
+        if value and set(value) != {"text"}:
+            raise ValueError("only the 'text' modality is served")
+        return value
+
+
+_UNSERVED = "answers are cited prose from the knowledge base, finished and checked before they are returned"
 
 
 def split_conversation(messages: list[ChatMessage]) -> tuple[str | None, list[Turn], str | None]:
