@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 MARKER = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")  # [1] or [2, 3]
+LIST_NUMBER = r"^[ \t]*(?:\d{1,2}|[a-z])[.)]"  # a line's list number: "1.", "2)", "b." (use with (?m))
 _SENTENCE_END = re.compile(r"(?<=[.!?])(?<!\b[A-Z]\.)\s+|\n+")  # not after "U.S."
 _WORD = re.compile(r"[a-z0-9]+(?:['.-][a-z0-9]+)*")
 _STOPWORDS = frozenset(

@@ -102,6 +102,13 @@ def test_list_numbering_is_not_a_claimed_number():
     assert judge("2. Add a domain.toml manifest [1].", block).supported
 
 
+def test_markdown_emphasis_does_not_make_the_opening_word_a_name():
+    block = "Revenue rose to $5.1 billion in the third quarter."
+    assert unfounded_specifics("**Revenue** rose to $5.1 billion [1].", [block]) == []
+    assert unfounded_specifics("_Revenue_ rose to $5.1 billion [1].", [block]) == []
+    assert unfounded_specifics("**Revenue** at Acme rose to $5.1 billion [1].", [block]) == ["Acme"]  # still checked
+
+
 def test_names_match_with_or_without_their_diacritics_and_possessives():
     block = "Maria Skłodowska-Curie studied in Śródmieście. Newton’s Philosophiæ Naturalis was printed in 1687."
     answer = "Sklodowska-Curie studied in Srodmiescie [1]. Newton's Philosophiae Naturalis appeared in 1687 [1]."

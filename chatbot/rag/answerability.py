@@ -71,12 +71,16 @@ def signals(
     scores: Sequence[float],
     model_cited: bool,
     model: Mapping[str, float] | None = None,
+    unfounded: Sequence[str] | None = None,
 ) -> dict:
     """The signals of one turn (``answer`` with or without its markers), named as in :data:`SIGNALS`;
-    ``model``: its :func:`model_signals` (left out when the backend gave none)."""
+    ``model``: its :func:`model_signals` (left out when the backend gave none); ``unfounded``: the
+    answer's :func:`unfounded_specifics` when the caller has them already."""
     ranked = sorted(scores, reverse=True)
     asked = _specifics(question)
     claim = strip_markers(answer)
+    if unfounded is None:
+        unfounded = unfounded_specifics(claim, blocks)
     return {
         **(model or {}),
         "best_score": ranked[0] if ranked else 0.0,
@@ -84,7 +88,7 @@ def signals(
         "question_coverage": max((share_in(question, block) for block in blocks), default=0.0),
         "question_missing": len(unfounded_specifics(question, blocks)) / asked if asked else 0.0,
         "answer_support": share_in(claim, "\n\n".join(blocks)) if claim.strip() else 0.0,
-        "answer_unfounded": min(len(unfounded_specifics(claim, blocks)), 3) / 3,
+        "answer_unfounded": min(len(unfounded), 3) / 3,
         "model_cited": float(model_cited),
     }
 

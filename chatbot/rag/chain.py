@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -217,15 +217,16 @@ class RagChain:
             model_citations=len(model_cited),
             search_query=request.search_query,
         )
+        unfounded = unfounded_specifics(text, texts) if blocks else []
         if blocks and not declined and self.decline_unsupported:
-            reason = self.decline_reason(raw, text, texts, sources)
+            reason = self.decline_reason(raw, text, texts, sources, unfounded)
             if reason:
                 answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
                 answer.abstained, answer.decline_reason = True, reason
         if blocks:
             scores = [float(doc.metadata.get("score", 0.0)) for doc in blocks]
             model = model_signals(stats.token_logprobs, stats.first_choices)
-            answer.signals = signals(question, text, texts, scores, bool(model_cited), model)
+            answer.signals = signals(question, text, texts, scores, bool(model_cited), model, unfounded)
         if answer.signals and self.answerability is not None:
             answer.answerability = round(self.answerability.probability(answer.signals), 4)
             if not answer.abstained and answer.answerability < self.answerability_threshold:
@@ -236,13 +237,15 @@ class RagChain:
         return answer
 
     @staticmethod
-    def decline_reason(raw: str, text: str, blocks: list[str], sources: list[SourceRef]) -> str | None:
-        """Why an answer from ``blocks`` should be withheld, or None when it may be shown."""
+    def decline_reason(
+        raw: str, text: str, blocks: list[str], sources: list[SourceRef], unfounded: Sequence[str]
+    ) -> str | None:
+        """Why an answer from ``blocks`` should be withheld (``unfounded``: its specifics no block
+        states), or None when it may be shown."""
         if is_context_dump(raw, blocks):
             return CONTEXT_DUMP
         if not text.strip():
             return EMPTY
-        unfounded = unfounded_specifics(text, blocks)
         if unfounded:
             return UNFOUNDED.format(", ".join(dict.fromkeys(unfounded)))
         if sources and not any(source.supported for source in sources):

@@ -26,7 +26,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chatbot.text import MIN_CONTENT_WORDS, content_words, sentences, strip_markers
+from chatbot.text import LIST_NUMBER, MIN_CONTENT_WORDS, content_words, sentences, strip_markers
 
 SUPPORTED = 0.5  # share of a citing sentence's content words that its block must contain
 
@@ -52,7 +52,7 @@ _NAME = re.compile(r"\b[A-Z][A-Za-z'’&-]*[A-Za-z]\b|\b[A-Z]{2,}\b|\b(?=[A-Za-z
 _NEGATION = re.compile(r"\b(?:not|no|never|none|nor|neither|cannot|without)\b|n[’']t\b", re.I)
 _TABLE = re.compile(r"\|.*\|")
 _HEADING = re.compile(r"#{1,6}\s")
-_ENUMERATOR = re.compile(r"(?m)^[ \t]*(?:\d{1,2}|[a-z])[.)](?:\s|$)")  # "1. ", "b) ", a last "2.": numbering
+_ENUMERATOR = re.compile(rf"(?m){LIST_NUMBER}(?:\s|$)")  # "1. ", "b) ", a last "2.": numbering
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _UNDECOMPOSED = str.maketrans(  # letters NFKD does not split into a base letter and a mark
     {
@@ -164,7 +164,7 @@ def names(sentence: str) -> list[str]:
     found = []
     for index, match in enumerate(_NAME.finditer(sentence)):
         word = match.group(0)
-        opening = index == 0 and not sentence[: match.start()].strip(" \"'([")
+        opening = index == 0 and not sentence[: match.start()].strip(" \"'([*_")  # "**Revenue** rose"
         if not opening and word.lower() not in _NOT_NAMES:
             found.append(word)
     return found

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from chatbot.text import MARKER, collapse_repeats, sentences, strip_markers
+from chatbot.text import LIST_NUMBER, MARKER, collapse_repeats, sentences, strip_markers
 
 _STRUCTURE_LINE = re.compile(r"^\s*(?:#{1,6}\s.*|\|.*\||[-|: ]{3,}|(?:\[\d{1,3}\]\s*)+)$")
 _INLINE_HEADING = re.compile(r"(?:^|(?<=\]))\s*#{1,6}\s[^\n\[]*")  # "[1] # Title [2] # Title" on one line
@@ -29,8 +29,8 @@ def join_wrapped_lines(text: str) -> str:
     return _WRAPPED.sub(" ", text)
 
 
-_ENUMERATED = re.compile(r"(?m)^[ \t]*\d{1,2}[.)][ \t]+")
-_EMPTY_ITEM = re.compile(r"(?m)^[ \t]*\d{1,2}[.)][ \t]*(?:\n|$)")  # "2." and nothing after it
+_ENUMERATED = re.compile(rf"(?m){LIST_NUMBER}[ \t]+")
+_EMPTY_ITEM = re.compile(rf"(?m){LIST_NUMBER}[ \t]*(?:\n|$)")  # "2." and nothing after it
 
 
 def drop_lone_enumerator(text: str) -> str:
