@@ -83,6 +83,7 @@ def user(content):
         ('{"model": "base", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}', "max_tokens"),
         ('{"model": "base", "messages": []}', "messages"),
         ('{"model": "base", "messages": [{"role": "user", "content": "hi"}', None),  # not JSON
+        (b"\x7f\xff\xfe{", None),  # not UTF-8: FastAPI's own 400, answered in the same shape
     ],
 )
 def test_bad_fields_get_a_400_in_openai_shape_naming_the_field(served, submits, raw, param):
@@ -161,7 +162,11 @@ def test_schema_pages_are_closed_behind_a_login_and_open_without_one(served):
     schema = locked.get("/openapi.json")
     assert schema.status_code != 200 and "/v1/chat/completions" not in schema.text
     http = TestClient(create_app(make_bot()))
-    assert "/v1/chat/completions" in http.get("/openapi.json").text
+    document = http.get("/openapi.json").json()
+    responses = document["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert {"400", "401", "404", "413", "429"} <= set(responses) and "422" not in responses  # as bad input is answered
+    feedback = document["paths"]["/v1/conversations/{conversation_id}/turns/{turn_id}/feedback"]["put"]["responses"]
+    assert "400" in feedback and "422" not in feedback
 
 
 def test_oversized_bodies_and_messages_are_refused_before_any_work(served, submits):

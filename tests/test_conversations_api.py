@@ -93,6 +93,13 @@ def test_feedback_rename_store_false_and_a_deleted_source_file(served, user_guid
     assert ok.json()["verdict"] == "down" and ok.json()["wrong_sources"] == [cited]  # only the correction changed
     assert call("PUT", feedback, "key-ann", json={"wrong_sources": [99]}).status_code == 400
     assert call("PUT", feedback, "key-ann", json={"verdict": "meh"}).status_code == 400
+    assert call("PUT", feedback, "key-ann", json={"wrong_sources": [2**64]}).status_code == 400
+    beyond_sqlite = f"/v1/conversations/{conversation_id}/turns/{2**70}/feedback"  # was a 500 (OverflowError)
+    assert call("PUT", beyond_sqlite, "key-ann", json={}).status_code == 400
+    from chatbot.chats import ConversationNotFoundError
+
+    with pytest.raises(ConversationNotFoundError):  # the store itself, as the UI calls it
+        bot.chats.set_feedback("ann", 2**70, verdict="up")
     assert (
         call(
             "PUT", f"/v1/conversations/{conversation_id}/turns/{turn_id + 99}/feedback", "key-ann", json={}

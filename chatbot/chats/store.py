@@ -46,6 +46,7 @@ from chatbot.vocabulary import AdapterId, InputError, clean_text
 
 SCHEMA_VERSION = 1
 SEARCH_CHARS = 200
+MAX_ROW_ID = 2**63 - 1  # SQLite INTEGER: a larger id cannot name a row
 MAX_LISTED = 500
 
 
@@ -177,7 +178,7 @@ class ChatStore:
                 raise InputError(f"the correction has more than {max_chars:,} characters", param="correction")
             correction = clean_text(correction).strip() or None
         with Session(self._engine) as db, db.begin():
-            turn = db.get(TurnRow, turn_id)
+            turn = db.get(TurnRow, turn_id) if 0 < turn_id <= MAX_ROW_ID else None
             if turn is None or turn.conversation.owner != owner:
                 raise ConversationNotFoundError(f"no answer {turn_id}")
             if conversation_id is not None and turn.conversation_id != conversation_id:

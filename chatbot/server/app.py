@@ -7,11 +7,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot.app.service import Chatbot
 from chatbot.config import Settings
@@ -23,6 +26,17 @@ CSS = """
 .answer-label { color: var(--body-text-color-subdued); font-size: 0.85em; }
 .secondary-sources { opacity: 0.75; }
 """
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """FastAPI's own refusals (a body that is not UTF-8 JSON, a method a route lacks) in OpenAI's
+    error shape under ``/v1``, as every other refusal there; elsewhere FastAPI's default."""
+    from chatbot.server.openai_schema import APIError
+
+    if not request.url.path.startswith("/v1/"):
+        return await http_exception_handler(request, exc)
+    code = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return APIError(exc.status_code, str(exc.detail), code, headers=exc.headers).response()
 
 
 def _gradio_login_check(api: FastAPI) -> Callable[[Request], bool]:
@@ -78,6 +92,16 @@ def create_app(bot: Chatbot) -> FastAPI:
         def no_schema() -> None:
             raise HTTPException(404, "not found")
 
+    schema = api.openapi
+
+    def openapi() -> dict[str, Any]:  # bad input is answered 400 in OpenAI's shape, never FastAPI's 422
+        document = schema()
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        return document
+
+    api.openapi = openapi  # type: ignore[method-assign]
     api.include_router(create_router(bot))
     api.include_router(create_conversation_router(bot))
     api.add_exception_handler(APIError, lambda _request, exc: exc.response())
@@ -85,6 +109,7 @@ def create_app(bot: Chatbot) -> FastAPI:
         api.add_exception_handler(failure, lambda _request, exc: api_error(exc).response())
     api.add_exception_handler(RequestValidationError, lambda _request, exc: validation_error(exc).response())
     api.add_exception_handler(BodyTooLarge, lambda _request, exc: JSONResponse(too_large_body(exc.limit), 413))
+    api.add_exception_handler(StarletteHTTPException, _http_error)
     # Gradio's upload route streams files to disk under its own max_file_size; every other body is bounded here.
     api.add_middleware(BodyLimit, limit=s.max_request_kb * 1024, exempt=("/gradio_api/upload", "/upload"))
     # Routes must be added before Gradio is mounted at "/" (which would catch them), but the login

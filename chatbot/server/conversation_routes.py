@@ -7,17 +7,17 @@ Behind the same API keys as ``/v1/chat/completions``; each key sees only its own
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatbot.app.service import Chatbot
 from chatbot.chats import SavedTurn, source_changes
 from chatbot.chats.records import TITLE_CHARS
-from chatbot.chats.store import SEARCH_CHARS
+from chatbot.chats.store import MAX_ROW_ID, SEARCH_CHARS
 from chatbot.server.openai_api import api_owner
-from chatbot.server.openai_schema import APIError
+from chatbot.server.openai_schema import ERROR_RESPONSES, APIError
 
 
 class Rename(BaseModel):
@@ -33,7 +33,7 @@ class FeedbackBody(BaseModel):
 
     verdict: Literal["up", "down"] | None = None
     correction: str | None = None
-    wrong_sources: list[int] | None = Field(None, max_length=100)
+    wrong_sources: list[Annotated[int, Field(ge=1, le=MAX_ROW_ID)]] | None = Field(None, max_length=100)
 
 
 def _turn_json(turn: SavedTurn, current: dict[str, str]) -> dict[str, Any]:
@@ -48,7 +48,7 @@ def _turn_json(turn: SavedTurn, current: dict[str, str]) -> dict[str, Any]:
 
 def create_conversation_router(bot: Chatbot) -> APIRouter:
     """List, read, rename and delete saved conversations; give feedback on an answer."""
-    router = APIRouter(prefix="/v1/conversations")
+    router = APIRouter(prefix="/v1/conversations", responses=ERROR_RESPONSES)
     owner_of = api_owner(bot.settings.api_credentials)
 
     def store():  # noqa: ANN202 - ChatStore
@@ -82,7 +82,12 @@ def create_conversation_router(bot: Chatbot) -> APIRouter:
         return {"id": conversation_id, "deleted": True}
 
     @router.put("/{conversation_id}/turns/{turn_id}/feedback")
-    def feedback(conversation_id: str, turn_id: int, body: FeedbackBody, owner: str = Depends(owner_of)) -> dict:
+    def feedback(
+        conversation_id: str,
+        body: FeedbackBody,
+        turn_id: int = Path(ge=1, le=MAX_ROW_ID),
+        owner: str = Depends(owner_of),
+    ) -> dict:
         changes = body.model_dump(exclude_unset=True)
         if "wrong_sources" in changes:
             changes["wrong_sources"] = changes["wrong_sources"] or []

@@ -37,7 +37,7 @@ from chatbot.engine.request import EngineClosedError
 from chatbot.rag.answer import Answer
 from chatbot.rag.conversation import Turn
 from chatbot.server.http_limits import Admission, stream_in_threads, until_disconnect
-from chatbot.server.openai_schema import APIError, ChatCompletionRequest, split_conversation
+from chatbot.server.openai_schema import ERROR_RESPONSES, APIError, ChatCompletionRequest, split_conversation
 from chatbot.vocabulary import InputError
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def api_owner(keys: dict[str, str]):  # noqa: ANN202 - a FastAPI dependency
 def create_router(bot: Chatbot) -> APIRouter:
     """The ``/v1`` routes for ``bot``; an API key is required when the ``api_key`` setting is set."""
     owner_of = api_owner(bot.settings.api_credentials)
-    router = APIRouter(prefix="/v1", dependencies=[Depends(owner_of)])
+    router = APIRouter(prefix="/v1", dependencies=[Depends(owner_of)], responses=ERROR_RESPONSES)
     admission = Admission(bot.settings.queue_size)
 
     @router.get("/models")

@@ -35,6 +35,28 @@ class APIError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str
+    param: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """OpenAI's error shape, as every refused request is answered."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Bad input; `error.param` names the field."},
+    401: {"model": ErrorBody, "description": "Missing or wrong API key."},
+    404: {"model": ErrorBody, "description": "Unknown model, conversation or answer."},
+    413: {"model": ErrorBody, "description": "The body is over `max_request_kb`."},
+    429: {"model": ErrorBody, "description": "Busy (`queue_size`): retry after `Retry-After` seconds."},
+}
+
+
 def validation_error(exc: RequestValidationError) -> APIError:
     """A 400 in OpenAI's shape naming the first bad field (the input itself is never echoed)."""
     errors = exc.errors()
