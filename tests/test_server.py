@@ -52,11 +52,16 @@ def test_openai_client_against_the_running_server(served):
 
 def test_gradio_client_calls_the_ask_endpoint(served):
     from gradio_client import Client
+    from gradio_client.exceptions import AppError
 
     url, _ = served
     result = Client(url, verbose=False).predict(QUESTION, "support", True, api_name="/ask")
     assert result["adapter"] == "support" and result["question"] == QUESTION
     assert "user-guide/02-knowledge-base.md" in {source["source"] for source in result["retrieved"]}
+    with pytest.raises(AppError, match="unknown adapter 'nope'"):  # refusals come back as the caller's error
+        Client(url, verbose=False).predict(QUESTION, "nope", True, api_name="/ask")
+    with pytest.raises(AppError, match="max_message_chars"):
+        Client(url, verbose=False).predict("x" * 50_000, "support", True, api_name="/ask")
 
 
 def test_remote_generation_backend_gives_the_same_answers(served, tmp_path):

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
+from chatbot.adapters.domains import UnknownAdapterError
 from chatbot.rag.answer import Answer
 from chatbot.rag.conversation import Turn
 from chatbot.ui.chat_page import ChatPage, wire_feedback, wire_history
 from chatbot.ui.history import Messages, answer_messages, browser_secret, new_browser_id
-from chatbot.vocabulary import BASE_ADAPTER
+from chatbot.vocabulary import BASE_ADAPTER, InputError
 
 if TYPE_CHECKING:
     from chatbot.app.service import Chatbot
@@ -212,7 +213,11 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropd
 
     def ask(question: str, adapter: str = BASE_ADAPTER, use_retrieval: bool = True) -> dict:
         """Answer one question with citations (the JSON of ``chatbot ask --json``)."""
-        return bot.ask(question, adapter=adapter, use_retrieval=use_retrieval).to_json()
+        retrieval = use_retrieval is not False  # an API caller may send null for the default
+        try:  # a refusal is the caller's error message, not a server traceback
+            return bot.ask(question, adapter=adapter or BASE_ADAPTER, use_retrieval=retrieval).to_json()
+        except (InputError, UnknownAdapterError) as exc:
+            raise gr.Error(str(exc)) from exc
 
     gr.api(ask, api_name="ask")
     return adapter, compare, browser_id
