@@ -100,6 +100,7 @@ class GenerationStats:
     seconds: float = 0.0
     token_logprobs: list[float] = field(default_factory=list)  # the answer's tokens, as the model rated them
     first_choices: dict[str, float] = field(default_factory=dict)  # likeliest first tokens' text -> probability
+    truncated: bool = False  # stopped at max_new_tokens or in a loop, not at its own end: the text is cut off
 
 
 @dataclass(frozen=True)

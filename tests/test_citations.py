@@ -1,4 +1,4 @@
-from chatbot.rag.citations import attribute, cited_numbers
+from chatbot.rag.citations import attribute, cited_numbers, drop_unknown_markers
 from chatbot.text import support
 
 
@@ -32,3 +32,9 @@ def test_sentences_do_not_end_at_initials():
         "Sales in the U.S. rose 5%.",
         "Costs fell.",
     ]
+
+
+def test_markers_that_name_no_block_are_dropped_and_the_rest_kept():
+    assert drop_unknown_markers("Run it [1]. Then train [2]. Also [1, 5].", 1) == "Run it [1]. Then train. Also [1]."
+    assert drop_unknown_markers("Run it [1].", 0) == "Run it."  # no blocks: no marker can be followed
+    assert drop_unknown_markers("Run it [4]. Open [2, 3].", 4) == "Run it [4]. Open [2, 3]."

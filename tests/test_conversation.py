@@ -100,6 +100,10 @@ def test_sources_panel_lists_cited_first_and_the_rest_as_secondary():
     ) and "1 of 2 sources cited" in answer_markdown(answer, "Analyst")
     off = Answer("q", "text", "base", used_retrieval=False)
     assert sources_markdown(off) == "_Retrieval was off for this answer._"
+    assert "cut short" not in answer_markdown(answer, "Analyst")
+    answer.truncated = True  # the model was stopped at its token limit: the page says so
+    assert "cut short at the token limit" in answer_markdown(answer, "Analyst")
+    assert Answer.from_json(answer.to_json()).truncated  # and a saved answer keeps it
 
 
 def test_unsupported_citations_are_flagged_on_the_page():

@@ -94,6 +94,7 @@ def test_a_cancelled_request_stops_and_the_engine_serves_on(engine):
     assert greedy.first_choices[0] == (tokens[0], pytest.approx(greedy.logprobs[0], abs=1e-5))
     assert [lp for _, lp in greedy.first_choices] == sorted((lp for _, lp in greedy.first_choices), reverse=True)
     assert (engine.cancelled_total, engine.finished_total) == (before + 2, finished + 1)  # ended by its length
+    assert greedy.ended_by == "length"
 
 
 def test_closing_fails_open_requests_by_name(engine):

@@ -44,9 +44,27 @@ def test_streamed_completion_equals_the_whole_one_and_ends_with_citations(api):
     messages = [{"role": "user", "content": "How do I refresh the knowledge base?"}]
     whole = client.chat.completions.create(model="base", messages=messages)
     chunks = list(client.chat.completions.create(model="base", messages=messages, stream=True))
-    assert len(chunks) > 3 and chunks[-1].choices[0].finish_reason == "stop"
+    assert len(chunks) > 3 and chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason
     assert chunks[-1].model_extra["answer"] == whole.choices[0].message.content
     assert chunks[-1].model_extra["citations"] == whole.model_extra["citations"]
+
+
+def test_an_answer_stopped_at_max_tokens_finishes_with_length_and_a_whole_one_with_stop(api):
+    client, _ = api
+    messages = [{"role": "user", "content": "Describe how a library organises its books."}]
+    off = {"use_retrieval": False}
+    cut = client.chat.completions.create(model="base", messages=messages, max_tokens=6, extra_body=off)
+    assert cut.usage.completion_tokens == 6 and cut.choices[0].finish_reason == "length"
+    streamed = list(
+        client.chat.completions.create(
+            model="base", messages=messages, max_tokens=6, stream=True, extra_body={"use_retrieval": False}
+        )
+    )
+    assert streamed[-1].choices[0].finish_reason == "length"
+    whole = client.chat.completions.create(
+        model="base", messages=[{"role": "user", "content": "Say hello."}], extra_body={"use_retrieval": False}
+    )
+    assert whole.usage.completion_tokens < 40 and whole.choices[0].finish_reason == "stop"
 
 
 def test_unknown_model_and_bad_requests_get_openai_errors(api):

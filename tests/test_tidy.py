@@ -47,6 +47,17 @@ def test_a_cut_off_tail_and_repeats_are_trimmed_but_list_items_stay():
     assert tidy("It lasts two years. It lasts two years. It lasts two years.") == "It lasts two years."
 
 
+def test_a_model_stopped_at_its_token_limit_loses_its_unfinished_last_item():
+    raw = "Steps:\n- Run `chatbot sync` [1].\n- Delete the files you no longer want"
+    assert tidy(raw) == raw  # it may have ended there: a list item of its own is left alone
+    assert tidy(raw, truncated=True) == "Steps:\n- Run `chatbot sync` [1]."  # it was stopped: the item is cut
+    wrapped = "1. Run `chatbot sync` [1].\n2. To delete files, drop them from the folder, edit them or\ndelete, then"
+    assert tidy(wrapped, truncated=True) == "Run `chatbot sync` [1]."  # an unfinished item over two lines
+    finished = "Steps:\n- Open the folder\n- Drop the file [1]."
+    assert tidy(finished, truncated=True) == finished  # complete sentences stay whatever stopped the model
+    assert tidy("Only one unfinished", truncated=True) == "Only one unfinished"
+
+
 def test_a_list_of_one_loses_its_number_and_real_lists_keep_theirs():
     assert tidy("1.  To refresh it, run `chatbot sync` [1].") == "To refresh it, run `chatbot sync` [1]."
     assert tidy("1. Open it [1].\n2. Save it [1].") == "1. Open it [1].\n2. Save it [1]."

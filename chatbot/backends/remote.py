@@ -70,6 +70,8 @@ class RemoteChatModel(StreamingChatModel):
                 stats.prompt_tokens = event.usage.prompt_tokens or 0
                 stats.new_tokens = event.usage.completion_tokens or 0
             for choice in event.choices:
+                if choice.finish_reason == "length":
+                    stats.truncated = True
                 piece = choice.delta.content or ""
                 if not piece:
                     continue

@@ -47,6 +47,7 @@ class Request:
         self.generated: list[int] = []
         self.logprobs: list[float] = []  # the model's log-probability of each picked token (stop token too)
         self.first_choices: list[tuple[int, float]] = []  # the likeliest first tokens and their log-probabilities
+        self.ended_by: str | None = None  # "stop", "length" or "loop" once it has run to its end
         self.cancelled = cancelled if cancelled is not None else threading.Event()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._rng: torch.Generator | None = None
@@ -84,9 +85,14 @@ class Request:
         """Hand ``token`` to the reader unless it is a stop token; False once the request has run to
         its end (a stop token, its ``max_new_tokens`` or a loop): the engine then finishes it."""
         if token in stop_ids:
+            self.ended_by = "stop"
             return False
         self._emit(token)
-        return len(self.generated) < self.sampling.max_new_tokens and not repeats_itself(self.generated)
+        if len(self.generated) >= self.sampling.max_new_tokens:
+            self.ended_by = "length"
+        elif repeats_itself(self.generated):
+            self.ended_by = "loop"
+        return self.ended_by is None
 
     def _finish(self, error: BaseException | None = None) -> None:
         self._queue.put(error if error is not None else _DONE)

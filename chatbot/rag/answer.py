@@ -77,6 +77,7 @@ class Answer:
     search_query: str | None = None  # what was searched, when a follow-up was made standalone
     answerability: float | None = None  # P(the blocks answer the question), rag/answerability.py
     signals: dict[str, float] | None = None  # what that estimate was made from
+    truncated: bool = False  # the model was stopped at its token limit (or in a loop): the answer may be cut short
 
     @property
     def unsupported(self) -> list[int]:
@@ -111,4 +112,5 @@ class Answer:
             "answerability": self.answerability,
             "signals": {key: round(value, 4) for key, value in self.signals.items()} if self.signals else None,
             "unsupported_citations": self.unsupported,
+            "truncated": self.truncated,
         }

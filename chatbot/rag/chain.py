@@ -17,7 +17,13 @@ from langchain_core.runnables import Runnable, RunnablePassthrough
 
 from chatbot.rag.answer import Answer, SourceRef
 from chatbot.rag.answerability import Answerability, model_signals, signals
-from chatbot.rag.citations import attribute, cited_numbers, claims_by_block, supporting_passage
+from chatbot.rag.citations import (
+    attribute,
+    cited_numbers,
+    claims_by_block,
+    drop_unknown_markers,
+    supporting_passage,
+)
 from chatbot.rag.conversation import (
     CONDENSE_PROMPT,
     Turn,
@@ -185,7 +191,7 @@ class RagChain:
         retrieved = [SourceRef.from_document(n, doc) for n, doc in enumerate(blocks, 1)]
         texts = [doc.page_content for doc in blocks]
         question = request.question
-        text = tidy(raw)
+        text = drop_unknown_markers(tidy(raw, stats.truncated), len(blocks))
         model_cited = cited_numbers(text, len(blocks))
         declined = is_decline(text)
         if blocks and not declined:
@@ -216,6 +222,7 @@ class RagChain:
             decline_reason=MODEL_DECLINED if declined and blocks else None,
             model_citations=len(model_cited),
             search_query=request.search_query,
+            truncated=stats.truncated,
         )
         unfounded = unfounded_specifics(text, texts) if blocks else []
         if blocks and not declined and self.decline_unsupported:

@@ -8,9 +8,12 @@ model's own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from chatbot.text import MARKER, MIN_CONTENT_WORDS, MIN_SUPPORT, content_words, sentences, support
+
+_SPACED_MARKER = re.compile(r"\s*" + MARKER.pattern)
 
 
 def cited_numbers(text: str, block_count: int) -> list[int]:
@@ -22,6 +25,20 @@ def cited_numbers(text: str, block_count: int) -> list[int]:
             if 1 <= number <= block_count and number not in seen:
                 seen.append(number)
     return seen
+
+
+def drop_unknown_markers(text: str, block_count: int) -> str:
+    """``text`` without the marker numbers that name no block (``[5]`` of four blocks, any marker
+    without blocks): a citation the reader cannot follow."""
+
+    def known(match: re.Match[str]) -> str:
+        numbers = [part.strip() for part in match.group(1).split(",") if 1 <= int(part) <= block_count]
+        if not numbers:
+            return ""
+        spaces = match.group(0)[: match.group(0).index("[")]
+        return f"{spaces}[{', '.join(numbers)}]"
+
+    return _SPACED_MARKER.sub(known, text)
 
 
 def attribute(

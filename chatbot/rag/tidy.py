@@ -68,24 +68,25 @@ def _with_markers(sentence: str, numbers: list[str]) -> str:
     return sentence[: len(sentence) - len(stop)] + "".join(f" [{n}]" for n in numbers) + stop
 
 
-def trim_cut_off(text: str) -> str:
-    """Without a last sentence that stops mid-way (the token limit) after a complete one on its line.
+def trim_cut_off(text: str, truncated: bool = False) -> str:
+    """Without a last sentence that stops mid-way (the token limit) after a complete one.
 
-    A last line of its own (a list item, a label) is left alone: only a paragraph's unfinished
-    tail is dropped.
+    A last line of its own (a list item, a label) is left alone, unless the model is known to
+    have been stopped (``truncated``: its token limit or a loop) rather than to have ended.
     """
     parts = sentences(text.strip())
-    if len(parts) < 2 or "\n" in parts[-2][1]:
+    if len(parts) < 2 or ("\n" in parts[-2][1] and not truncated):
         return text.strip()
     if _END.search(strip_markers(parts[-1][0]).rstrip()):
         return text.strip()
     return "".join(sentence + separator for sentence, separator in parts[:-1]).strip()
 
 
-def tidy(raw: str) -> str:
-    """The answer a user should see from the model's raw text."""
+def tidy(raw: str, truncated: bool = False) -> str:
+    """The answer a user should see from the model's raw text (``truncated``: the model was stopped
+    at its token limit or in a loop, so an unfinished last sentence is cut off, not an ending)."""
     text = collapse_repeats(markers_to_sentence_end(join_wrapped_lines(drop_structure(raw))))
-    return drop_lone_enumerator(trim_cut_off(text))  # after the trim: a cut-off item leaves its "2."
+    return drop_lone_enumerator(trim_cut_off(text, truncated))  # after the trim: a cut-off item leaves its "2."
 
 
 def _words(text: str) -> list[str]:

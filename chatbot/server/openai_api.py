@@ -64,6 +64,12 @@ def _usage(answer: Answer) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def finish_reason(answer: Answer) -> str:
+    """OpenAI's ``finish_reason``: "length" when the model was stopped at ``max_tokens`` (or in a
+    loop) and its answer is shown; a decline in its place is a whole answer ("stop")."""
+    return "length" if answer.truncated and not answer.abstained else "stop"
+
+
 def api_error(exc: BaseException) -> APIError:
     """The OpenAI-shaped error for a failure of the chain (unknown adapter, bad input, shutdown, bug)."""
     if isinstance(exc, APIError):
@@ -189,7 +195,11 @@ def create_router(bot: Chatbot) -> APIRouter:
             "created": created,
             "model": body.model,
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": answer.answer}, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": answer.answer},
+                    "finish_reason": finish_reason(answer),
+                }
             ],
             "usage": _usage(answer),
             "citations": _citations(answer),
@@ -267,7 +277,8 @@ def _sse(
                 if tail:
                     yield chunk({"content": tail})
                 extras = {**_verdict(event), **saved(event)}
-                yield chunk({}, "stop", citations=_citations(event), answer=event.answer, usage=_usage(event), **extras)
+                finish = finish_reason(event)
+                yield chunk({}, finish, citations=_citations(event), answer=event.answer, usage=_usage(event), **extras)
             else:
                 streamed += event
                 yield chunk({"content": event})

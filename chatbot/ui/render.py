@@ -68,6 +68,8 @@ def answer_markdown(answer: Answer, domain_label: str, changes: dict[str, str] |
             facts.append(f"answerability {answer.answerability:.2f}")
     else:
         facts.append("knowledge base off")
+    if answer.truncated and not answer.abstained:
+        facts.append("cut short at the token limit")
     if seconds is not None:
         facts.append(f"{seconds:.1f} s")
     cited = {source.source for source in answer.sources}
