@@ -123,3 +123,48 @@ def test_training_refuses_bad_domain_names(make_settings, pirate_file):
     for name in ("../escape", "base", "Has Space"):
         with pytest.raises(ValueError, match="invalid domain name"):
             train_domain(make_settings(), TrainRequest(domain=name, data=pirate_file), TrainConfig(max_steps=1))
+
+
+def test_a_stopped_training_resumes_from_its_checkpoint_and_ends_as_the_unbroken_run(tmp_path, monkeypatch):
+    import dataclasses
+
+    import torch
+    from peft import get_peft_model_state_dict
+
+    from chatbot.models.base import load_base_model
+    from chatbot.training import trainer
+    from tests.conftest import MODEL_CACHE
+
+    config = trainer.TrainConfig(max_steps=6, batch_size=2, eval_every=2, patience=10)
+
+    def fresh():  # train_adapter wraps the model it is given: one private copy per run
+        return load_base_model("embedded", MODEL_CACHE, "cpu", "float32")
+
+    whole = trainer.train_adapter(fresh(), PIRATE, config)
+    expected = {key: value.clone() for key, value in get_peft_model_state_dict(whole.model).items()}
+
+    checkpoint = tmp_path / "pirate.checkpoint.pt"
+    measure, calls = trainer._loss, []
+
+    def machine_goes_down(*args):  # the base loss, step 2's validation, then step 4's: down
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return measure(*args)
+
+    monkeypatch.setattr(trainer, "_loss", machine_goes_down)
+    crashed = fresh()
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_adapter(crashed, PIRATE, config, checkpoint)
+    assert torch.load(checkpoint, weights_only=True)["step"] == 2
+    other = trainer.run_fingerprint(crashed, PIRATE, dataclasses.replace(config, learning_rate=1e-3))
+    assert trainer._resumable(checkpoint, other) is None  # another recipe starts over
+    monkeypatch.setattr(trainer, "_loss", measure)
+
+    resumed = trainer.train_adapter(fresh(), PIRATE, config, checkpoint)
+    assert resumed.steps == 6 and not checkpoint.exists()
+    assert resumed.history == whole.history  # the same curve, step 0's base loss included
+    weights = get_peft_model_state_dict(resumed.model)
+    assert weights.keys() == expected.keys()
+    for key, value in weights.items():
+        torch.testing.assert_close(value, expected[key])

@@ -153,7 +153,8 @@ def train_domain(settings: Settings, request: TrainRequest, config: TrainConfig)
         # keep what the model saw, outside the adapter folder
         write_chat_jsonl(settings.data_dir / "training" / f"{name}-examples.jsonl", examples)
     base = load_base_model(settings.base_model, settings.models_cache_dir, settings.device, "float32")
-    result = train_adapter(base, examples, config)
+    # a run that stops goes on from its last validation when the same command is run again
+    result = train_adapter(base, examples, config, settings.data_dir / "training" / f"{name}.checkpoint.pt")
     folder = write_adapter(
         settings.adapters_dir / name,
         result,
