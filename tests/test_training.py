@@ -168,3 +168,65 @@ def test_a_stopped_training_resumes_from_its_checkpoint_and_ends_as_the_unbroken
     assert weights.keys() == expected.keys()
     for key, value in weights.items():
         torch.testing.assert_close(value, expected[key])
+
+
+def test_a_resumed_command_trains_on_the_examples_the_stopped_run_built(
+    make_settings, pirate_file, tmp_path, monkeypatch
+):
+    """RAFT and grounding rebuilds can differ in a retrieved block: a resume must not rebuild."""
+    from chatbot.training import resume, run, trainer
+
+    settings = make_settings(adapters_dir=tmp_path / "adapters")
+    config = trainer.TrainConfig(max_steps=4, batch_size=2, eval_every=2, patience=10)
+    measure, calls = trainer._loss, []
+
+    def machine_goes_down(*args):  # the base loss, step 2's validation, then down at step 4's
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return measure(*args)
+
+    monkeypatch.setattr(trainer, "_loss", machine_goes_down)
+    with pytest.raises(KeyboardInterrupt):
+        run.train_domain(settings, run.TrainRequest(domain="pirate", data=pirate_file), config)
+    monkeypatch.setattr(trainer, "_loss", measure)
+    saved = settings.data_dir / "training" / "pirate.checkpoint-examples.json"
+    key = json.loads(saved.read_text())["inputs"]
+
+    # the key follows the inputs' bytes, the knowledge folder's files and the settings that shape examples
+    original = pirate_file.read_bytes()
+    pirate_file.write_bytes(original.replace(b"matey", b"hearty"))
+    assert run._inputs_key(settings, run.TrainRequest(domain="pirate", data=pirate_file)) != key
+    assert (
+        resume.load_built(saved, run._inputs_key(settings, run.TrainRequest(domain="pirate", data=pirate_file))) is None
+    )
+    pirate_file.write_bytes(original)
+    assert run._inputs_key(settings, run.TrainRequest(domain="pirate", data=pirate_file)) == key
+    assert (
+        run._inputs_key(
+            make_settings(adapters_dir=tmp_path / "adapters", top_k=2),
+            run.TrainRequest(domain="pirate", data=pirate_file),
+        )
+        != key
+    )
+    assert (
+        run._inputs_key(
+            make_settings(adapters_dir=tmp_path / "adapters", port=9999),
+            run.TrainRequest(domain="pirate", data=pirate_file),
+        )
+        == key
+    )
+    folder = tmp_path / "kb"
+    folder.mkdir()
+    before = resume.inputs_key(settings, {}, [], [folder])
+    (folder / "new.md").write_text("# New\n\nA new file.\n")
+    assert resume.inputs_key(settings, {}, [], [folder]) != before
+
+    def rebuild(*args):
+        raise AssertionError("the resumed run built its examples again")
+
+    monkeypatch.setattr(run, "_build_examples", rebuild)
+    folder, result = run.train_domain(settings, run.TrainRequest(domain="pirate", data=pirate_file), config)
+    assert result.steps == 4 and [entry["step"] for entry in result.history if "eval_loss" in entry] == [0, 2, 4]
+    assert not saved.exists() and not (settings.data_dir / "training" / "pirate.checkpoint.pt").exists()
+    assert json.loads((folder / "training.json").read_text())["data"]["recipe"] == "chat"

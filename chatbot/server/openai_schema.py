@@ -54,6 +54,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "Unknown model, conversation or answer."},
     413: {"model": ErrorBody, "description": "The body is over `max_request_kb`."},
     429: {"model": ErrorBody, "description": "Busy (`queue_size`): retry after `Retry-After` seconds."},
+    500: {"model": ErrorBody, "description": "The answer failed on the server (`internal_error`, a bug)."},
+    503: {"model": ErrorBody, "description": "The server is shutting down (`server_shutting_down`): retry."},
 }
 
 

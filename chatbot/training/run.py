@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from chatbot.config import Settings, load_settings
 from chatbot.qa import QAItem, write_qa_jsonl
 from chatbot.training.examples import Messages, read_chat_jsonl, write_chat_jsonl
+from chatbot.training.resume import BuiltExamples, inputs_key, load_built, request_arguments, save_built
 from chatbot.training.trainer import TrainConfig, TrainResult
 
 if TYPE_CHECKING:
@@ -116,12 +117,50 @@ def train_domain(settings: Settings, request: TrainRequest, config: TrainConfig)
         raise ValueError("give at most one of --data (chat JSONL) and --raft (question file)")
     if request.data is None and request.raft is None and not request.from_feedback and request.grounding is None:
         raise ValueError("give --data (chat JSONL), --raft (question file), --grounding or --from-feedback")
-    name = request.domain
+    name = dated_name(settings.adapters_dir, request.domain) if request.from_feedback else request.domain
+    training = settings.data_dir / "training"
+    checkpoint, saved = training / f"{name}.checkpoint.pt", training / f"{name}.checkpoint-examples.json"
+    key = _inputs_key(settings, request)
+    # a run that stops goes on from its last validation when the same command is run again, on the
+    # examples it built (a rebuild by retrieval can differ in a block)
+    built = load_built(saved, key) if checkpoint.is_file() else None
+    if built is not None:
+        log.info("resuming on the %d examples the stopped run built (%s)", len(built.examples), saved)
+    else:
+        built = _build_examples(settings, request, name)
+        save_built(saved, key, built)
+    base = load_base_model(settings.base_model, settings.models_cache_dir, settings.device, "float32")
+    result = train_adapter(base, built.examples, config, checkpoint)
+    saved.unlink(missing_ok=True)
+    folder = write_adapter(
+        settings.adapters_dir / name,
+        result,
+        base,
+        display_name=request.display_name or name.replace("-", " ").title(),
+        description=request.description,
+        system_prompt=built.system_prompt,
+        config=config,
+        data=built.data,
+        knowledge_scope={"folder": request.scope_folder} if request.scope_folder else None,
+    )
+    return folder, result
+
+
+def _inputs_key(settings: Settings, request: TrainRequest) -> str:
+    """What the built examples depend on: the command, its files, the knowledge and the chats."""
+    files = [p for p in (request.data, request.raft, request.grounding) if p is not None]
+    folders = [request.knowledge or settings.knowledge_dir] if request.raft or request.from_feedback else []
+    if request.from_feedback:
+        files += [settings.data_dir / "chats.sqlite", settings.data_dir / "chats.sqlite-wal"]
+    return inputs_key(settings, request_arguments(request), files, folders)
+
+
+def _build_examples(settings: Settings, request: TrainRequest, name: str) -> BuiltExamples:
+    """The request's examples, in the order: RAFT or a chat file or the earlier ones, feedback, grounding."""
     examples: list[Messages] = []
     data: dict[str, Any] = {}
     if request.from_feedback:
         request.system_prompt = request.system_prompt or _domain_prompt(settings, request.domain)
-        name = dated_name(settings.adapters_dir, request.domain)
     if request.raft is not None:
         request.system_prompt = request.system_prompt or settings.system_prompt
         examples, data = raft_examples(settings, request)
@@ -152,21 +191,7 @@ def train_domain(settings: Settings, request: TrainRequest, config: TrainConfig)
     if request.raft is not None or request.from_feedback or request.grounding is not None:
         # keep what the model saw, outside the adapter folder
         write_chat_jsonl(settings.data_dir / "training" / f"{name}-examples.jsonl", examples)
-    base = load_base_model(settings.base_model, settings.models_cache_dir, settings.device, "float32")
-    # a run that stops goes on from its last validation when the same command is run again
-    result = train_adapter(base, examples, config, settings.data_dir / "training" / f"{name}.checkpoint.pt")
-    folder = write_adapter(
-        settings.adapters_dir / name,
-        result,
-        base,
-        display_name=request.display_name or name.replace("-", " ").title(),
-        description=request.description,
-        system_prompt=system_prompt,
-        config=config,
-        data=data,
-        knowledge_scope={"folder": request.scope_folder} if request.scope_folder else None,
-    )
-    return folder, result
+    return BuiltExamples(examples, data, system_prompt)
 
 
 def dated_name(adapters_dir: Path, domain: str) -> str:
