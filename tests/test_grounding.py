@@ -115,3 +115,13 @@ def test_names_match_with_or_without_their_diacritics_and_possessives():
     assert unfounded_specifics(answer, [block]) == []
     assert judge("Sklodowska-Curie studied in Srodmiescie [1].", block).supported
     assert unfounded_specifics("Sklodowska-Curie studied in Krakow.", [block]) == ["Krakow"]
+
+
+def test_an_emphasised_label_is_not_a_name_but_the_text_after_it_is_checked():
+    block = "Drop files into the knowledge folder and the app indexes them within seconds."
+    assert unfounded_specifics("**Refresh Knowledge:** drop files into the knowledge folder [1].", [block]) == []
+    assert unfounded_specifics("__Quick Tip__: drop files into the knowledge folder [1].", [block]) == []
+    assert judge("**Refresh Knowledge:** drop files into the knowledge folder [1].", block).supported
+    # only a label ending in a colon is exempt, and only the label: a name after it is still checked
+    assert unfounded_specifics("**Refresh Library** drop files in Dropbox [1].", [block]) == ["Library", "Dropbox"]
+    assert unfounded_specifics("**Refresh:** drop files into Dropbox [1].", [block]) == ["Dropbox"]

@@ -9,6 +9,7 @@ LAYERS = {
     "vocabulary": 0,
     "text": 0,
     "digest": 0,
+    "files": 0,
     "qa": 0,
     "models": 1,
     "knowledge": 1,

@@ -186,9 +186,15 @@ def test_a_resumed_command_trains_on_the_examples_the_stopped_run_built(
             raise KeyboardInterrupt
         return measure(*args)
 
+    def request() -> run.TrainRequest:
+        return run.TrainRequest(domain="pirate", data=pirate_file)
+
+    def key_with(**overrides) -> str:
+        return run._inputs_key(make_settings(adapters_dir=tmp_path / "adapters", **overrides), request())
+
     monkeypatch.setattr(trainer, "_loss", machine_goes_down)
     with pytest.raises(KeyboardInterrupt):
-        run.train_domain(settings, run.TrainRequest(domain="pirate", data=pirate_file), config)
+        run.train_domain(settings, request(), config)
     monkeypatch.setattr(trainer, "_loss", measure)
     saved = settings.data_dir / "training" / "pirate.checkpoint-examples.json"
     key = json.loads(saved.read_text())["inputs"]
@@ -196,26 +202,12 @@ def test_a_resumed_command_trains_on_the_examples_the_stopped_run_built(
     # the key follows the inputs' bytes, the knowledge folder's files and the settings that shape examples
     original = pirate_file.read_bytes()
     pirate_file.write_bytes(original.replace(b"matey", b"hearty"))
-    assert run._inputs_key(settings, run.TrainRequest(domain="pirate", data=pirate_file)) != key
-    assert (
-        resume.load_built(saved, run._inputs_key(settings, run.TrainRequest(domain="pirate", data=pirate_file))) is None
-    )
+    assert key_with() != key
+    assert resume.load_built(saved, key_with()) is None
     pirate_file.write_bytes(original)
-    assert run._inputs_key(settings, run.TrainRequest(domain="pirate", data=pirate_file)) == key
-    assert (
-        run._inputs_key(
-            make_settings(adapters_dir=tmp_path / "adapters", top_k=2),
-            run.TrainRequest(domain="pirate", data=pirate_file),
-        )
-        != key
-    )
-    assert (
-        run._inputs_key(
-            make_settings(adapters_dir=tmp_path / "adapters", port=9999),
-            run.TrainRequest(domain="pirate", data=pirate_file),
-        )
-        == key
-    )
+    assert key_with() == key
+    assert key_with(top_k=2) != key
+    assert key_with(port=9999) == key
     folder = tmp_path / "kb"
     folder.mkdir()
     before = resume.inputs_key(settings, {}, [], [folder])
@@ -226,7 +218,7 @@ def test_a_resumed_command_trains_on_the_examples_the_stopped_run_built(
         raise AssertionError("the resumed run built its examples again")
 
     monkeypatch.setattr(run, "_build_examples", rebuild)
-    folder, result = run.train_domain(settings, run.TrainRequest(domain="pirate", data=pirate_file), config)
+    folder, result = run.train_domain(settings, request(), config)
     assert result.steps == 4 and [entry["step"] for entry in result.history if "eval_loss" in entry] == [0, 2, 4]
     assert not saved.exists() and not (settings.data_dir / "training" / "pirate.checkpoint.pt").exists()
     assert json.loads((folder / "training.json").read_text())["data"]["recipe"] == "chat"

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from chatbot.cli.root import app, fail, settings_from
+from chatbot.files import replacing
 
 feedback_app = typer.Typer(help="What users said about answers.", no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")
@@ -33,9 +34,6 @@ def feedback_export(
     if out is None:
         count = sum(1 for line in lines if sys.stdout.write(line))
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.name + ".partial")  # a reader never sees half an export
-        with partial.open("w", encoding="utf-8") as handle:
+        with replacing(out) as partial, partial.open("w", encoding="utf-8") as handle:
             count = sum(1 for line in lines if handle.write(line))
-        partial.replace(out)
     typer.secho(f"{count} answers with feedback", err=True)

@@ -49,6 +49,8 @@ _WORD_NUMBER = re.compile(
     re.I,
 )
 _NAME = re.compile(r"\b[A-Z][A-Za-z'’&-]*[A-Za-z]\b|\b[A-Z]{2,}\b|\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z\d]{2,}\b")
+# An emphasised label ending in a colon at the sentence start: "**Open Settings:**", "__Step Two__:".
+_LABEL = re.compile(r"\s*(\*\*|__|\*|_)[^*_\n]{1,60}?(?::\1|\1:)")
 _NEGATION = re.compile(r"\b(?:not|no|never|none|nor|neither|cannot|without)\b|n[’']t\b", re.I)
 _TABLE = re.compile(r"\|.*\|")
 _HEADING = re.compile(r"#{1,6}\s")
@@ -160,11 +162,15 @@ def _stem(word: str) -> str:
 
 
 def names(sentence: str) -> list[str]:
-    """Capitalised words of ``sentence``, the opening word excepted (it is capitalised anyway)."""
+    """Capitalised words of ``sentence``, the opening word and a leading label excepted (both are
+    capitalised anyway: "**Revenue** rose", "**Open Settings:** click ...")."""
     found = []
+    label = _LABEL.match(sentence)
     for index, match in enumerate(_NAME.finditer(sentence)):
         word = match.group(0)
-        opening = index == 0 and not sentence[: match.start()].strip(" \"'([*_")  # "**Revenue** rose"
+        opening = index == 0 and not sentence[: match.start()].strip(" \"'([*_")
+        if label and match.end() <= label.end():
+            continue
         if not opening and word.lower() not in _NOT_NAMES:
             found.append(word)
     return found

@@ -14,13 +14,13 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chatbot.config import Settings
 from chatbot.digest import file_sha256
+from chatbot.files import replacing
 from chatbot.training.examples import Messages, validate
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,6 @@ def load_built(path: Path, key: str) -> BuiltExamples | None:
 
 def save_built(path: Path, key: str, built: BuiltExamples) -> None:
     """Write ``built`` for the inputs ``key``; a crash mid-write leaves no half file to be read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     payload = {"inputs": key, **dataclasses.asdict(built)}
-    partial.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
-    os.replace(partial, path)
+    with replacing(path) as partial:
+        partial.write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup, set_seed
 
+from chatbot.files import replacing
 from chatbot.models.base import BaseModel
 from chatbot.models.device import cpu_has_bf16
 from chatbot.training.examples import Messages, supervised_tokens, tokenize
@@ -149,10 +149,8 @@ def _resumable(checkpoint: Path | None, fingerprint: str) -> dict[str, Any] | No
 
 
 def _save(checkpoint: Path, state: dict[str, Any]) -> None:
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    partial = checkpoint.with_name(checkpoint.name + ".partial")
-    torch.save(state, partial)
-    os.replace(partial, checkpoint)  # a crash mid-write leaves the previous checkpoint whole
+    with replacing(checkpoint) as partial:  # a crash mid-write leaves the previous checkpoint whole
+        torch.save(state, partial)
 
 
 def train_adapter(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from chatbot.digest import files_digest
 from chatbot.engine.onnx.convert import ADAPTER_SUFFIX, LORA_PARAM, ConversionError, lora_inputs
+from chatbot.files import replacing
 
 _PEFT_TENSOR = re.compile(r"layers\.(\d+)\..*\.([A-Za-z0-9_]+)\.(lora_[AB])\.weight$")
 
@@ -59,9 +60,8 @@ def export_adapter(folder: Path, model_dir: Path, name: str) -> Path:
     adapter.set_adapter_version(1)
     adapter.set_model_version(1)
     adapter.set_parameters({key: onnxruntime.OrtValue.ortvalue_from_numpy(value) for key, value in params.items()})
-    partial = target.with_suffix(".partial")
-    adapter.export_adapter(str(partial))
-    partial.replace(target)
+    with replacing(target) as partial:
+        adapter.export_adapter(str(partial))
     for old in store.glob(f"{name}-*{ADAPTER_SUFFIX}"):
         if old != target:
             old.unlink(missing_ok=True)
