@@ -1,5 +1,6 @@
 """Evaluation: metrics on hand-made cases, the question readers, the citation check, the 2x2 wiring."""
 
+import dataclasses
 import json
 import shutil
 
@@ -229,6 +230,31 @@ def test_retrieval_only_keeps_a_record_per_question_without_loading_the_model(ma
     first = records[0]["retrieval"]
     assert first["first_gold_rank"] == 1 and "02-" in first["sources"][0] and len(first["hits"]) > 1
     assert result["summary"]["cells"] == {} and result["summary"]["retrieval"]["recall@1"] == 1.0
+
+
+def test_an_adapter_scoped_to_a_folder_the_questions_knowledge_lacks_is_refused_before_any_answer(
+    make_settings, user_guide, tmp_path
+):
+    from chatbot.evaluation.command import EvalRequest, evaluate
+    from chatbot.evaluation.runner import scope_misses
+
+    shutil.copytree(REPO / "adapters" / "support", tmp_path / "adapters" / "support")  # scoped to user-guide/
+    other = tmp_path / "articles"
+    other.mkdir()
+    (other / "rivers.md").write_text("# Rivers\n\nThe Struma flows through Bulgaria and Greece.\n")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": "Where does the Struma flow?", "answers": ["Bulgaria"]}))
+    settings = make_settings(adapters_dir=tmp_path / "adapters")
+    request = EvalRequest(questions=questions, knowledge=other, adapters=["support"], retrieval_only=True)
+    with pytest.raises(ValueError, match="user-guide"):
+        evaluate(settings, dataclasses.replace(request, out=tmp_path / "out"), show_progress=False)
+    assert not (tmp_path / "out" / "results.json").exists()
+    # the same adapter on a folder that has user-guide/ runs; an unscoped adapter runs anywhere
+    evaluate(settings, dataclasses.replace(request, knowledge=user_guide, out=tmp_path / "ok"), show_progress=False)
+    evaluate(settings, dataclasses.replace(request, adapters=["base"], out=tmp_path / "base"), show_progress=False)
+    assert scope_misses({"folder": {"$in": ["a", "b"]}}, ["b/x.md"]) == []
+    assert scope_misses({"folder": {"$in": ["a", "b"]}}, ["c/x.md", "top.md"]) == ["a", "b"]
+    assert scope_misses({"file_type": "pdf"}, ["top.md"]) == []  # a raw filter is not judged
 
 
 def test_passage_gold_is_the_page_holding_the_answers_figures(tmp_path):

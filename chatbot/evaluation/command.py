@@ -11,7 +11,7 @@ from typing import Any
 from chatbot.config import Settings
 from chatbot.evaluation.datasets import load_questions
 from chatbot.evaluation.report import write_reports
-from chatbot.evaluation.runner import cells, run_eval, summarize
+from chatbot.evaluation.runner import cells, run_eval, scope_misses, summarize
 
 
 @dataclass
@@ -86,8 +86,16 @@ def evaluate(settings: Settings, request: EvalRequest, show_progress: bool = Tru
     report = bot.sync(show_progress=show_progress)
     chosen = cells(request.adapters, request.ablation)
     bot.adapters.refresh()  # an adapter written since this process loaded the model (train, then eval)
+    files = sorted(bot.knowledge.files())
     for cell in chosen:
-        bot.adapters.get(cell.adapter)  # an unknown adapter fails now, not after an hour
+        domain = bot.adapters.get(cell.adapter)  # an unknown adapter fails now, not after an hour
+        missed = scope_misses(domain.scope, files) if cell.use_retrieval else []
+        if missed:
+            raise ValueError(
+                f"adapter {cell.adapter!r} retrieves only from the folder(s) {', '.join(missed)} of its "
+                f"knowledge_scope, and {knowledge} has no file there: every answer would be a decline. "
+                "Evaluate it on a folder that has them, or on a copy of the adapter without [knowledge_scope]."
+            )
     started = time.perf_counter()
     with tqdm(total=len(items) * len(chosen), desc="eval", unit="answer", disable=not show_progress) as bar:
         records, retrieval = run_eval(bot, items, chosen, bar.update, request.retrieval_only)

@@ -17,6 +17,7 @@ from chatbot.evaluation.metrics import (
     recall_at_k,
     reciprocal_rank,
 )
+from chatbot.knowledge.chunking import top_folder
 from chatbot.qa import QAItem
 from chatbot.rag.chain import CONTEXT_DUMP, is_decline
 
@@ -113,6 +114,21 @@ def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], c
         "answerability": answer.answerability,
         "signals": answer.signals,
     }
+
+
+def scope_misses(scope: dict[str, Any] | None, files: Sequence[str]) -> list[str]:
+    """The folders a folder-scoped adapter retrieves from when none of them holds one of ``files``.
+
+    Such an adapter's retrieval cells would find nothing and decline every question (a ``support``
+    adapter scoped to ``user-guide`` run on SQuAD); empty when the scope reaches a file or is not a
+    folder scope (a raw metadata filter cannot be checked without the index).
+    """
+    wanted = (scope or {}).get("folder")
+    if wanted is None:
+        return []
+    folders = [wanted] if isinstance(wanted, str) else list(wanted.get("$in", [])) if isinstance(wanted, dict) else []
+    present = {top_folder(name) for name in files}
+    return [] if present & set(folders) else folders
 
 
 def run_eval(
