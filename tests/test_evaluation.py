@@ -229,6 +229,9 @@ def test_retrieval_only_keeps_a_record_per_question_without_loading_the_model(ma
     assert [record["question"] for record in records] == [row["question"] for row in rows]
     first = records[0]["retrieval"]
     assert first["first_gold_rank"] == 1 and "02-" in first["sources"][0] and len(first["hits"]) > 1
+    scores = first["scores"]  # what the relevance floor saw, best first
+    assert len(scores) == len(first["hits"]) and scores == sorted(scores, reverse=True)
+    assert min(scores) >= make_settings().min_relevance and max(scores) < 1.0
     assert result["summary"]["cells"] == {} and result["summary"]["retrieval"]["recall@1"] == 1.0
 
 

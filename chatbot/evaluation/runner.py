@@ -63,6 +63,7 @@ def retrieval_record(
         "first_gold_rank": first_hit_rank(hits),
         "gold_files": gold_files,
         "sources": [str(doc.metadata.get("source")) for doc in documents],
+        "scores": [round(float(doc.metadata.get("score", 0.0)), 4) for doc in documents],  # what the floor saw
     }
     return record, chunks
 
