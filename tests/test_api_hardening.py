@@ -164,7 +164,7 @@ def test_schema_pages_are_closed_behind_a_login_and_open_without_one(served):
     http = TestClient(create_app(make_bot()))
     document = http.get("/openapi.json").json()
     responses = document["paths"]["/v1/chat/completions"]["post"]["responses"]
-    # as bad input is answered
+    # bad input is answered 400 with the app's error body, never FastAPI's 422
     assert {"400", "401", "404", "413", "429", "500", "503"} <= set(responses) and "422" not in responses
     feedback = document["paths"]["/v1/conversations/{conversation_id}/turns/{turn_id}/feedback"]["put"]["responses"]
     assert "400" in feedback and "422" not in feedback
