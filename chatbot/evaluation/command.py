@@ -98,7 +98,7 @@ def evaluate(settings: Settings, request: EvalRequest, show_progress: bool = Tru
             )
     started = time.perf_counter()
     with tqdm(total=len(items) * len(chosen), desc="eval", unit="answer", disable=not show_progress) as bar:
-        records, retrieval = run_eval(bot, items, chosen, bar.update, request.retrieval_only)
+        records, retrieval = run_eval(bot, items, chosen, files, bar.update, request.retrieval_only)
     summary = summarize(records, retrieval, items, bot.settings.top_k)
     config = {
         **{key: str(value) if isinstance(value, Path) else value for key, value in asdict(request).items()},

@@ -125,9 +125,9 @@ def scope_misses(scope: dict[str, Any] | None, files: Sequence[str]) -> list[str
     folder scope (a raw metadata filter cannot be checked without the index).
     """
     wanted = (scope or {}).get("folder")
-    if wanted is None:
-        return []
-    folders = [wanted] if isinstance(wanted, str) else list(wanted.get("$in", [])) if isinstance(wanted, dict) else []
+    if isinstance(wanted, dict):  # several folders: {"$in": [...]}
+        wanted = wanted.get("$in", [])
+    folders = [wanted] if isinstance(wanted, str) else list(wanted or [])
     present = {top_folder(name) for name in files}
     return [] if present & set(folders) else folders
 
@@ -136,11 +136,12 @@ def run_eval(
     bot: Chatbot,
     items: Sequence[QAItem],
     chosen: Sequence[Cell],
+    files: Sequence[str],
     progress: Callable[[int], None] | None = None,
     retrieval_only: bool = False,
 ) -> tuple[list[dict], dict[str, dict]]:
-    """Score every item in every cell; returns the per-question records and the retrieval records."""
-    files = sorted(bot.knowledge.files())
+    """Score every item in every cell (``files``: the indexed files, sorted); returns the
+    per-question records and the retrieval records."""
     retrieval: dict[str, dict] = {}
     records: list[dict] = []
     for item in items:
