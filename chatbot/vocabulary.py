@@ -11,6 +11,8 @@ from typing import Any
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed accepts
 MAX_NEW_TOKENS = 32768
+MAX_STOPS = 4  # stop strings a request may set (OpenAI's limit)
+MAX_STOP_CHARS = 200
 
 
 class InputError(ValueError):
@@ -72,8 +74,13 @@ class GenerationParams:
     temperature: float = 0.0
     top_p: float = 0.9
     seed: int | None = None
+    stop: tuple[str, ...] = ()  # the model's text ends before the first of these (a str or list is taken too)
 
     def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif isinstance(self.stop, list):
+            object.__setattr__(self, "stop", tuple(self.stop))
         problems = _problems(self)
         if problems:
             name, message = problems[0]
@@ -148,7 +155,14 @@ def _problems(params: GenerationParams) -> list[tuple[str, str]]:
         problems.append(("top_p", "must be a finite number above 0 and at most 1"))
     if params.seed is not None and (not _is_int(params.seed) or not SEED_RANGE[0] <= params.seed <= SEED_RANGE[1]):
         problems.append(("seed", f"must be a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}"))
+    stops = params.stop
+    if not isinstance(stops, tuple) or len(stops) > MAX_STOPS or not all(_is_stop(stop) for stop in stops):
+        problems.append(("stop", f"must be at most {MAX_STOPS} strings of 1 to {MAX_STOP_CHARS} characters"))
     return problems
+
+
+def _is_stop(value: object) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= MAX_STOP_CHARS
 
 
 def clean_text(text: str) -> str:

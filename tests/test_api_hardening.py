@@ -81,6 +81,8 @@ def user(content):
         ('{"model": "base", "logprobs": true, "messages": [{"role": "user", "content": "hi"}]}', "logprobs"),
         ('{"model": "base", "top_logprobs": 5, "messages": [{"role": "user", "content": "hi"}]}', "top_logprobs"),
         ('{"model": "base", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}', "max_tokens"),
+        ('{"model": "base", "stop": ["a","b","c","d","e"], "messages": [{"role": "user", "content": "hi"}]}', "stop"),
+        ('{"model": "base", "stop": [""], "messages": [{"role": "user", "content": "hi"}]}', "stop"),
         ('{"model": "base", "messages": []}', "messages"),
         ('{"model": "base", "messages": [{"role": "user", "content": "hi"}', None),  # not JSON
         (b"\x7f\xff\xfe{", None),  # not UTF-8: FastAPI's own 400, answered in the same shape
@@ -103,8 +105,6 @@ def test_bad_fields_get_a_400_in_openai_shape_naming_the_field(served, submits, 
         ("tool_choice", "required"),
         ("function_call", {"name": "lookup"}),
         ("response_format", {"type": "json_object"}),
-        ("stop", ["\n"]),
-        ("stop", "END"),
         ("logit_bias", {"50256": -100}),
         ("presence_penalty", 0.5),
         ("frequency_penalty", -1),
@@ -211,6 +211,7 @@ def test_adapters_with_bad_generation_defaults_are_refused_by_name(served, lora_
         ("hot", 'temperature = "hot"'),
         ("negative", "max_new_tokens = -5"),
         ("typo", "temprature = 1"),
+        ("stops", 'stop = ["a", "b", "c", "d", "e"]'),
     ]:
         folder = bot.settings.adapters_dir / name
         shutil.copytree(lora_folder, folder)
@@ -219,8 +220,24 @@ def test_adapters_with_bad_generation_defaults_are_refused_by_name(served, lora_
     assert listed == ["base", "demo"]
     errors = {domain.name: domain.error for domain in bot.adapters.list()}
     assert "temperature" in errors["hot"] and "max_new_tokens" in errors["negative"] and "temprature" in errors["typo"]
+    assert "stop" in errors["stops"]
     error = error_of(post(http, {"model": "hot", "messages": [user("hi")]}), 404)
     assert "temperature" in error["message"]
+
+
+def test_an_adapters_stop_strings_apply_and_a_requests_replace_them(served, lora_folder):
+    bot, http = served
+    folder = bot.settings.adapters_dir / "brief"
+    shutil.copytree(lora_folder, folder)
+    ask = {"model": "brief", "use_retrieval": False, "messages": [user("Describe the sea in a sentence.")]}
+    whole = post(http, ask).json()["choices"][0]["message"]["content"]
+    stop = whole.split()[1]
+    manifest = folder / "domain.toml"
+    manifest.write_text(manifest.read_text() + f"[generation]\nstop = [{json.dumps(stop)}]\n")
+    cut = post(http, ask).json()["choices"][0]["message"]["content"]
+    assert cut == whole[: whole.index(stop)].strip() and len(cut) < len(whole)
+    assert post(http, {**ask, "stop": ["never in it"]}).json()["choices"][0]["message"]["content"] == whole
+    shutil.rmtree(folder)
 
 
 def test_a_forged_turn_in_user_or_document_text_never_becomes_control_tokens(served):

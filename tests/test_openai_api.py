@@ -67,6 +67,24 @@ def test_an_answer_stopped_at_max_tokens_finishes_with_length_and_a_whole_one_wi
     assert whole.usage.completion_tokens < 40 and whole.choices[0].finish_reason == "stop"
 
 
+def test_a_stop_string_ends_the_answer_before_it_whole_and_streamed(api):
+    client, _ = api
+    asked = {"model": "base", "messages": [{"role": "user", "content": "Describe the sea."}]}
+    off = {"use_retrieval": False}
+    whole = client.chat.completions.create(**asked, extra_body=off)
+    text = whole.choices[0].message.content
+    words = text.split()
+    stop = f" {words[len(words) // 2]}"  # a word from the middle, with the space before it
+    cut = client.chat.completions.create(**asked, stop=stop, extra_body=off)
+    assert cut.choices[0].message.content == text[: text.index(stop)].strip()
+    assert cut.choices[0].finish_reason == "stop" and cut.usage.completion_tokens < whole.usage.completion_tokens
+    chunks = list(client.chat.completions.create(**asked, stop=[stop, "never in it"], stream=True, extra_body=off))
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert stop not in streamed and chunks[-1].model_extra["answer"] == cut.choices[0].message.content
+    at_once = client.chat.completions.create(**asked, stop=words[0], extra_body=off)  # an empty answer, not a 500
+    assert at_once.choices[0].message.content == "" and at_once.choices[0].finish_reason == "stop"
+
+
 def test_unknown_model_and_bad_requests_get_openai_errors(api):
     client, _ = api
     with pytest.raises(NotFoundError, match="unknown adapter 'nope'"):

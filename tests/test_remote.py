@@ -59,6 +59,15 @@ def test_a_seed_makes_sampling_repeatable_over_the_wire(server):
     assert others != {_text(llm, "base", seven)}
 
 
+def test_stop_strings_go_over_the_wire_and_the_server_stops_there(server):
+    llm = _llm(server)
+    whole_stats, cut_stats = GenerationStats(), GenerationStats()
+    whole = _text(llm, "base", GenerationParams(max_new_tokens=24), whole_stats)
+    stop = whole.split()[len(whole.split()) // 2]
+    cut = _text(llm, "base", GenerationParams(max_new_tokens=24, stop=(stop,)), cut_stats)
+    assert cut == whole[: whole.index(stop)] and cut_stats.new_tokens < whole_stats.new_tokens
+
+
 def test_cancelling_closes_the_stream_and_the_server_answers_the_next_request(server):
     llm = _llm(server)
     params = GenerationParams(max_new_tokens=40)

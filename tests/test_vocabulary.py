@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from chatbot.vocabulary import BASE_ADAPTER, AdapterId, GenerationStats, InputError, ModelCall
+from chatbot.vocabulary import BASE_ADAPTER, AdapterId, GenerationParams, GenerationStats, InputError, ModelCall
 
 
 def test_an_adapter_id_is_a_checked_string():
@@ -24,9 +24,19 @@ def test_a_model_call_is_typed_and_made_from_bind_style_arguments_too():
     stats, cancelled = GenerationStats(), threading.Event()
     call = ModelCall("finance", {"max_new_tokens": 8}, stats, cancelled)
     assert isinstance(call.adapter, AdapterId) and ModelCall.of({"call": call, "adapter": "other"}) is call
-    bound = ModelCall.of({"adapter": "support", "max_new_tokens": 5, "stats": stats, "stop": ["x"], "tools": []})
+    bound = ModelCall.of({"adapter": "support", "max_new_tokens": 5, "stats": stats, "tools": [], "callbacks": None})
     assert bound.adapter == "support" and dict(bound.overrides) == {"max_new_tokens": 5} and bound.stats is stats
     plain = ModelCall.of({})
     assert plain.adapter.is_base and plain.cancelled is None and plain.stats is not stats
     with pytest.raises(InputError):
         ModelCall(adapter="")
+
+
+def test_stop_strings_are_a_checked_generation_setting():
+    assert GenerationParams(stop="END").stop == ("END",)
+    assert GenerationParams.merged(GenerationParams(), {"stop": ["\n\n", "Q:"]}).stop == ("\n\n", "Q:")
+    assert GenerationParams().stop == () and GenerationParams.merged(GenerationParams(stop="x"), {"stop": None}).stop
+    for bad in (["a"] * 5, [""], ["x" * 201], [3], "", {"END": 1}):
+        with pytest.raises(InputError) as error:
+            GenerationParams(stop=bad)
+        assert error.value.param == "stop"

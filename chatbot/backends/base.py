@@ -8,7 +8,7 @@ that stops it. Never model state. ``llm.bind(adapter="finance", max_new_tokens=6
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
@@ -25,6 +25,42 @@ _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 def to_chat_messages(messages: list[BaseMessage]) -> list[dict[str, str]]:
     """LangChain messages -> the role/content dicts that chat templates expect."""
     return [{"role": _ROLES.get(message.type, message.type), "content": str(message.content)} for message in messages]
+
+
+def until_stop(pieces: Iterable[str], stops: Sequence[str]) -> Iterator[str]:
+    """``pieces`` up to the first of ``stops`` (excluded), then closed (which ends their generation).
+
+    Text that could begin a stop string is held back until the next piece says whether it does,
+    so no streamed piece ever shows part of one.
+    """
+    pieces = iter(pieces)
+    try:
+        if not stops:
+            yield from pieces
+            return
+        text, shown = "", 0
+        for piece in pieces:
+            text += piece
+            found = [at for at in (text.find(stop, shown) for stop in stops) if at >= 0]
+            if found:
+                if min(found) > shown:
+                    yield text[shown : min(found)]
+                return
+            ready = len(text) - _stop_prefix(text, stops)
+            if ready > shown:
+                yield text[shown:ready]
+                shown = ready
+        if len(text) > shown:
+            yield text[shown:]
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+
+
+def _stop_prefix(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of ``text`` that begins one of ``stops``."""
+    return max((size for stop in stops for size in range(1, len(stop)) if text.endswith(stop[:size])), default=0)
 
 
 class StreamingChatModel(BaseChatModel):
@@ -50,12 +86,19 @@ class StreamingChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         call = ModelCall.of(kwargs)
-        params = GenerationParams.merged(self.params, dict(call.overrides))
-        for piece in self.pieces(to_chat_messages(messages), params, call):
+        overrides = dict(call.overrides)
+        if stop:  # LangChain's own stop argument adds to the call's
+            overrides["stop"] = (*GenerationParams.merged(self.params, overrides).stop, *stop)
+        params = GenerationParams.merged(self.params, overrides)
+        empty = True
+        for piece in until_stop(self.pieces(to_chat_messages(messages), params, call), params.stop):
+            empty = False
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk
+        if empty:  # an answer that ends at once (a stop string first) is an empty one, not LangChain's error
+            yield ChatGenerationChunk(message=AIMessageChunk(content=""))
 
     def _generate(
         self,

@@ -60,25 +60,29 @@ class RemoteChatModel(StreamingChatModel):
             request["top_p"] = params.top_p
         if params.seed is not None:
             request["seed"] = params.seed
+        if params.stop:
+            request["stop"] = list(params.stop)
         started = time.perf_counter()
         stream = self.client.chat.completions.create(**request)
-        for event in stream:
-            if cancelled is not None and cancelled.is_set():
-                stream.close()  # the remote server sees the disconnect and cancels its own work
-                break
-            if getattr(event, "usage", None):
-                stats.prompt_tokens = event.usage.prompt_tokens or 0
-                stats.new_tokens = event.usage.completion_tokens or 0
-            for choice in event.choices:
-                if choice.finish_reason == "length":
-                    stats.truncated = True
-                piece = choice.delta.content or ""
-                if not piece:
-                    continue
-                if stats.first_token_s is None:
-                    stats.first_token_s = time.perf_counter() - started
-                yield piece
-        stats.seconds = time.perf_counter() - started
+        try:
+            for event in stream:
+                if cancelled is not None and cancelled.is_set():
+                    break
+                if getattr(event, "usage", None):
+                    stats.prompt_tokens = event.usage.prompt_tokens or 0
+                    stats.new_tokens = event.usage.completion_tokens or 0
+                for choice in event.choices:
+                    if choice.finish_reason == "length":
+                        stats.truncated = True
+                    piece = choice.delta.content or ""
+                    if not piece:
+                        continue
+                    if stats.first_token_s is None:
+                        stats.first_token_s = time.perf_counter() - started
+                    yield piece
+        finally:
+            stream.close()  # cancelled, stopped or done: the remote server sees the disconnect and cancels its work
+            stats.seconds = time.perf_counter() - started
 
 
 class RemoteAdapters(DomainRegistry):

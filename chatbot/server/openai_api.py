@@ -161,6 +161,7 @@ def create_router(bot: Chatbot) -> APIRouter:
                 temperature=body.temperature,
                 top_p=body.top_p,
                 seed=body.seed,
+                stop=body.stop,
             )
             return events, next(events, None)  # input errors surface here, before any response is sent
 

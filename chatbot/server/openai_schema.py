@@ -115,7 +115,11 @@ class ChatCompletionRequest(BaseModel):
     tool_choice: Any = None
     function_call: Any = None
     response_format: dict[str, Any] | None = None
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = Field(
+        None,
+        description="Up to 4 strings; the model's text ends before the first of them (the app's citation "
+        "markers and decline sentence are added after).",
+    )
     logit_bias: dict[str, float] | None = None
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
@@ -144,7 +148,14 @@ class ChatCompletionRequest(BaseModel):
             )
         return value
 
-    @field_validator("tools", "functions", "stop", "logit_bias", "audio")
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+        if isinstance(value, str):
+            value = [value]
+        return value or None  # checked with the other generation settings (chatbot.vocabulary)
+
+    @field_validator("tools", "functions", "logit_bias", "audio")
     @classmethod
     def _not_served(cls, value: Any) -> Any:
         if value:
