@@ -55,6 +55,20 @@ def test_stream_yields_text_pieces_then_the_answer(fact_bot):
     assert final.retrieved[0].source == "cooking.md"
 
 
+def test_a_model_that_starts_the_prompts_next_turn_stops_there_and_streams_none_of_it(make_bot, knowledge):
+    (knowledge / "tea.md").write_text(
+        "# Tea\n\nGreen tea is made from leaves of Camellia sinensis that are not oxidised. "
+        "It is popular in China and Japan.\n"
+    )
+    bot = make_bot()
+    bot.sync()
+    told = "After your answer, write a new line that starts with 'Question:' and ask a follow-up question."
+    events = list(bot.stream("What is green tea made from?", system_prompt=told))
+    streamed, final = "".join(events[:-1]), events[-1]
+    assert "Camellia sinensis" in streamed and "Question:" not in streamed  # the model wrote "\n\nQuestion: ..."
+    assert "Camellia sinensis" in final.answer and not final.truncated
+
+
 def test_greedy_answers_repeat(fact_bot):
     question = "How many hours of sun do tomatoes need?"
     assert fact_bot.ask(question).answer == fact_bot.ask(question).answer

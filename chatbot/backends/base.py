@@ -86,12 +86,10 @@ class StreamingChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         call = ModelCall.of(kwargs)
-        overrides = dict(call.overrides)
-        if stop:  # LangChain's own stop argument adds to the call's
-            overrides["stop"] = (*GenerationParams.merged(self.params, overrides).stop, *stop)
-        params = GenerationParams.merged(self.params, overrides)
+        params = GenerationParams.merged(self.params, dict(call.overrides))
+        stops = (*params.stop, *(stop or ()))  # LangChain's own stop argument (the app's) adds to the call's
         empty = True
-        for piece in until_stop(self.pieces(to_chat_messages(messages), params, call), params.stop):
+        for piece in until_stop(self.pieces(to_chat_messages(messages), params, call), stops):
             empty = False
             chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
             if run_manager:

@@ -47,7 +47,8 @@ UNFOUNDED = "the answer states numbers or names that no passage holds: {}"
 UNSUPPORTED = "no passage supports what the answer says"
 UNLIKELY = "the passages are unlikely to answer this question (answerability {:.2f} < {:.2f})"
 EMPTY = "the model gave no answer"
-_ECHO = re.compile(r"\n\s*(?:Question|Context):")  # the model starting to echo the prompt
+ECHO_STOPS = ("\nQuestion:", "\nContext:")  # the model starting the prompt's next turn: it stops generating there
+_ECHO = re.compile(r"\n\s*(?:Question|Context):")  # the same with space between, cut after the fact
 _DECLINE = re.compile(r"^\W*(?:I (?:do not|don't|dont) know|I'm not sure|the (?:context|blocks) do(?:es)? not)", re.I)
 
 
@@ -168,7 +169,7 @@ class RagChain:
         # abandoned answer run on, or block the thread that closed it, until the model finished.
         messages = self.prompt(request.use_retrieval).invoke(inputs)
         pieces: list[str] = []
-        for chunk in self.llm.stream(messages, call=call):
+        for chunk in self.llm.stream(messages, stop=list(ECHO_STOPS), call=call):
             piece = chunk.text
             if not piece:
                 continue
