@@ -2,6 +2,7 @@
 
 import json
 import random
+import shutil
 
 import pytest
 
@@ -159,7 +160,7 @@ def test_a_configured_fit_is_used_and_a_bad_one_is_refused_by_name(tmp_path, mak
     path = tmp_path / "fit.json"
     path.write_text(json.dumps(own.to_json()))
     bot = make_bot(answerability_fit=path)
-    assert bot.chain.answerability == own and bot.chain.answerability_threshold == 0.42
+    assert bot.chain.answerability == own and bot.chain.threshold(own) == 0.42
     assert load(None) == load() and load() != own  # without the setting: the shipped fit
     with pytest.raises(ValueError, match="answerability_fit.*no such file"):
         load_settings(answerability_fit=tmp_path / "missing.json")
@@ -169,6 +170,31 @@ def test_a_configured_fit_is_used_and_a_bad_one_is_refused_by_name(tmp_path, mak
     path.write_text(json.dumps(own.to_json() | {"about": {"padding": "x" * 70_000}}))
     with pytest.raises(AnswerabilityFitError, match="over 65536 bytes"):
         load(path)  # refused before it is parsed
+
+
+def test_an_adapters_own_fit_scores_its_turns_and_a_bad_one_is_refused(tmp_path, make_bot, knowledge, lora_folder):
+    from chatbot.adapters.domains import FIT_FILE, UnknownAdapterError
+    from chatbot.rag.chain import UNLIKELY
+
+    (knowledge / "reactor.txt").write_text("The Zorblax reactor on Kepler station runs at 4812 kelvin.\n")
+    adapters = tmp_path / "adapters"
+    shutil.copytree(lora_folder, adapters / "strict")
+    never = Answerability({"best_score": 1.0}, bias=-12.0, threshold=0.5)  # P(answerable) near 0 on any turn
+    (adapters / "strict" / FIT_FILE).write_text(json.dumps(never.to_json()))
+    bot = make_bot(adapters_dir=adapters, decline_unsupported=False)  # the random adapter writes nonsense
+    bot.sync()
+    question = "What temperature does the Zorblax reactor run at?"
+    strict, base = bot.ask(question, adapter="strict"), bot.ask(question)
+    assert strict.abstained and strict.decline_reason == UNLIKELY.format(strict.answerability, 0.5)
+    assert strict.answerability < 0.01 and strict.withheld
+    assert base.answerability is not None and base.answerability > 0.01  # the app's fit, not the adapter's
+    (adapters / "strict" / FIT_FILE).write_text('{"weights": {"best_score": "high"}}')
+    with pytest.raises(UnknownAdapterError, match=f"strict.*{FIT_FILE}"):
+        bot.ask(question, adapter="strict")
+    assert bot.ask(question).answerability == base.answerability  # the rest keeps working
+    (adapters / "strict" / FIT_FILE).unlink()
+    again = bot.ask(question, adapter="strict")  # back to the app's fit
+    assert again.answerability == round(bot.chain.answerability.probability(again.signals), 4) > 0.01
 
 
 def _run(records: list[dict]) -> list[dict]:

@@ -33,6 +33,9 @@ class UnknownAdapterError(KeyError):
         return str(self.args[0])
 
 
+FIT_FILE = "answerability.json"  # an adapter's own answerability fit, written by `chatbot calibrate --out`
+
+
 @dataclass
 class Domain:
     """An adapter (or "base") as the chain and the UI see it."""
@@ -55,6 +58,12 @@ class Domain:
     @property
     def ready(self) -> bool:
         return self.error is None
+
+    @property
+    def answerability_fit(self) -> Path | None:
+        """The adapter's own answerability fit (``answerability.json`` in its folder), if it has one."""
+        path = self.folder / FIT_FILE if self.folder is not None else None
+        return path if path is not None and path.is_file() else None
 
 
 def scope_filter(manifest: dict[str, Any]) -> dict[str, Any] | None:

@@ -6,9 +6,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatbot.adapters.domains import Domain
+from chatbot.adapters.domains import Domain, UnknownAdapterError
 from chatbot.adapters.registry import AdapterRegistry
 from chatbot.app.info import AdapterRow, AppInfo, adapter_row, describe
 from chatbot.app.runtime import chunker_for, embeddings_for, local_runtime
@@ -16,7 +17,9 @@ from chatbot.config import Settings
 from chatbot.engine.generation import Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
 from chatbot.rag.answer import Answer
+from chatbot.rag.answerability import Answerability, AnswerabilityFitError
 from chatbot.rag.answerability import load as load_answerability
+from chatbot.rag.answerability import read as read_answerability
 from chatbot.rag.chain import ChainRequest, RagChain
 from chatbot.rag.conversation import Turn
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError, clean_text
@@ -33,6 +36,7 @@ class Chatbot:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.watchers: list[FolderWatcher] = []
+        self._fits: dict[Path, tuple[int, Answerability]] = {}  # adapters' own fits by file, with its version
 
     # Knowledge side (no language model needed)
     @cached_property
@@ -245,7 +249,25 @@ class Chatbot:
             history_turns=self.settings.history_turns,
             followup_query=self.settings.followup_query,
             cancelled=cancelled,
+            answerability=self._adapter_fit(domain),
         )
+
+    def _adapter_fit(self, domain: Domain) -> Answerability | None:
+        """The adapter's own answerability fit (read once per version of the file), or None: the app's.
+
+        A fit that cannot be read refuses the adapter by name (like a bad ``domain.toml``).
+        """
+        path = domain.answerability_fit
+        if path is None:
+            return None
+        try:
+            version = path.stat().st_mtime_ns
+            cached = self._fits.get(path)
+            if cached is None or cached[0] != version:
+                cached = self._fits[path] = (version, read_answerability(path))
+        except (OSError, AnswerabilityFitError) as exc:
+            raise UnknownAdapterError(f"adapter {domain.name!r} refused: {exc}") from exc
+        return cached[1]
 
     def _checked_text(self, text: str, what: str) -> str:
         if not isinstance(text, str):

@@ -67,6 +67,7 @@ class ChainRequest:
     followup_query: str = "history"  # how a follow-up becomes standalone: "history", "model" or "off"
     search_query: str | None = None  # the standalone query (None: the chain makes one, see standalone_query)
     cancelled: threading.Event | None = None  # set it (any thread) to stop generating: the reader went away
+    answerability: Answerability | None = None  # the adapter's own fit (None: the chain's)
 
 
 def is_decline(text: str) -> bool:
@@ -92,9 +93,11 @@ class RagChain:
         self.context_tokens = context_tokens  # budget of the numbered blocks in the prompt
         self.decline_unsupported = decline_unsupported  # withhold answers the passages do not back
         self.answerability = answerability  # P(answerable from the blocks); None: no such signal
-        if answerability_threshold is None:  # the fit's calibrated default
-            answerability_threshold = answerability.threshold if answerability else 0.0
-        self.answerability_threshold = answerability_threshold  # decline below it (0: never)
+        self.answerability_threshold = answerability_threshold  # decline below it (0: never; None: the fit's own)
+
+    def threshold(self, fit: Answerability) -> float:
+        """The answerability under which a turn scored by ``fit`` is declined (the setting, else the fit's own)."""
+        return fit.threshold if self.answerability_threshold is None else self.answerability_threshold
 
     def fit(self, blocks: list[Document]) -> list[Document]:
         """The blocks that fit the context budget (all of them when there is none)."""
@@ -235,12 +238,14 @@ class RagChain:
             scores = [float(doc.metadata.get("score", 0.0)) for doc in blocks]
             model = model_signals(stats.token_logprobs, stats.first_choices)
             answer.signals = signals(question, text, texts, scores, bool(model_cited), model, unfounded)
-        if answer.signals and self.answerability is not None:
-            answer.answerability = round(self.answerability.probability(answer.signals), 4)
-            if not answer.abstained and answer.answerability < self.answerability_threshold:
+        fit = request.answerability or self.answerability
+        if answer.signals and fit is not None:
+            answer.answerability = round(fit.probability(answer.signals), 4)
+            threshold = self.threshold(fit)
+            if not answer.abstained and answer.answerability < threshold:
                 answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
                 answer.abstained = True
-                answer.decline_reason = UNLIKELY.format(answer.answerability, self.answerability_threshold)
+                answer.decline_reason = UNLIKELY.format(answer.answerability, threshold)
         answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}
         return answer
 
