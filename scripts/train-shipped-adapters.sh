@@ -17,6 +17,11 @@ if [[ "${1:-all}" == all || "${1:-}" == finance ]]; then
     --system-prompt "You are an equity research analyst. Answer in precise financial terms. State every figure with its unit and the period it covers, and cite the block each figure comes from." \
     --grounding "$SHARED/squad2/dev-v2.0.json" --grounding-examples 1600 --grounding-declines 0.1 \
     --epochs 1 --batch-size 4 --learning-rate 3e-4 --eval-every 40 --seed 0
+  # Its own answerability fit (docs/evaluation.md, "An adapter's own fit"), made like the app's:
+  # 400 questions of the SQuAD 2.0 articles the published eval never reads, the signal off.
+  CHATBOT_ANSWERABILITY_THRESHOLD=0 "$BIN" eval --questions "$SHARED/squad2/dev-v2.0.json" \
+    --articles 13 --skip-articles 3 --limit 400 --adapters finance --out .chatbot/finance-calibration
+  "$BIN" calibrate .chatbot/finance-calibration/results.json --out adapters/finance/answerability.json
 fi
 
 if [[ "${1:-all}" == all || "${1:-}" == support ]]; then

@@ -6,8 +6,10 @@ import shutil
 
 import pytest
 
+from chatbot.adapters.domains import FIT_FILE
 from chatbot.evaluation.calibration import fit
 from chatbot.rag.answerability import FIT, MODEL_SIGNALS, SIGNALS, Answerability, load, model_signals, signals
+from tests.conftest import REPO
 
 BLOCKS = [
     "The Zorblax reactor on Kepler station runs at a core temperature of 4812 kelvin.",
@@ -116,13 +118,16 @@ def test_a_fit_needs_both_kinds_of_turn():
         fit(records)
 
 
-def test_the_shipped_fit_loads_and_says_how_it_was_made():
-    shipped = load()
-    assert shipped is not None, f"{FIT} is missing (chatbot calibrate writes it)"
+FINANCE_FIT = REPO / "adapters" / "finance" / FIT_FILE
+
+
+@pytest.mark.parametrize(("path", "adapters"), [(FIT, ["base"]), (FINANCE_FIT, ["finance"])])
+def test_the_shipped_fits_load_and_say_how_they_were_made(path, adapters):
+    shipped = load(path)
     assert set(shipped.weights) <= set(SIGNALS) and 0.0 < shipped.threshold < 1.0
-    about = json.loads(FIT.read_text())["about"]
+    about = json.loads(path.read_text())["about"]
     assert about["skip_articles"] >= 3  # fitted on articles the published eval never asks
-    assert about["rows"] >= 100 and about["auc_cross_validated"] > 0.5
+    assert about["rows"] >= 100 and about["auc_cross_validated"] > 0.5 and about["adapters"] == adapters
 
 
 def test_chatbot_calibrate_writes_a_fit_that_loads_and_refuses_bad_input_by_name(tmp_path):
@@ -173,7 +178,7 @@ def test_a_configured_fit_is_used_and_a_bad_one_is_refused_by_name(tmp_path, mak
 
 
 def test_an_adapters_own_fit_scores_its_turns_and_a_bad_one_is_refused(tmp_path, make_bot, knowledge, lora_folder):
-    from chatbot.adapters.domains import FIT_FILE, UnknownAdapterError
+    from chatbot.adapters.domains import UnknownAdapterError
     from chatbot.rag.chain import UNLIKELY
 
     (knowledge / "reactor.txt").write_text("The Zorblax reactor on Kepler station runs at 4812 kelvin.\n")
