@@ -180,6 +180,7 @@ def test_a_configured_fit_is_used_and_a_bad_one_is_refused_by_name(tmp_path, mak
 def test_an_adapters_own_fit_scores_its_turns_and_a_bad_one_is_refused(tmp_path, make_bot, knowledge, lora_folder):
     from chatbot.adapters.domains import UnknownAdapterError
     from chatbot.rag.chain import UNLIKELY
+    from chatbot.ui.adapters_tab import card_html
 
     (knowledge / "reactor.txt").write_text("The Zorblax reactor on Kepler station runs at 4812 kelvin.\n")
     adapters = tmp_path / "adapters"
@@ -190,6 +191,9 @@ def test_an_adapters_own_fit_scores_its_turns_and_a_bad_one_is_refused(tmp_path,
     bot.sync()
     question = "What temperature does the Zorblax reactor run at?"
     strict, base = bot.ask(question, adapter="strict"), bot.ask(question)
+    listed = {row.name: row for row in bot.adapter_rows()}
+    assert listed["strict"].answerability_fit == str(adapters / "strict" / FIT_FILE)
+    assert "its own answerability fit" in card_html(listed["strict"]) and listed["base"].answerability_fit is None
     assert strict.abstained and strict.decline_reason == UNLIKELY.format(strict.answerability, 0.5)
     assert strict.answerability < 0.01 and strict.withheld
     assert base.answerability is not None and base.answerability > 0.01  # the app's fit, not the adapter's
@@ -199,6 +203,7 @@ def test_an_adapters_own_fit_scores_its_turns_and_a_bad_one_is_refused(tmp_path,
     assert bot.ask(question).answerability == base.answerability  # the rest keeps working
     (adapters / "strict" / FIT_FILE).unlink()
     again = bot.ask(question, adapter="strict")  # back to the app's fit
+    assert {row.name: row for row in bot.adapter_rows()}["strict"].answerability_fit is None
     assert again.answerability == round(bot.chain.answerability.probability(again.signals), 4) > 0.01
 
 

@@ -29,6 +29,7 @@ class AdapterRow:
     size_bytes: int
     folder: str | None
     metrics: dict[str, Any]
+    answerability_fit: str | None = None  # its own answerability fit file (None: it uses the app's)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +58,7 @@ def adapter_row(domain: Domain, base_model_name: str) -> AdapterRow:
         size_bytes=size,
         folder=str(domain.folder) if domain.folder else None,
         metrics=dict(domain.manifest.get("training", {})),
+        answerability_fit=str(domain.answerability_fit) if domain.answerability_fit else None,
     )
 
 

@@ -32,6 +32,8 @@ def adapters_list(as_json: JsonFlag = False) -> None:
         typer.secho(line, fg=typer.colors.RED if row.error else None)
         if row.description:
             typer.echo(f"{'':<15}{row.description}")
+        if row.answerability_fit:
+            typer.echo(f"{'':<15}its own answerability fit: {row.answerability_fit}")
         for note in [row.error, *row.warnings]:
             if note:
                 typer.echo(f"{'':<15}{note}")

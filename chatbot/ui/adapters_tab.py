@@ -45,6 +45,8 @@ def card_html(row: AdapterRow) -> str:
         facts.append(f"LoRA rank {row.rank}")
     if row.size_bytes:
         facts.append(f"{row.size_bytes / 1e6:.1f} MB")
+    if row.answerability_fit:
+        facts.append("its own answerability fit")
     parts = [
         f"<div class='adapter-card' data-adapter='{name}' style='{_CARD}'>",
         f"<h3 style='margin:0'>{html.escape(row.display_name)} <code>{name}</code> "
