@@ -58,7 +58,7 @@ def adapter_row(domain: Domain, base_model_name: str) -> AdapterRow:
         size_bytes=size,
         folder=str(domain.folder) if domain.folder else None,
         metrics=dict(domain.manifest.get("training", {})),
-        answerability_fit=str(domain.answerability_fit) if domain.answerability_fit else None,
+        answerability_fit=str(fit) if (fit := domain.answerability_fit) else None,
     )
 
 

@@ -150,10 +150,8 @@ class ChatCompletionRequest(BaseModel):
 
     @field_validator("stop")
     @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
-        if isinstance(value, str):
-            value = [value]
-        return value or None  # checked with the other generation settings (chatbot.vocabulary)
+    def _no_stop_is_none(cls, value: str | list[str] | None) -> str | list[str] | None:
+        return value or None  # "" and [] mean none; the rest is checked and made a tuple by GenerationParams
 
     @field_validator("tools", "functions", "logit_bias", "audio")
     @classmethod
