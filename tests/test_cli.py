@@ -53,6 +53,16 @@ def test_sync_json_then_noop(cli_env):
     assert code == 0 and report["chunks_added"] == 0 and report["unchanged"] == 5
 
 
+def test_sync_says_when_a_new_chunk_size_re_indexed_every_file(cli_env, monkeypatch):
+    assert run("sync")[0] == 0
+    monkeypatch.setenv("CHATBOT_CHUNK_SIZE", "100")
+    code, output = run("sync")
+    assert code == 0 and "re-indexed every file: the index's recipe changed: chunk_size 200 -> 100" in output
+    assert "5 added" in output
+    code, output = run("sync", "--json")
+    assert code == 0 and json.loads(output)["rebuilt"] is None and json.loads(output)["unchanged"] == 5
+
+
 def test_sync_exit_code_and_report_name_bad_files(cli_env):
     (cli_env.knowledge_dir / "junk.txt").write_bytes(bytes(range(256)) * 8)
     code, output = run("sync")

@@ -42,6 +42,15 @@ def chunker_for(settings: Settings) -> Chunker:
     return _chunker(settings.embedding_model, settings.chunk_size, settings.chunk_overlap)
 
 
+def index_recipe_for(settings: Settings) -> str:
+    """The recipe of the knowledge index ``settings`` make: the embedding model's weights and the chunk sizes."""
+    from chatbot.knowledge.sync import index_recipe
+    from chatbot.models.embeddings import embedding_fingerprint, resolve_embedding_folder
+
+    fingerprint = embedding_fingerprint(resolve_embedding_folder(settings.embedding_model))
+    return index_recipe(fingerprint, settings.chunk_size, settings.chunk_overlap)
+
+
 def local_runtime(settings: Settings) -> tuple[Generator, AdapterRegistry]:
     """The chat engine and its adapter registry for ``settings``, loaded on first use."""
     s = settings

@@ -55,6 +55,8 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log deta
 
 def print_report(report: SyncReport, prefix: str = "", skipped: bool = True) -> None:
     """A sync's counts, then its errors and skipped files."""
+    if report.rebuilt:
+        typer.secho(f"{prefix}re-indexed every file: {report.rebuilt}", fg=typer.colors.YELLOW)
     typer.echo(
         f"{prefix}{len(report.added)} added, {len(report.updated)} updated, {len(report.deleted)} deleted, "
         f"{report.unchanged} unchanged files; {report.chunks_added} chunks written, "

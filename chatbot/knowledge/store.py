@@ -56,6 +56,26 @@ def open_vector_store(
     )
 
 
+RECIPE_KEY = "chatbot_recipe"
+
+
+def collection_recipe(store: Chroma) -> str | None:
+    """The recipe recorded on the collection (None for one made before recipes were recorded)."""
+    value = (store._collection.metadata or {}).get(RECIPE_KEY)
+    return value if isinstance(value, str) else None
+
+
+def stored_chunks(store: Chroma) -> int:
+    """How many chunks the collection holds."""
+    return store._collection.count()
+
+
+def record_recipe(store: Chroma, recipe: str) -> None:
+    """Record the recipe on the collection, where every instance sharing it sees it."""
+    # Chroma refuses an update that names the distance again; the space stays in the collection's configuration
+    store._collection.modify(metadata={RECIPE_KEY: recipe})
+
+
 def open_record_manager(record_db: Path, collection: str, db_url: str | None = None) -> SQLRecordManager:
     """The record manager of LangChain's indexing API: SQLite beside the vectors, or ``db_url``.
 

@@ -1,14 +1,16 @@
 """Make the Chroma collection equal the knowledge folder, with LangChain's indexing API.
 
-Per sync: repair leftovers of an interrupted run, hash every file, parse and chunk only new or
-changed ones, index their chunks (``scoped_full`` clean-up removes a changed file's old chunks
-only after its new ones are in), then delete the chunks of files that are gone. A file that
-fails to load keeps whatever was indexed of it before.
+Per sync: empty the index when its recipe changed (embedding model, chunk sizes, index version),
+repair leftovers of an interrupted run, hash every file, parse and chunk only new or changed ones,
+index their chunks (``scoped_full`` clean-up removes a changed file's old chunks only after its new
+ones are in), then delete the chunks of files that are gone. A file that fails to load keeps
+whatever was indexed of it before.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import threading
 import time
@@ -29,11 +31,44 @@ from chatbot.knowledge.keywords import KeywordIndex
 from chatbot.knowledge.loaders import LoadError, LoadLimits, load_file
 from chatbot.knowledge.manifest import FileRecord, Manifest
 from chatbot.knowledge.scan import scan_folder
+from chatbot.knowledge.store import collection_recipe, record_recipe, stored_chunks
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(stage, done, total)`` while a sync runs."""
+
+INDEX_VERSION = 1
+"""Bump when a change to the loaders or the chunker changes what a file yields: every index re-builds once."""
+
+
+def index_recipe(embedding: str, chunk_size: int, chunk_overlap: int) -> str:
+    """What decides an index's chunks and vectors; a sync under another recipe re-builds the index."""
+    recipe = {
+        "version": INDEX_VERSION,
+        "embedding": embedding,
+        "chunk_size": chunk_size,
+        "chunk_overlap": chunk_overlap,
+    }
+    return json.dumps(recipe, sort_keys=True)
+
+
+def recipe_change(old: str | None, new: str) -> str:
+    """Why an index made under ``old`` is re-built under ``new``, in words."""
+    try:
+        before = json.loads(old) if old else None
+    except json.JSONDecodeError:
+        before = None
+    if not isinstance(before, dict):
+        return "the index was made by an older version, which did not record its recipe"
+    after = json.loads(new)
+    names = {"embedding": "embedding model", "version": "index version"}
+    changed = [
+        f"{names.get(key, key)} {before.get(key)} -> {after.get(key)}"
+        for key in sorted(after)
+        if before.get(key) != after.get(key)
+    ]
+    return "the index's recipe changed: " + ", ".join(changed)
 
 
 @dataclass
@@ -48,13 +83,14 @@ class SyncReport:
     chunks_deleted: int = 0
     chunks_skipped: int = 0
     repaired: int = 0
+    rebuilt: str | None = None  # why every file was indexed again (the index's recipe changed)
     errors: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def wrote_nothing(self) -> bool:
-        return not (self.chunks_added or self.chunks_deleted or self.deleted or self.repaired)
+        return not (self.chunks_added or self.chunks_deleted or self.deleted or self.repaired or self.rebuilt)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,10 +139,12 @@ class KnowledgeSync:
         chunker: Chunker,
         max_bytes: int,
         lock_path: Path,
+        recipe: str,
         keywords: KeywordIndex | None = None,
         limits: LoadLimits | None = None,
     ) -> None:
         self.root = root
+        self.recipe = recipe
         self.limits = limits or LoadLimits()
         self.keywords = keywords
         self.store = store
@@ -153,6 +191,7 @@ class KnowledgeSync:
         started = time.perf_counter()
         report = SyncReport()
         with self._exclusive():
+            report.rebuilt = self._check_recipe()
             report.repaired = self._repair()
             scan = scan_folder(self.root, self.max_bytes)
             report.skipped = dict(scan.skipped)
@@ -259,6 +298,33 @@ class KnowledgeSync:
             self.manifest.forget([key])
             report.deleted.append(key)
             report.chunks_deleted += len(ids)
+
+    def _check_recipe(self) -> str | None:
+        """Empty the index when it was made under another recipe; why, when it held chunks.
+
+        Vectors of two embedding models, or chunks of two sizes, must never share an index. The
+        recipe is recorded on the collection (shared by every instance that uses it) after the reset;
+        the files are then indexed as new, so an interrupted re-build goes on where it stopped.
+        """
+        stored = collection_recipe(self.store)
+        if stored == self.recipe:
+            return None
+        reason = None
+        if stored_chunks(self.store):
+            reason = recipe_change(stored, self.recipe)
+            log.info("re-building the index: %s", reason)
+            # In this order, whatever step a crash interrupts, the next sync re-reads every file:
+            # the manifest first, then the vectors (a new embedding model may have another
+            # dimension), then the records (left over, ``_repair`` drops them).
+            self.manifest.forget(list(self.manifest.all()))
+            self.store.reset_collection()
+            keys = self.records.list_keys()
+            for start in range(0, len(keys), 500):
+                self.records.delete_keys(keys[start : start + 500])
+            if self.keywords is not None:
+                self.keywords.reconcile(self.store, set())
+        record_recipe(self.store, self.recipe)
+        return reason
 
     def _repair(self) -> int:
         """Undo what an interrupted sync left: vectors with no record, records with no vector."""

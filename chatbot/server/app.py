@@ -148,6 +148,8 @@ def run(settings: Settings) -> None:
     bot = Chatbot(settings)
     bot.load()  # before the sync, so its embedding runs on the model's thread
     report = bot.sync()
+    if report.rebuilt:
+        log.warning("re-indexed every file: %s", report.rebuilt)
     for path, reason in report.errors.items():
         log.warning("not indexed: %s: %s", path, reason)
     bot.chain  # noqa: B018

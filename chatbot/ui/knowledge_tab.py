@@ -49,6 +49,8 @@ def status_markdown(bot: Chatbot) -> str:
             f"**Last sync:** {len(report.added)} added, {len(report.updated)} updated, {len(report.deleted)} deleted, "
             f"{report.chunks_added} chunks written in {report.seconds:.1f} s"
         )
+        if report.rebuilt:
+            lines.append(f"**Re-indexed every file:** {report.rebuilt}")
     if activity.last_error:
         lines.append(f"**Last sync failed:** {activity.last_error}")
     lines.append(f"**Index:** {status.documents} documents, {status.chunks} chunks, synced {_when(status.last_sync)}")

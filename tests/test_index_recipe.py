@@ -1,0 +1,157 @@
+"""An index is rebuilt when what decides its chunks and vectors changes (chunk sizes, embedding model)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from chatbot.knowledge import sync as sync_module
+from chatbot.knowledge.store import RECIPE_KEY, collection_recipe
+from chatbot.models.embeddings import resolve_embedding_folder
+from chatbot.ui.knowledge_tab import status_markdown
+from tests.test_sync import indexed
+from tests.test_sync_robust import KILLED_SYNC, paragraph
+
+
+def consistent(bot) -> list[str]:
+    """The collection's ids, after checking that records and keyword index hold exactly them."""
+    ids = sorted(bot.store.get(include=[])["ids"])
+    assert sorted(bot.knowledge.records.list_keys()) == ids
+    assert sorted(bot.keywords.ids()) == ids
+    return ids
+
+
+def longest_chunk(bot) -> int:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_embedding_folder("embedded"))
+    documents = bot.store.get(include=["documents"])["documents"]
+    return max(len(tokenizer.encode(text, add_special_tokens=False)) for text in documents)
+
+
+def test_a_new_chunk_size_re_indexes_every_file_and_only_once(make_bot, user_guide):
+    first = make_bot()
+    first.sync()
+    old_ids = consistent(first)
+    recipe = json.loads(collection_recipe(first.store))
+    assert recipe["chunk_size"] == 200 and recipe["chunk_overlap"] == 30 and len(recipe["embedding"]) == 16
+    assert longest_chunk(first) > 60
+
+    smaller = make_bot(chunk_size=60, chunk_overlap=10)
+    report = smaller.sync()
+    assert report.rebuilt and "chunk_size 200 -> 60" in report.rebuilt and "chunk_overlap 30 -> 10" in report.rebuilt
+    assert len(report.added) == 5 and report.unchanged == 0
+    ids = consistent(smaller)
+    assert len(ids) > len(old_ids) and longest_chunk(smaller) <= 60  # no chunk of the old recipe is left
+    assert smaller.status().chunks == len(ids)
+    assert "**Re-indexed every file:** the index's recipe changed: chunk_overlap 30 -> 10" in status_markdown(smaller)
+    assert smaller.sync().wrote_nothing  # the same recipe again: nothing to do
+
+    back = make_bot()
+    assert "chunk_size 60 -> 200" in back.sync().rebuilt
+    assert consistent(back) == old_ids
+
+
+def _with_a_dense_layer(folder, size: int):
+    """The embedded MiniLM plus a random Dense layer to ``size`` dimensions: another embedding model."""
+    from sentence_transformers.models import Dense
+
+    source = resolve_embedding_folder("embedded")
+    folder.mkdir()
+    for entry in source.iterdir():
+        if entry.name != "modules.json":
+            (folder / entry.name).symlink_to(entry)
+    (folder / "3_Dense").mkdir()
+    Dense(384, size).save(str(folder / "3_Dense"))
+    modules = json.loads((source / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
+    return folder
+
+
+def test_an_embedding_model_of_another_dimension_rebuilds_the_index(make_bot, knowledge, tmp_path):
+    (knowledge / "cat.md").write_text("The lighthouse keeper feeds the cat at noon.")
+    (knowledge / "ferry.md").write_text("The ferry leaves the harbor every hour.")
+    make_bot().sync()
+    other = make_bot(embedding_model=str(_with_a_dense_layer(tmp_path / "minilm-32", 32)))
+    report = other.sync()
+    assert report.rebuilt and "embedding model" in report.rebuilt
+    assert indexed(other) == Counter({"cat.md": 1, "ferry.md": 1})
+    vectors = other.store.get(include=["embeddings"])["embeddings"]
+    assert {len(vector) for vector in vectors} == {32}
+    assert other.chain.retrieve("Who feeds the cat?")  # the query has the vectors' dimension
+    consistent(other)
+
+
+def test_an_index_made_before_recipes_were_recorded_is_rebuilt_once(make_bot, knowledge):
+    (knowledge / "a.txt").write_text("Apples are red.")
+    bot = make_bot()
+    bot.sync()
+    bot.store._collection.modify(metadata={"note": "an older index"})  # what an older version left
+    report = make_bot().sync()
+    assert report.rebuilt and "older version" in report.rebuilt and report.added == ["a.txt"]
+    assert RECIPE_KEY in make_bot().store._collection.metadata
+    assert make_bot().sync().wrote_nothing
+
+
+@pytest.mark.parametrize("step", ["forget", "reset_collection", "delete_keys", "record_recipe"])
+def test_a_reset_interrupted_at_any_step_is_finished_by_the_next_sync(make_bot, user_guide, tmp_path, step):
+    make_bot().sync()
+    bot = make_bot(chunk_size=60, chunk_overlap=10)
+    where = {
+        "forget": (bot.knowledge.manifest, "forget"),
+        "reset_collection": (bot.store, "reset_collection"),
+        "delete_keys": (bot.knowledge.records, "delete_keys"),
+        "record_recipe": (sync_module, "record_recipe"),
+    }[step]
+
+    def crash(*_args: object) -> None:
+        raise RuntimeError(f"crashed at {step}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(*where, crash)
+        with pytest.raises(RuntimeError, match=step):
+            bot.sync()
+    clean = make_bot(data_dir=tmp_path / "clean", chunk_size=60, chunk_overlap=10)
+    clean.sync()
+    again = make_bot(chunk_size=60, chunk_overlap=10)
+    assert not again.sync().errors
+    assert indexed(again) == indexed(clean)
+    assert consistent(again) == consistent(clean)
+    assert again.sync().wrote_nothing
+
+
+def test_a_rebuild_killed_mid_way_finishes_on_the_next_sync(make_settings, make_bot, knowledge, tmp_path):
+    for number in range(30):
+        (knowledge / f"doc-{number:02}.md").write_text("\n\n".join(paragraph(number * 20 + i) for i in range(20)))
+    make_bot().sync()
+    settings = make_settings()
+    env = {
+        **os.environ,
+        "CHATBOT_KNOWLEDGE_DIR": str(knowledge),
+        "CHATBOT_DATA_DIR": str(settings.data_dir),
+        "CHATBOT_CHUNK_SIZE": "60",
+        "CHATBOT_CHUNK_OVERLAP": "10",
+    }
+    child = subprocess.Popen([sys.executable, "-c", KILLED_SYNC], env=env, stdout=subprocess.PIPE, text=True)
+    for line in child.stdout:
+        stage, done, _total = (line.split() + ["", "", ""])[:3]
+        if stage == "embedding" and int(done) >= 80:
+            os.kill(child.pid, signal.SIGKILL)
+            break
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    clean = make_bot(data_dir=tmp_path / "clean", chunk_size=60, chunk_overlap=10)
+    clean.sync()
+    bot = make_bot(chunk_size=60, chunk_overlap=10)
+    assert 0 < len(bot.store.get(include=[])["ids"]) < sum(indexed(clean).values())  # killed mid-way
+    report = bot.sync()
+    assert report.rebuilt is None  # the reset was done; the files left are indexed as new
+    assert not report.errors
+    assert indexed(bot) == indexed(clean)
+    assert consistent(bot) == consistent(clean)
+    assert bot.sync().wrote_nothing
