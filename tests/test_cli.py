@@ -45,6 +45,19 @@ def test_ask_no_retrieval_json_has_no_sources(cli_env):
     assert code == 0 and data["sources"] == [] and data["retrieved"] == [] and not data["used_retrieval"]
 
 
+def test_ask_stop_temperature_and_seed_reach_the_model(cli_env):
+    question = ("Describe the sea in two sentences.", "--no-retrieval", "--json", "--max-new-tokens", "40")
+    text = json.loads(run("ask", *question)[1])["answer"]
+    word = text.split()[len(text.split()) // 2]
+    code, output = run("ask", *question, "--stop", word, "--stop", "never-written")
+    assert code == 0 and json.loads(output)["answer"] == text[: text.index(word)].strip()
+    sampled = [run("ask", *question, "--temperature", "1.2", "--seed", str(seed))[1] for seed in (5, 5, 6)]
+    answers = [json.loads(output)["answer"] for output in sampled]
+    assert answers[0] == answers[1] and answers[0] != text and answers[2] != answers[0]
+    code, output = run("ask", "Say hello.", "--no-retrieval", "--temperature", "-1")
+    assert code == 1 and "temperature must be" in output
+
+
 def test_sync_json_then_noop(cli_env):
     code, output = run("sync", "--json")
     assert code == 0 and len(json.loads(output)["added"]) == 5

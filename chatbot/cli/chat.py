@@ -31,10 +31,20 @@ def ask(
     adapter: Annotated[str | None, typer.Option(help="Domain adapter to answer with (default: base).")] = None,
     no_retrieval: Annotated[bool, typer.Option("--no-retrieval", help="Answer without the knowledge base.")] = False,
     max_new_tokens: Annotated[int | None, typer.Option(help="Limit the answer length.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature; 0 is greedy (the default).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling mass, with a temperature above 0.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed, so a sampled answer repeats.")] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option(help="End the answer before this text (repeat for up to 4).")
+    ] = None,
     no_sync: Annotated[bool, typer.Option("--no-sync", help="Skip the quick sync before answering.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Answer one question from the knowledge base, with citations."""
+    """Answer one question from the knowledge base, with citations.
+
+    The sampling options override the adapter's ``[generation]`` settings for this answer, as a
+    request's do on the API.
+    """
     from chatbot.adapters.domains import UnknownAdapterError
     from chatbot.rag.answer import Answer
 
@@ -43,7 +53,16 @@ def ask(
     if not no_retrieval and not no_sync:
         bot.sync()  # a no-op when nothing changed
     try:
-        events = bot.stream(question, adapter=adapter, use_retrieval=not no_retrieval, max_new_tokens=max_new_tokens)
+        events = bot.stream(
+            question,
+            adapter=adapter,
+            use_retrieval=not no_retrieval,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            stop=stop or None,
+        )
         answer = None
         for event in events:
             if isinstance(event, Answer):
