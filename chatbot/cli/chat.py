@@ -51,7 +51,7 @@ def ask(
     bot = open_chatbot(settings_from())
     bot.load()
     if not no_retrieval and not no_sync:
-        bot.sync()  # a no-op when nothing changed
+        bot.sync(show_progress=not as_json and sys.stderr.isatty())  # a no-op when nothing changed
     try:
         events = bot.stream(
             question,

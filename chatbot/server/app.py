@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -147,7 +148,7 @@ def run(settings: Settings) -> None:
     started = time.perf_counter()
     bot = Chatbot(settings)
     bot.load()  # before the sync, so its embedding runs on the model's thread
-    report = bot.sync()
+    report = bot.sync(show_progress=sys.stderr.isatty())  # a first index or a re-build can take minutes
     if report.rebuilt:
         log.warning("re-indexed every file: %s", report.rebuilt)
     for path, reason in report.errors.items():
