@@ -71,7 +71,7 @@ def test_sync_says_when_a_new_chunk_size_re_indexed_every_file(cli_env, monkeypa
     monkeypatch.setenv("CHATBOT_CHUNK_SIZE", "100")
     code, output = run("sync")
     assert code == 0 and "re-indexed every file: the index's recipe changed: chunk_size 200 -> 100" in output
-    assert "5 added" in output
+    assert "5 updated" in output
     code, output = run("sync", "--json")
     assert code == 0 and json.loads(output)["rebuilt"] is None and json.loads(output)["unchanged"] == 5
 

@@ -33,20 +33,23 @@ def longest_chunk(bot) -> int:
     return max(len(tokenizer.encode(text, add_special_tokens=False)) for text in documents)
 
 
-def test_a_new_chunk_size_re_indexes_every_file_and_only_once(make_bot, user_guide):
+def test_a_new_chunk_size_re_reads_every_file_and_only_once(make_bot, user_guide):
     first = make_bot()
     first.sync()
     old_ids = consistent(first)
     recipe = json.loads(collection_recipe(first.store))
-    assert recipe["chunk_size"] == 200 and recipe["chunk_overlap"] == 30 and len(recipe["embedding"]) == 16
+    assert recipe["reading"]["chunk_size"] == 200 and recipe["reading"]["chunk_overlap"] == 30
+    assert len(recipe["vectors"]["embedding"]) == 16
     assert longest_chunk(first) > 60
 
     smaller = make_bot(chunk_size=60, chunk_overlap=10)
     report = smaller.sync()
     assert report.rebuilt and "chunk_size 200 -> 60" in report.rebuilt and "chunk_overlap 30 -> 10" in report.rebuilt
-    assert len(report.added) == 5 and report.unchanged == 0
+    assert len(report.updated) == 5 and report.unchanged == 0
     ids = consistent(smaller)
     assert len(ids) > len(old_ids) and longest_chunk(smaller) <= 60  # no chunk of the old recipe is left
+    kept = set(ids) & set(old_ids)  # short sections come out the same: their vectors are kept
+    assert kept and report.chunks_skipped == len(kept) and report.chunks_added == len(ids) - len(kept)
     assert smaller.status().chunks == len(ids)
     assert "**Re-indexed every file:** the index's recipe changed: chunk_overlap 30 -> 10" in status_markdown(smaller)
     assert smaller.sync().wrote_nothing  # the same recipe again: nothing to do
@@ -54,6 +57,20 @@ def test_a_new_chunk_size_re_indexes_every_file_and_only_once(make_bot, user_gui
     back = make_bot()
     assert "chunk_size 60 -> 200" in back.sync().rebuilt
     assert consistent(back) == old_ids
+
+
+def test_a_file_refused_by_a_limit_is_indexed_once_the_limit_is_raised(make_bot, user_guide):
+    strict = make_bot(max_file_chars=1000)
+    report = strict.sync()
+    refused = sorted(report.errors)
+    assert refused and all("max_file_chars" in report.errors[path] for path in refused)
+    assert sorted(strict.sync().errors) == refused  # the same settings: still refused, nothing read
+    relaxed = make_bot()
+    report = relaxed.sync()
+    assert "max_file_chars 1000 -> 5000000" in report.rebuilt
+    assert not report.errors and sorted(report.added) == refused
+    assert len(indexed(relaxed)) == 5 and not relaxed.status().errors
+    assert relaxed.sync().wrote_nothing
 
 
 def _with_a_dense_layer(folder, size: int):
@@ -101,7 +118,8 @@ def test_an_index_made_before_recipes_were_recorded_is_rebuilt_once(make_bot, kn
 @pytest.mark.parametrize("step", ["forget", "reset_collection", "delete_keys", "record_recipe"])
 def test_a_reset_interrupted_at_any_step_is_finished_by_the_next_sync(make_bot, user_guide, tmp_path, step):
     make_bot().sync()
-    bot = make_bot(chunk_size=60, chunk_overlap=10)
+    model = str(_with_a_dense_layer(tmp_path / "minilm-32", 32))
+    bot = make_bot(embedding_model=model)
     where = {
         "forget": (bot.knowledge.manifest, "forget"),
         "reset_collection": (bot.store, "reset_collection"),
@@ -116,16 +134,17 @@ def test_a_reset_interrupted_at_any_step_is_finished_by_the_next_sync(make_bot, 
         patch.setattr(*where, crash)
         with pytest.raises(RuntimeError, match=step):
             bot.sync()
-    clean = make_bot(data_dir=tmp_path / "clean", chunk_size=60, chunk_overlap=10)
+    clean = make_bot(data_dir=tmp_path / "clean", embedding_model=model)
     clean.sync()
-    again = make_bot(chunk_size=60, chunk_overlap=10)
+    again = make_bot(embedding_model=model)
     assert not again.sync().errors
     assert indexed(again) == indexed(clean)
     assert consistent(again) == consistent(clean)
+    assert {len(vector) for vector in again.store.get(include=["embeddings"])["embeddings"]} == {32}
     assert again.sync().wrote_nothing
 
 
-def test_a_rebuild_killed_mid_way_finishes_on_the_next_sync(make_settings, make_bot, knowledge, tmp_path):
+def test_a_re_read_killed_mid_way_finishes_on_the_next_sync(make_settings, make_bot, knowledge, tmp_path):
     for number in range(30):
         (knowledge / f"doc-{number:02}.md").write_text("\n\n".join(paragraph(number * 20 + i) for i in range(20)))
     make_bot().sync()
@@ -148,9 +167,10 @@ def test_a_rebuild_killed_mid_way_finishes_on_the_next_sync(make_settings, make_
     clean = make_bot(data_dir=tmp_path / "clean", chunk_size=60, chunk_overlap=10)
     clean.sync()
     bot = make_bot(chunk_size=60, chunk_overlap=10)
-    assert 0 < len(bot.store.get(include=[])["ids"]) < sum(indexed(clean).values())  # killed mid-way
+    assert indexed(bot) != indexed(clean)  # the kill landed mid-way: old and new chunks side by side
     report = bot.sync()
-    assert report.rebuilt is None  # the reset was done; the files left are indexed as new
+    assert "chunk_size 200 -> 60" in report.rebuilt  # not recorded yet: the re-read is redone
+    assert report.chunks_skipped > 0  # what the killed run had written is kept
     assert not report.errors
     assert indexed(bot) == indexed(clean)
     assert consistent(bot) == consistent(clean)

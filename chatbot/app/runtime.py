@@ -42,13 +42,11 @@ def chunker_for(settings: Settings) -> Chunker:
     return _chunker(settings.embedding_model, settings.chunk_size, settings.chunk_overlap)
 
 
-def index_recipe_for(settings: Settings) -> str:
-    """The recipe of the knowledge index ``settings`` make: the embedding model's weights and the chunk sizes."""
-    from chatbot.knowledge.sync import index_recipe
+def embedding_fingerprint_for(settings: Settings) -> str:
+    """The fingerprint of the embedding model of ``settings`` (what the index's vectors were made by)."""
     from chatbot.models.embeddings import embedding_fingerprint, resolve_embedding_folder
 
-    fingerprint = embedding_fingerprint(resolve_embedding_folder(settings.embedding_model))
-    return index_recipe(fingerprint, settings.chunk_size, settings.chunk_overlap)
+    return embedding_fingerprint(resolve_embedding_folder(settings.embedding_model))
 
 
 def local_runtime(settings: Settings) -> tuple[Generator, AdapterRegistry]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from chatbot.adapters.domains import Domain, UnknownAdapterError
 from chatbot.adapters.registry import AdapterRegistry
 from chatbot.app.info import AdapterRow, AppInfo, adapter_row, describe
-from chatbot.app.runtime import chunker_for, embeddings_for, index_recipe_for, local_runtime
+from chatbot.app.runtime import chunker_for, embedding_fingerprint_for, embeddings_for, local_runtime
 from chatbot.config import Settings
 from chatbot.engine.generation import Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
@@ -65,7 +65,7 @@ class Chatbot:
             chunker=chunker_for(s),
             max_bytes=int(s.max_file_mb * 1_000_000),
             lock_path=s.data_dir / "sync.lock",
-            recipe=index_recipe_for(s),
+            embedding=embedding_fingerprint_for(s),
             keywords=self.keywords,
             limits=LoadLimits(
                 max_chars=s.max_file_chars,

@@ -29,6 +29,9 @@ class Chunker:
     """Turns the pages of one file into LangChain documents ready for indexing."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, chunk_size: int, chunk_overlap: int) -> None:
+        self.chunk_size = chunk_size
+        self.chunk_overlap = chunk_overlap
+
         def tokens(text: str) -> int:
             # verbose=False: measuring a long section is not feeding it to the model, so no
             # "sequence length is longer than the specified maximum" warning

@@ -60,7 +60,7 @@ RECIPE_KEY = "chatbot_recipe"
 
 
 def collection_recipe(store: Chroma) -> str | None:
-    """The recipe recorded on the collection (None for one made before recipes were recorded)."""
+    """The recipe recorded on the collection (``chatbot.knowledge.recipe``; None before one was)."""
     value = (store._collection.metadata or {}).get(RECIPE_KEY)
     return value if isinstance(value, str) else None
 

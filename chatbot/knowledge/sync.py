@@ -1,16 +1,16 @@
 """Make the Chroma collection equal the knowledge folder, with LangChain's indexing API.
 
-Per sync: empty the index when its recipe changed (embedding model, chunk sizes, index version),
-repair leftovers of an interrupted run, hash every file, parse and chunk only new or changed ones,
-index their chunks (``scoped_full`` clean-up removes a changed file's old chunks only after its new
-ones are in), then delete the chunks of files that are gone. A file that fails to load keeps
-whatever was indexed of it before.
+Per sync: empty the index when it was embedded by another model, or read every file again when the
+settings that decide its chunks changed (``chatbot.knowledge.recipe``); repair leftovers of an
+interrupted run; hash every file, parse and chunk only new or changed ones; index their chunks
+(``scoped_full`` clean-up removes a changed file's old chunks only after its new ones are in); then
+delete the chunks of files that are gone. A file that fails to load keeps whatever was indexed of
+it before.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import threading
 import time
@@ -30,6 +30,7 @@ from chatbot.knowledge.chunking import Chunker
 from chatbot.knowledge.keywords import KeywordIndex
 from chatbot.knowledge.loaders import LoadError, LoadLimits, load_file
 from chatbot.knowledge.manifest import FileRecord, Manifest
+from chatbot.knowledge.recipe import Recipe, changes, make_recipe
 from chatbot.knowledge.scan import scan_folder
 from chatbot.knowledge.store import collection_recipe, record_recipe, stored_chunks
 
@@ -37,38 +38,6 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(stage, done, total)`` while a sync runs."""
-
-INDEX_VERSION = 1
-"""Bump when a change to the loaders or the chunker changes what a file yields: every index re-builds once."""
-
-
-def index_recipe(embedding: str, chunk_size: int, chunk_overlap: int) -> str:
-    """What decides an index's chunks and vectors; a sync under another recipe re-builds the index."""
-    recipe = {
-        "version": INDEX_VERSION,
-        "embedding": embedding,
-        "chunk_size": chunk_size,
-        "chunk_overlap": chunk_overlap,
-    }
-    return json.dumps(recipe, sort_keys=True)
-
-
-def recipe_change(old: str | None, new: str) -> str:
-    """Why an index made under ``old`` is re-built under ``new``, in words."""
-    try:
-        before = json.loads(old) if old else None
-    except json.JSONDecodeError:
-        before = None
-    if not isinstance(before, dict):
-        return "the index was made by an older version, which did not record its recipe"
-    after = json.loads(new)
-    names = {"embedding": "embedding model", "version": "index version"}
-    changed = [
-        f"{names.get(key, key)} {before.get(key)} -> {after.get(key)}"
-        for key in sorted(after)
-        if before.get(key) != after.get(key)
-    ]
-    return "the index's recipe changed: " + ", ".join(changed)
 
 
 @dataclass
@@ -83,7 +52,7 @@ class SyncReport:
     chunks_deleted: int = 0
     chunks_skipped: int = 0
     repaired: int = 0
-    rebuilt: str | None = None  # why every file was indexed again (the index's recipe changed)
+    rebuilt: str | None = None  # why every file was read again (the index's recipe changed)
     errors: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -139,13 +108,13 @@ class KnowledgeSync:
         chunker: Chunker,
         max_bytes: int,
         lock_path: Path,
-        recipe: str,
+        embedding: str,
         keywords: KeywordIndex | None = None,
         limits: LoadLimits | None = None,
     ) -> None:
         self.root = root
-        self.recipe = recipe
         self.limits = limits or LoadLimits()
+        self.recipe = make_recipe(embedding, chunker.chunk_size, chunker.chunk_overlap, self.limits)
         self.keywords = keywords
         self.store = store
         self.records = records
@@ -191,7 +160,7 @@ class KnowledgeSync:
         started = time.perf_counter()
         report = SyncReport()
         with self._exclusive():
-            report.rebuilt = self._check_recipe()
+            report.rebuilt, reread = self._check_recipe()
             report.repaired = self._repair()
             scan = scan_folder(self.root, self.max_bytes)
             report.skipped = dict(scan.skipped)
@@ -204,7 +173,7 @@ class KnowledgeSync:
                     report.errors[key] = f"cannot read: {exc.strerror or exc}"
                     continue
                 previous = known.get(key)
-                if previous is not None and previous.sha256 == sha:
+                if previous is not None and previous.sha256 == sha and not reread:
                     report.unchanged += 1
                     if previous.error:
                         report.errors[key] = previous.error
@@ -216,6 +185,8 @@ class KnowledgeSync:
             self._delete(gone, report)
             if self.keywords is not None:
                 self.keywords.reconcile(self.store)
+            if reread:  # only now: an interrupted re-read is redone (its finished files cost a read)
+                record_recipe(self.store, self.recipe.to_json())
             self.manifest.set_meta("last_sync", str(time.time()))
         report.seconds = time.perf_counter() - started
         return report
@@ -299,32 +270,36 @@ class KnowledgeSync:
             report.deleted.append(key)
             report.chunks_deleted += len(ids)
 
-    def _check_recipe(self) -> str | None:
-        """Empty the index when it was made under another recipe; why, when it held chunks.
+    def _check_recipe(self) -> tuple[str | None, bool]:
+        """Compare the collection's recipe with this sync's: why every file is read again (None when
+        not, or when the index is new), and whether this sync must read them all.
 
-        Vectors of two embedding models, or chunks of two sizes, must never share an index. The
-        recipe is recorded on the collection (shared by every instance that uses it) after the reset;
-        the files are then indexed as new, so an interrupted re-build goes on where it stopped.
+        Another embedding model empties the index: vectors of two models must never share it. The
+        manifest goes first, then the vectors, then the records (left over, ``_repair`` drops them),
+        so a crash at any step leaves a state the next sync finishes; the recipe is recorded after
+        the reset, so an interrupted re-build goes on where it stopped.
         """
-        stored = collection_recipe(self.store)
-        if stored == self.recipe:
-            return None
+        stored = Recipe.parse(collection_recipe(self.store))
+        if stored is not None and stored.vectors == self.recipe.vectors:
+            if stored.reading == self.recipe.reading:
+                return None, False
+            return "the index's recipe changed: " + changes(stored.reading, self.recipe.reading), True
         reason = None
         if stored_chunks(self.store):
-            reason = recipe_change(stored, self.recipe)
+            if stored is None:
+                reason = "the index was made by an older version, which did not record its recipe"
+            else:
+                reason = "the index's recipe changed: " + changes(stored.vectors, self.recipe.vectors)
             log.info("re-building the index: %s", reason)
-            # In this order, whatever step a crash interrupts, the next sync re-reads every file:
-            # the manifest first, then the vectors (a new embedding model may have another
-            # dimension), then the records (left over, ``_repair`` drops them).
             self.manifest.forget(list(self.manifest.all()))
-            self.store.reset_collection()
+            self.store.reset_collection()  # a new embedding model may have another dimension
             keys = self.records.list_keys()
             for start in range(0, len(keys), 500):
                 self.records.delete_keys(keys[start : start + 500])
             if self.keywords is not None:
                 self.keywords.reconcile(self.store, set())
-        record_recipe(self.store, self.recipe)
-        return reason
+        record_recipe(self.store, self.recipe.to_json())  # every file is new to the emptied index
+        return reason, False
 
     def _repair(self) -> int:
         """Undo what an interrupted sync left: vectors with no record, records with no vector."""
