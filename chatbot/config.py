@@ -245,6 +245,22 @@ class Settings(BaseSettings):
     def record_db(self) -> Path:
         return self.data_dir / "records.sqlite"
 
+    @property
+    def manifest_db(self) -> Path:
+        """What the last sync saw of each file, for ``collection``: one per collection, so switching
+        the name never lets one collection's manifest vouch for another's contents."""
+        return self.data_dir / _per_collection("manifest", self.collection)
+
+    @property
+    def keywords_db(self) -> Path:
+        """The BM25 index of ``collection``'s chunks."""
+        return self.data_dir / _per_collection("keywords", self.collection)
+
+
+def _per_collection(stem: str, collection: str) -> str:
+    # the default collection keeps the file name of the versions before collections had their own
+    return f"{stem}.sqlite" if collection == "knowledge" else f"{stem}-{collection}.sqlite"
+
 
 def _unknown_env_keys(environ: dict[str, str]) -> list[str]:
     known = {name.upper() for name in Settings.model_fields}

@@ -175,3 +175,32 @@ def test_a_re_read_killed_mid_way_finishes_on_the_next_sync(make_settings, make_
     assert indexed(bot) == indexed(clean)
     assert consistent(bot) == consistent(clean)
     assert bot.sync().wrote_nothing
+
+
+def test_each_collection_keeps_its_own_manifest(make_bot, user_guide):
+    first = make_bot()
+    first.sync()
+    before = indexed(first)
+    other = make_bot(collection="other")
+    report = other.sync()
+    assert len(report.added) == 5 and indexed(other) == before  # a new collection: every file, not "unchanged"
+    guide = user_guide / "user-guide" / "01-getting-started.md"
+    guide.write_text(guide.read_text() + "\n\nThe lighthouse keeper feeds the cat at noon.\n")
+    assert other.sync().updated == ["user-guide/01-getting-started.md"]
+    back = make_bot()  # the first collection has not seen the edit: its own manifest says so
+    assert back.sync().updated == ["user-guide/01-getting-started.md"]
+    edited = back.store.get(where={"source": "user-guide/01-getting-started.md"}, include=["documents"])
+    assert any("lighthouse keeper" in text for text in edited["documents"])
+    assert consistent(back) == consistent(other)
+
+
+def test_a_collection_deleted_with_its_records_is_indexed_again(make_bot, user_guide):
+    bot = make_bot()
+    bot.sync()
+    ids = consistent(bot)
+    bot.store.delete_collection()  # as when the Chroma folder, or the server's collection, is gone
+    bot.settings.record_db.unlink()
+    again = make_bot()
+    report = again.sync()
+    assert len(report.added) == 5 and report.rebuilt is None  # nothing was there to re-build
+    assert consistent(again) == ids and again.status().chunks == len(ids)

@@ -61,7 +61,7 @@ class Chatbot:
             root=s.knowledge_dir,
             store=self.store,
             records=open_record_manager(s.record_db, s.collection, s.record_db_url),
-            manifest=Manifest(s.data_dir / "manifest.sqlite"),
+            manifest=Manifest(s.manifest_db),
             chunker=chunker_for(s),
             max_bytes=int(s.max_file_mb * 1_000_000),
             lock_path=s.data_dir / "sync.lock",
@@ -79,7 +79,7 @@ class Chatbot:
     def keywords(self):  # noqa: ANN201 - KeywordIndex
         from chatbot.knowledge.keywords import KeywordIndex
 
-        return KeywordIndex(self.settings.data_dir / "keywords.sqlite")
+        return KeywordIndex(self.settings.keywords_db)
 
     def sync(self, progress: Progress | None = None, show_progress: bool = False) -> SyncReport:
         """Make the index equal the knowledge folder (``status().sync`` shows how far it got)."""

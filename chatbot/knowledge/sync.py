@@ -272,9 +272,10 @@ class KnowledgeSync:
 
     def _check_recipe(self) -> tuple[str | None, bool]:
         """Compare the collection's recipe with this sync's: why every file is read again (None when
-        not, or when the index is new), and whether this sync must read them all.
+        not, or when the collection held nothing), and whether this sync must read them all.
 
-        Another embedding model empties the index: vectors of two models must never share it. The
+        Another embedding model, or a collection with no recipe, empties the index: vectors of two
+        models must never share it, and a manifest must never describe another collection. The
         manifest goes first, then the vectors, then the records (left over, ``_repair`` drops them),
         so a crash at any step leaves a state the next sync finishes; the recipe is recorded after
         the reset, so an interrupted re-build goes on where it stopped.
@@ -291,13 +292,15 @@ class KnowledgeSync:
             else:
                 reason = "the index's recipe changed: " + changes(stored.vectors, self.recipe.vectors)
             log.info("re-building the index: %s", reason)
-            self.manifest.forget(list(self.manifest.all()))
-            self.store.reset_collection()  # a new embedding model may have another dimension
-            keys = self.records.list_keys()
-            for start in range(0, len(keys), 500):
-                self.records.delete_keys(keys[start : start + 500])
-            if self.keywords is not None:
-                self.keywords.reconcile(self.store, set())
+        # Also for an empty collection with no recipe (a new collection name, a deleted Chroma
+        # folder): the manifest describes another index, and its files must be read again.
+        self.manifest.forget(list(self.manifest.all()))
+        self.store.reset_collection()  # a new embedding model may have another dimension
+        keys = self.records.list_keys()
+        for start in range(0, len(keys), 500):
+            self.records.delete_keys(keys[start : start + 500])
+        if self.keywords is not None:
+            self.keywords.reconcile(self.store, set())
         record_recipe(self.store, self.recipe.to_json())  # every file is new to the emptied index
         return reason, False
 
