@@ -69,11 +69,17 @@ def test_sync_json_then_noop(cli_env):
 def test_sync_says_when_a_new_chunk_size_re_indexed_every_file(cli_env, monkeypatch):
     assert run("sync")[0] == 0
     monkeypatch.setenv("CHATBOT_CHUNK_SIZE", "100")
+    code, output = run("info")  # says what the next sync will do, and does not do it
+    assert (
+        code == 0
+        and "the next sync reads every file again: the index's recipe changed: chunk_size 200 -> 100" in output
+    )
     code, output = run("sync")
     assert code == 0 and "re-indexed every file: the index's recipe changed: chunk_size 200 -> 100" in output
     assert "5 updated" in output
     code, output = run("sync", "--json")
     assert code == 0 and json.loads(output)["rebuilt"] is None and json.loads(output)["unchanged"] == 5
+    assert json.loads(run("info", "--json")[1])["knowledge"]["pending"] is None
 
 
 def test_sync_exit_code_and_report_name_bad_files(cli_env):

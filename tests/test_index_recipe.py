@@ -43,6 +43,8 @@ def test_a_new_chunk_size_re_reads_every_file_and_only_once(make_bot, user_guide
     assert longest_chunk(first) > 60
 
     smaller = make_bot(chunk_size=60, chunk_overlap=10)
+    assert "chunk_size 200 -> 60" in smaller.knowledge.pending()
+    assert consistent(smaller) == old_ids  # saying so changed nothing
     report = smaller.sync()
     assert report.rebuilt and "chunk_size 200 -> 60" in report.rebuilt and "chunk_overlap 30 -> 10" in report.rebuilt
     assert len(report.updated) == 5 and report.unchanged == 0
@@ -52,6 +54,7 @@ def test_a_new_chunk_size_re_reads_every_file_and_only_once(make_bot, user_guide
     assert kept and report.chunks_skipped == len(kept) and report.chunks_added == len(ids) - len(kept)
     assert smaller.status().chunks == len(ids)
     assert "**Re-indexed every file:** the index's recipe changed: chunk_overlap 30 -> 10" in status_markdown(smaller)
+    assert smaller.knowledge.pending() is None
     assert smaller.sync().wrote_nothing  # the same recipe again: nothing to do
 
     back = make_bot()

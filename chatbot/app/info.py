@@ -91,6 +91,7 @@ class KnowledgeCounts:
     chunks: int
     last_sync: float | None
     errors: dict[str, str]
+    pending: str | None = None  # why the next sync will read every file again (the settings changed)
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,8 @@ def describe(bot: Chatbot, load_model: bool = True) -> AppInfo:
             "adapters_dir": str(s.adapters_dir.resolve()),
             "data_dir": str(s.data_dir.resolve()),
         },
-        knowledge=KnowledgeCounts(status.documents, status.chunks, status.last_sync, status.errors),
+        knowledge=KnowledgeCounts(
+            status.documents, status.chunks, status.last_sync, status.errors, bot.knowledge.pending()
+        ),
         adapters=adapters,
     )

@@ -130,6 +130,8 @@ def info(as_json: JsonFlag = False) -> None:
     for key, value in data.paths.items():
         typer.echo(f"{key:<16} {value}")
     typer.echo(f"knowledge        {knowledge.documents} documents, {knowledge.chunks} chunks")
+    if knowledge.pending:
+        typer.secho(f"  the next sync reads every file again: {knowledge.pending}", fg=typer.colors.YELLOW)
     for path, reason in knowledge.errors.items():
         typer.secho(f"  error {path}: {reason}", fg=typer.colors.RED)
     for adapter in data.adapters:

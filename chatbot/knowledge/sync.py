@@ -270,6 +270,23 @@ class KnowledgeSync:
             report.deleted.append(key)
             report.chunks_deleted += len(ids)
 
+    def _verdict(self) -> tuple[str | None, str]:
+        """Why the index must change under this sync's recipe, and how: "nothing", "re-read" or "reset"."""
+        stored = Recipe.parse(collection_recipe(self.store))
+        if stored is not None and stored.vectors == self.recipe.vectors:
+            if stored.reading == self.recipe.reading:
+                return None, "nothing"
+            return "the index's recipe changed: " + changes(stored.reading, self.recipe.reading), "re-read"
+        if not stored_chunks(self.store):
+            return None, "reset"  # nothing to re-build, but the manifest may describe another index
+        if stored is None:
+            return "the index was made by an older version, which did not record its recipe", "reset"
+        return "the index's recipe changed: " + changes(stored.vectors, self.recipe.vectors), "reset"
+
+    def pending(self) -> str | None:
+        """Why the next sync will read every file again (None when the index matches the settings)."""
+        return self._verdict()[0]
+
     def _check_recipe(self) -> tuple[str | None, bool]:
         """Compare the collection's recipe with this sync's: why every file is read again (None when
         not, or when the collection held nothing), and whether this sync must read them all.
@@ -280,17 +297,12 @@ class KnowledgeSync:
         so a crash at any step leaves a state the next sync finishes; the recipe is recorded after
         the reset, so an interrupted re-build goes on where it stopped.
         """
-        stored = Recipe.parse(collection_recipe(self.store))
-        if stored is not None and stored.vectors == self.recipe.vectors:
-            if stored.reading == self.recipe.reading:
-                return None, False
-            return "the index's recipe changed: " + changes(stored.reading, self.recipe.reading), True
-        reason = None
-        if stored_chunks(self.store):
-            if stored is None:
-                reason = "the index was made by an older version, which did not record its recipe"
-            else:
-                reason = "the index's recipe changed: " + changes(stored.vectors, self.recipe.vectors)
+        reason, needs = self._verdict()
+        if needs == "nothing":
+            return None, False
+        if needs == "re-read":
+            return reason, True
+        if reason:
             log.info("re-building the index: %s", reason)
         # Also for an empty collection with no recipe (a new collection name, a deleted Chroma
         # folder): the manifest describes another index, and its files must be read again.
