@@ -39,6 +39,39 @@ def test_ask_json_contract_cites_a_file_of_the_knowledge_folder(cli_env):
     assert {"retrieval_s", "generation_s", "total_s"} <= set(data["timings"])
 
 
+def test_ask_prints_the_final_answer_not_the_streamed_draft(cli_env):
+    question = "How do I refresh the knowledge base?"
+    data = json.loads(run("ask", question, "--json")[1])
+    assert any(source["cited_by"] == "attribution" for source in data["sources"])  # markers the stream lacks
+    code, output = run("ask", question)
+    assert code == 0 and output.startswith(data["answer"] + "\n")
+    assert f"[{data['sources'][0]['n']}] {data['sources'][0]['source']}" in output.split("Sources:")[1]
+
+
+def test_ask_shows_a_withheld_answer_as_declined(cli_env, monkeypatch):
+    from chatbot.rag.chain import NOT_ANSWERED
+
+    monkeypatch.setenv("CHATBOT_ANSWERABILITY_THRESHOLD", "0.999")  # every answer the model gives is withheld
+    question = "How do I refresh the knowledge base?"
+    data = json.loads(run("ask", question, "--json")[1])
+    assert data["answer"] == NOT_ANSWERED and data["withheld"]
+    code, output = run("ask", question)
+    assert code == 0 and output.startswith(NOT_ANSWERED + "\n")
+    assert "Declined: the passages are unlikely to answer this question" in output
+    assert "Passages considered:" in output and "Sources:" not in output
+    assert data["withheld"][:40] not in output  # the model's text is not shown as an answer
+
+
+def test_the_terminal_view_returns_the_chains_answer(cli_env):
+    from chatbot.app.service import Chatbot
+    from chatbot.cli.answer_text import final_answer
+    from chatbot.config import load_settings
+
+    bot = Chatbot(load_settings())
+    shown = final_answer(bot.stream("Say hello.", use_retrieval=False, max_new_tokens=16), terminal=True)
+    assert shown.answer == bot.ask("Say hello.", use_retrieval=False, max_new_tokens=16).answer
+
+
 def test_ask_no_retrieval_json_has_no_sources(cli_env):
     code, output = run("ask", "Say hello.", "--no-retrieval", "--json")
     data = json.loads(output)

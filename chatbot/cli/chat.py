@@ -46,7 +46,7 @@ def ask(
     request's do on the API.
     """
     from chatbot.adapters.domains import UnknownAdapterError
-    from chatbot.rag.answer import Answer
+    from chatbot.cli.answer_text import final_answer, print_answer
 
     bot = open_chatbot(settings_from())
     bot.load()
@@ -63,24 +63,13 @@ def ask(
             seed=seed,
             stop=stop or None,
         )
-        answer = None
-        for event in events:
-            if isinstance(event, Answer):
-                answer = event
-            elif not as_json:
-                typer.echo(event, nl=False)
+        answer = final_answer(events, terminal=not as_json and sys.stdout.isatty())
     except (UnknownAdapterError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    assert answer is not None
     if as_json:
         typer.echo(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
-        return
-    typer.echo("")
-    if answer.sources:
-        typer.echo("\nSources:")
-        for source in answer.sources:
-            page = f", page {source.page}" if source.page is not None else ""
-            typer.echo(f"  [{source.n}] {source.source}{page} (score {source.score:.2f})")
+    else:
+        print_answer(answer)
 
 
 @app.command()
