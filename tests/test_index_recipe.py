@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from chatbot.knowledge import sync as sync_module
-from chatbot.knowledge.store import RECIPE_KEY, collection_recipe
+from chatbot.knowledge.store import RECIPE_KEY, collection_recipe, cosine_similarity
 from chatbot.models.embeddings import resolve_embedding_folder
 from chatbot.ui.knowledge_tab import status_markdown
 from tests.test_sync import indexed
@@ -107,14 +107,30 @@ def test_an_embedding_model_of_another_dimension_rebuilds_the_index(make_bot, kn
     consistent(other)
 
 
-def test_an_index_made_before_recipes_were_recorded_is_rebuilt_once(make_bot, knowledge):
-    (knowledge / "a.txt").write_text("Apples are red.")
+def test_an_older_index_of_the_same_model_keeps_its_vectors(make_bot, user_guide):
     bot = make_bot()
     bot.sync()
+    ids = consistent(bot)
     bot.store._collection.modify(metadata={"note": "an older index"})  # what an older version left
+    assert "older version" in make_bot().knowledge.pending()
     report = make_bot().sync()
-    assert report.rebuilt and "older version" in report.rebuilt and report.added == ["a.txt"]
-    assert RECIPE_KEY in make_bot().store._collection.metadata
+    assert report.rebuilt and "older version" in report.rebuilt
+    assert len(report.updated) == 5 and report.chunks_added == 0  # read again, nothing embedded again
+    assert consistent(make_bot()) == ids and RECIPE_KEY in make_bot().store._collection.metadata
+    assert make_bot().sync().wrote_nothing
+
+
+def test_an_older_index_of_another_model_is_rebuilt(make_bot, knowledge, tmp_path):
+    (knowledge / "a.txt").write_text("Apples are red.")
+    # the same dimension as the embedded model, other vectors: only comparing them tells
+    older = make_bot(embedding_model=str(_with_a_dense_layer(tmp_path / "minilm-384", 384)))
+    older.sync()
+    older.store._collection.modify(metadata={"note": "an older index"})
+    bot = make_bot()
+    report = bot.sync()
+    assert "another embedding model" in report.rebuilt and report.added == ["a.txt"]
+    [stored] = bot.store.get(include=["embeddings"])["embeddings"]
+    assert cosine_similarity(stored, bot.embeddings.embed_documents(["Apples are red."])[0]) > 0.999
     assert make_bot().sync().wrote_nothing
 
 

@@ -70,6 +70,19 @@ def stored_chunks(store: Chroma) -> int:
     return store._collection.count()
 
 
+def made_by_this_model(store: Chroma, samples: int = 3, floor: float = 0.999) -> bool:
+    """Whether the store's embedding model made its vectors: a few chunks are embedded again and
+    compared (bf16 and fp32 vectors of one model agree to 0.9999; another model's do not come near)."""
+    stored = store.get(limit=samples, include=["documents", "embeddings"])
+    if not len(stored["ids"]) or store.embeddings is None:
+        return False
+    fresh = store.embeddings.embed_documents(list(stored["documents"]))
+    return all(
+        len(old) == len(new) and cosine_similarity(old, new) >= floor
+        for old, new in zip(stored["embeddings"], fresh, strict=True)
+    )
+
+
 def record_recipe(store: Chroma, recipe: str) -> None:
     """Record the recipe on the collection, where every instance sharing it sees it."""
     # Chroma refuses an update that names the distance again; the space stays in the collection's configuration

@@ -32,7 +32,7 @@ from chatbot.knowledge.loaders import LoadError, LoadLimits, load_file
 from chatbot.knowledge.manifest import FileRecord, Manifest
 from chatbot.knowledge.recipe import Recipe, changes, make_recipe
 from chatbot.knowledge.scan import scan_folder
-from chatbot.knowledge.store import collection_recipe, record_recipe, stored_chunks
+from chatbot.knowledge.store import collection_recipe, made_by_this_model, record_recipe, stored_chunks
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +280,9 @@ class KnowledgeSync:
         if not stored_chunks(self.store):
             return None, "reset"  # nothing to re-build, but the manifest may describe another index
         if stored is None:
-            return "the index was made by an older version, which did not record its recipe", "reset"
+            if made_by_this_model(self.store):  # an index of an older version: keep its vectors
+                return "the index was made by an older version, which did not record its recipe", "re-read"
+            return "the index was made by an older version with another embedding model", "reset"
         return "the index's recipe changed: " + changes(stored.vectors, self.recipe.vectors), "reset"
 
     def pending(self) -> str | None:
