@@ -166,6 +166,11 @@ class Settings(BaseSettings):
     save_conversations: bool = Field(
         True, description="Keep every conversation and its feedback in DATA_DIR/chats.sqlite (per user / API key)."
     )
+    stream_drafts: bool = Field(
+        True,
+        description="API streams carry the model's text as it is written; false: only the answer the checks "
+        "let through, at its end (a request's stream_drafts overrides it).",
+    )
     max_upload_mb: float = Field(50.0, gt=0, description="Largest file the Knowledge tab accepts.")
     concurrency_limit: int = Field(
         8, ge=1, le=64, description="Chat requests worked on at once (decoded as one batch); others queue."

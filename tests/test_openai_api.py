@@ -111,3 +111,44 @@ def test_a_declined_answer_says_so_and_why_whole_and_streamed(api):
     assert answered.model_extra["declined"] is False and answered.model_extra["decline_reason"] is None
     assert 0.0 < answered.model_extra["answerability"] <= 1.0  # the calibrated estimate it was shown with
     assert "answerability" not in whole.model_extra  # nothing retrieved: nothing to estimate
+
+
+def _streamed_text(chunks) -> str:
+    return "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+
+
+def test_a_checked_only_stream_sends_the_answer_the_checks_let_through(api):
+    client, http = api
+    messages = [{"role": "user", "content": "How do I refresh the knowledge base?"}]
+    whole = client.chat.completions.create(model="base", messages=messages)
+    drafts = list(client.chat.completions.create(model="base", messages=messages, stream=True))
+    checked = list(
+        client.chat.completions.create(
+            model="base", messages=messages, stream=True, extra_body={"stream_drafts": False}
+        )
+    )
+    assert "[1]" in whole.choices[0].message.content and "[1]" not in _streamed_text(drafts)  # markers come after
+    assert _streamed_text(checked) == whole.choices[0].message.content == checked[-1].model_extra["answer"]
+    assert len(checked) == 3  # the role, the answer whole, the verdict with its citations
+    body = {"model": "base", "messages": messages, "stream": True, "stream_drafts": False}
+    with http.stream("POST", "/v1/chat/completions", json=body, headers={"Authorization": "Bearer sesame"}) as raw:
+        lines = list(raw.iter_lines())
+    assert ": writing" in lines  # a comment keeps the connection alive while the model writes
+
+
+def test_a_server_that_streams_no_drafts_never_sends_a_withheld_answer(make_bot, user_guide):
+    from chatbot.rag.chain import NOT_ANSWERED
+    from chatbot.server.app import create_app
+
+    bot = make_bot(api_key="sesame", max_new_tokens=40, stream_drafts=False, answerability_threshold=0.999)
+    bot.sync()
+    client = OpenAI(base_url="http://testserver/v1", api_key="sesame", http_client=TestClient(create_app(bot)))
+    messages = [{"role": "user", "content": "How do I refresh the knowledge base?"}]
+    whole = client.chat.completions.create(model="base", messages=messages)
+    assert whole.choices[0].message.content == NOT_ANSWERED and whole.model_extra["declined"] is True
+    chunks = list(client.chat.completions.create(model="base", messages=messages, stream=True))
+    assert _streamed_text(chunks) == NOT_ANSWERED and chunks[-1].model_extra["declined"] is True
+    drafted = client.chat.completions.create(
+        model="base", messages=messages, stream=True, extra_body={"stream_drafts": True}
+    )
+    assert _streamed_text(list(drafted)) != NOT_ANSWERED  # a request may ask for the draft

@@ -178,7 +178,8 @@ def create_router(bot: Chatbot) -> APIRouter:
             return _save(bot, owner, body.conversation_id, answer) if saving else {}
 
         if body.stream:
-            chunks = _sse(_chained(first, events), completion_id, created, body.model, saved)
+            drafts = bot.settings.stream_drafts if body.stream_drafts is None else body.stream_drafts
+            chunks = _sse(_chained(first, events), completion_id, created, body.model, saved, drafts)
             return StreamingResponse(
                 stream_in_threads(chunks, cancelled, admission.limiter, release), media_type="text/event-stream"
             )
@@ -245,15 +246,21 @@ def _last_answer(first: Event | None, events: Iterator[Event]) -> Answer:
     raise RuntimeError("the chain ended without an answer")
 
 
+KEEP_ALIVE_S = 1.0  # how often a checked-only stream says it is still writing
+
+
 def _sse(
     events: Iterator[Event],
     completion_id: str,
     created: int,
     model: str,
     saved: Callable[[Answer], dict[str, Any]] = lambda _answer: {},
+    drafts: bool = True,
 ) -> Iterator[str]:
     """Server-sent events in OpenAI's chunk format; the last chunk carries the citations and saved ids.
 
+    ``drafts`` false: the model's text is not sent as it comes (the checks may withhold it); SSE
+    comments, which clients skip, keep the connection alive until the checked answer is sent whole.
     A failure after the first chunk ends the stream with an ``error`` event and ``[DONE]``.
     """
 
@@ -269,7 +276,7 @@ def _sse(
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
-    streamed = ""
+    streamed, alive = "", -KEEP_ALIVE_S
     try:
         for event in events:
             if isinstance(event, Answer):
@@ -280,9 +287,12 @@ def _sse(
                 extras = {**_verdict(event), **saved(event)}
                 finish = finish_reason(event)
                 yield chunk({}, finish, citations=_citations(event), answer=event.answer, usage=_usage(event), **extras)
-            else:
+            elif drafts:
                 streamed += event
                 yield chunk({"content": event})
+            elif time.monotonic() - alive >= KEEP_ALIVE_S:
+                alive = time.monotonic()
+                yield ": writing\n\n"
     except Exception as exc:  # noqa: BLE001 - reported to the client in the stream
         yield f"data: {json.dumps(api_error(exc).body(), ensure_ascii=False)}\n\n"
     yield "data: [DONE]\n\n"

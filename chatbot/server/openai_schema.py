@@ -126,6 +126,11 @@ class ChatCompletionRequest(BaseModel):
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None
     use_retrieval: bool = True
+    stream_drafts: bool | None = Field(
+        None,
+        description="With stream: true, send the model's text as it is written (true) or only the answer the "
+        "citation checks let through, at its end (false). Default: the server's stream_drafts.",
+    )
     store: bool = Field(True, description="Save the exchange in the caller's conversations.")
     conversation_id: str | None = Field(
         None, pattern=r"^[0-9a-f]{32}$", description="Continue this saved conversation (its turns are the history)."
