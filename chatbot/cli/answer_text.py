@@ -11,18 +11,13 @@ from collections.abc import Iterable
 
 import typer
 
-from chatbot.rag.answer import Answer, SourceRef
+from chatbot.rag.answer import Answer, SourceRef, last_answer
 
 
 def final_answer(events: Iterable[str | Answer], terminal: bool) -> Answer:
     """Read ``events`` to the finished :class:`Answer`, showing the draft while it streams on a ``terminal``."""
     if not terminal:
-        answer = None
-        for event in events:
-            if isinstance(event, Answer):
-                answer = event
-        assert answer is not None
-        return answer
+        return last_answer(events)
     from rich.live import Live
     from rich.text import Text
 

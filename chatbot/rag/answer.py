@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -114,3 +115,14 @@ class Answer:
             "unsupported_citations": self.unsupported,
             "truncated": self.truncated,
         }
+
+
+def last_answer(events: Iterable[str | Answer]) -> Answer:
+    """Read a chain's stream (text pieces, then the :class:`Answer`) to its end; the answer."""
+    answer = None
+    for event in events:
+        if isinstance(event, Answer):
+            answer = event
+    if answer is None:
+        raise RuntimeError("the chain ended without an answer")
+    return answer

@@ -15,7 +15,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnablePassthrough
 
-from chatbot.rag.answer import Answer, SourceRef
+from chatbot.rag.answer import Answer, SourceRef, last_answer
 from chatbot.rag.answerability import Answerability, model_signals, signals
 from chatbot.rag.citations import (
     attribute,
@@ -267,9 +267,4 @@ class RagChain:
 
     def ask(self, request: ChainRequest) -> Answer:
         """Run the chain to the end and return the answer."""
-        result = None
-        for event in self.stream(request):
-            if isinstance(event, Answer):
-                result = event
-        assert result is not None
-        return result
+        return last_answer(self.stream(request))

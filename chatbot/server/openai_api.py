@@ -34,7 +34,7 @@ from chatbot.adapters.domains import UnknownAdapterError
 from chatbot.app.service import Chatbot
 from chatbot.chats import ConversationNotFoundError
 from chatbot.engine.request import EngineClosedError
-from chatbot.rag.answer import Answer
+from chatbot.rag.answer import Answer, last_answer
 from chatbot.rag.conversation import Turn
 from chatbot.server.http_limits import Admission, stream_in_threads, until_disconnect
 from chatbot.server.openai_schema import ERROR_RESPONSES, APIError, ChatCompletionRequest, split_conversation
@@ -184,7 +184,9 @@ def create_router(bot: Chatbot) -> APIRouter:
                 stream_in_threads(chunks, cancelled, admission.limiter, release), media_type="text/event-stream"
             )
         try:
-            answer = await until_disconnect(request, cancelled, lambda: _last_answer(first, events), admission.limiter)
+            answer = await until_disconnect(
+                request, cancelled, lambda: last_answer(_chained(first, events)), admission.limiter
+            )
         except Exception as exc:
             raise api_error(exc) from exc
         finally:
@@ -237,13 +239,6 @@ def _chained(first: Event | None, events: Iterator[Event]) -> Iterator[Event]:
     if first is not None:
         yield first
     yield from events
-
-
-def _last_answer(first: Event | None, events: Iterator[Event]) -> Answer:
-    for event in _chained(first, events):
-        if isinstance(event, Answer):
-            return event
-    raise RuntimeError("the chain ended without an answer")
 
 
 KEEP_ALIVE_S = 1.0  # how often a checked-only stream says it is still writing
