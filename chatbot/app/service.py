@@ -65,7 +65,7 @@ class Chatbot:
             chunker=chunker_for(s),
             max_bytes=int(s.max_file_mb * 1_000_000),
             lock_path=s.data_dir / "sync.lock",
-            embedding=embedding_fingerprint_for(s),
+            embedding=lambda: embedding_fingerprint_for(s),
             keywords=self.keywords,
             limits=LoadLimits(
                 max_chars=s.max_file_chars,

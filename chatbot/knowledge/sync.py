@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 from langchain_chroma import Chroma
@@ -108,13 +109,13 @@ class KnowledgeSync:
         chunker: Chunker,
         max_bytes: int,
         lock_path: Path,
-        embedding: str,
+        embedding: Callable[[], str],
         keywords: KeywordIndex | None = None,
         limits: LoadLimits | None = None,
     ) -> None:
         self.root = root
         self.limits = limits or LoadLimits()
-        self.recipe = make_recipe(embedding, chunker.chunk_size, chunker.chunk_overlap, self.limits)
+        self._embedding = embedding  # the model's fingerprint, hashed only when a sync or ``pending`` needs it
         self.keywords = keywords
         self.store = store
         self.records = records
@@ -124,6 +125,11 @@ class KnowledgeSync:
         self._lock_path = lock_path
         self._thread_lock = threading.Lock()
         self.state = SyncState()
+
+    @cached_property
+    def recipe(self) -> Recipe:
+        """This sync's recipe: the embedding model's fingerprint, the chunk sizes and the load limits."""
+        return make_recipe(self._embedding(), self.chunker.chunk_size, self.chunker.chunk_overlap, self.limits)
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
