@@ -2,9 +2,6 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -14,7 +11,7 @@ from chatbot.knowledge.store import RECIPE_KEY, collection_recipe, cosine_simila
 from chatbot.models.embeddings import resolve_embedding_folder
 from chatbot.ui.knowledge_tab import status_markdown
 from tests.test_sync import indexed
-from tests.test_sync_robust import KILLED_SYNC, paragraph
+from tests.test_sync_robust import kill_a_sync, paragraph
 
 
 def consistent(bot) -> list[str]:
@@ -175,14 +172,7 @@ def test_a_re_read_killed_mid_way_finishes_on_the_next_sync(make_settings, make_
         "CHATBOT_CHUNK_SIZE": "60",
         "CHATBOT_CHUNK_OVERLAP": "10",
     }
-    child = subprocess.Popen([sys.executable, "-c", KILLED_SYNC], env=env, stdout=subprocess.PIPE, text=True)
-    for line in child.stdout:
-        stage, done, _total = (line.split() + ["", "", ""])[:3]
-        if stage == "embedding" and int(done) >= 80:
-            os.kill(child.pid, signal.SIGKILL)
-            break
-    child.wait()
-    assert child.returncode == -signal.SIGKILL
+    kill_a_sync(env, 80)
     clean = make_bot(data_dir=tmp_path / "clean", chunk_size=60, chunk_overlap=10)
     clean.sync()
     bot = make_bot(chunk_size=60, chunk_overlap=10)

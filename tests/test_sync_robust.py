@@ -105,14 +105,8 @@ print("finished", flush=True)
 """
 
 
-@pytest.mark.parametrize("kill_at", [80, 208])
-def test_sync_killed_mid_way_is_repaired_to_equal_a_clean_rebuild(
-    make_settings, make_bot, knowledge, tmp_path, kill_at
-):
-    for number in range(60):
-        (knowledge / f"doc-{number:02}.md").write_text("\n\n".join(paragraph(number * 20 + i) for i in range(20)))
-    settings = make_settings()
-    env = {**os.environ, "CHATBOT_KNOWLEDGE_DIR": str(knowledge), "CHATBOT_DATA_DIR": str(settings.data_dir)}
+def kill_a_sync(env: dict[str, str], kill_at: int) -> None:
+    """Run a sync in a child process with ``env`` and SIGKILL it once ``kill_at`` chunks are embedded."""
     child = subprocess.Popen([sys.executable, "-c", KILLED_SYNC], env=env, stdout=subprocess.PIPE, text=True)
     for line in child.stdout:
         stage, done, _total = (line.split() + ["", "", ""])[:3]
@@ -121,6 +115,17 @@ def test_sync_killed_mid_way_is_repaired_to_equal_a_clean_rebuild(
             break
     child.wait()
     assert child.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("kill_at", [80, 208])
+def test_sync_killed_mid_way_is_repaired_to_equal_a_clean_rebuild(
+    make_settings, make_bot, knowledge, tmp_path, kill_at
+):
+    for number in range(60):
+        (knowledge / f"doc-{number:02}.md").write_text("\n\n".join(paragraph(number * 20 + i) for i in range(20)))
+    settings = make_settings()
+    env = {**os.environ, "CHATBOT_KNOWLEDGE_DIR": str(knowledge), "CHATBOT_DATA_DIR": str(settings.data_dir)}
+    kill_a_sync(env, kill_at)
     bot = make_bot()
     written = len(bot.store.get(include=[])["ids"])
     clean = make_bot(data_dir=tmp_path / "clean")
