@@ -316,13 +316,17 @@ class KnowledgeSync:
         # folder): the manifest describes another index, and its files must be read again.
         self.manifest.forget(list(self.manifest.all()))
         self.store.reset_collection()  # a new embedding model may have another dimension
-        keys = self.records.list_keys()
-        for start in range(0, len(keys), 500):
-            self.records.delete_keys(keys[start : start + 500])
+        self._drop_records(self.records.list_keys())
         if self.keywords is not None:
             self.keywords.reconcile(self.store, set())
         record_recipe(self.store, self.recipe.to_json())  # every file is new to the emptied index
         return reason, False
+
+    def _drop_records(self, keys: list[str]) -> None:
+        """Delete record-manager entries in batches: SQLite refuses one statement with too many values
+        (300,000 keys at once: "too many SQL variables")."""
+        for start in range(0, len(keys), 500):
+            self.records.delete_keys(keys[start : start + 500])
 
     def _repair(self) -> int:
         """Undo what an interrupted sync left: vectors with no record, records with no vector."""
@@ -335,7 +339,7 @@ class KnowledgeSync:
         if missing:
             # Files that lost chunks are forgotten by the manifest, so this sync re-reads them.
             dirty = [key for key in self.manifest.all() if missing & set(self.records.list_keys(group_ids=[key]))]
-            self.records.delete_keys(sorted(missing))
+            self._drop_records(sorted(missing))
             self.manifest.forget(dirty)
         if orphans or missing:
             log.warning("repaired index: %d orphan vectors, %d lost records", len(orphans), len(missing))
