@@ -105,17 +105,47 @@ def test_docx_that_is_not_a_zip_is_refused(tmp_path):
         load_file(tmp_path / "fake.docx")
 
 
-def test_csv_rows_are_labelled_with_their_columns(tmp_path):
-    (tmp_path / "prices.csv").write_text("product;price\nLamp;12 EUR\nDesk;150 EUR\n")
-    assert load_file(tmp_path / "prices.csv")[0].text == "product: Lamp; price: 12 EUR\nproduct: Desk; price: 150 EUR"
+def test_csv_rows_are_records_labelled_with_their_columns(tmp_path):
+    (tmp_path / "prices.csv").write_text("product;price\nLamp;12 EUR\n;\nDesk;150 EUR\n")
+    page = load_file(tmp_path / "prices.csv")[0]
+    assert [(record.text, record.label) for record in page.records] == [
+        ("product: Lamp; price: 12 EUR", "row 2"),  # the row numbers a spreadsheet shows
+        ("product: Desk; price: 150 EUR", "row 4"),
+    ]
+    assert page.text == "product: Lamp; price: 12 EUR\nproduct: Desk; price: 150 EUR"
 
 
 def test_json_leaves_become_keyed_lines_and_bad_json_is_refused(tmp_path):
     (tmp_path / "faq.json").write_text('{"shop": {"hours": "9-17", "days": ["Mon", "Tue"]}}')
-    assert load_file(tmp_path / "faq.json")[0].text == "shop.hours: 9-17\nshop.days[0]: Mon\nshop.days[1]: Tue"
+    page = load_file(tmp_path / "faq.json")[0]
+    assert page.text == "shop.hours: 9-17\nshop.days[0]: Mon\nshop.days[1]: Tue"
+    assert [(record.text, record.label) for record in page.records] == [(page.text, "")]  # small: one record
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(LoadError, match="invalid JSON"):
         load_file(tmp_path / "bad.json")
+
+
+def test_a_large_json_value_is_split_into_its_members_in_order(tmp_path):
+    from chatbot.knowledge.loaders import RECORD_CHARS
+
+    products = [{"name": f"Lamp {n}", "price": n, "tags": ["desk", "led"]} for n in range(60)]
+    note = "x" * RECORD_CHARS  # a member over the limit on its own
+    (tmp_path / "shop.json").write_text(
+        json.dumps({"store": "Lumen", "products": products, "about": {"since": 1990, "note": note}, "city": "Graz"})
+    )
+    found = load_file(tmp_path / "shop.json")[0].records
+    records = [record.text for record in found]
+    labels = [record.label for record in found]
+    assert labels == ["", *(f"products[{n}]" for n in range(60)), "about", "about"]  # where each one is
+    assert records[0] == "store: Lumen\ncity: Graz"  # the plain values of a split object, together
+    lamp = "products[0].name: Lamp 0\nproducts[0].price: 0\nproducts[0].tags[0]: desk\nproducts[0].tags[1]: led"
+    assert records[1] == lamp
+    assert all(record.startswith(f"products[{n}].name: Lamp {n}\n") for n, record in enumerate(records[1:61]))
+    assert records[61:] == ["about.since: 1990", f"about.note: {note}"]  # plain values gathered up to the limit
+    (tmp_path / "export.json").write_text(json.dumps({"title": "Tea", "paragraphs": ["a" * 600, "b" * 600, "c" * 300]}))
+    records = [record.text for record in load_file(tmp_path / "export.json")[0].records]
+    last_two = f"paragraphs[1]: {'b' * 600}\nparagraphs[2]: {'c' * 300}"  # gathered: 948 characters
+    assert records == ["title: Tea", f"paragraphs[0]: {'a' * 600}", last_two]
 
 
 def test_utf16_text_with_bom_is_decoded(tmp_path):

@@ -48,6 +48,11 @@ class Chunker:
         return cls(AutoTokenizer.from_pretrained(folder), chunk_size, chunk_overlap)
 
     def _sections(self, page: Page, file_type: str) -> list[Document]:
+        if page.records:
+            return [
+                Document(page_content=record.text, metadata={"section": record.label} if record.label else {})
+                for record in page.records
+            ]
         if file_type in MARKDOWN_TYPES:
             sections = self._markdown.split_text(page.text)
             for section in sections:

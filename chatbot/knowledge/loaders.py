@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,11 +62,30 @@ class _Budget:
 
 
 @dataclass(frozen=True)
+class Record:
+    """One of a file's own units (a CSV row, a JSON object) and where it is (``row 12``, ``items[3]``)."""
+
+    text: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class Page:
-    """Text of one page (PDFs) or of a whole file (``number`` is None)."""
+    """Text of one page (PDFs) or of a whole file (``number`` is None).
+
+    ``records``: the file's units, which the chunker keeps apart (each its own chunk, split only
+    when longer than a chunk, its label the chunk's ``section``); ``text`` is then their lines.
+    """
 
     text: str
     number: int | None = None
+    records: tuple[Record, ...] = ()
+
+    @classmethod
+    def of_records(cls, records: Iterable[Record]) -> Page:
+        """One page of records, empty ones left out."""
+        kept = tuple(record for record in records if record.text)
+        return cls("\n".join(record.text for record in kept), records=kept)
 
 
 def _looks_binary(data: bytes) -> bool:
@@ -204,7 +223,7 @@ def load_docx(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
 
 
 def load_csv(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
-    """One line per row, each value labelled with its column (``col: value; ...``)."""
+    """One record per row, each value labelled with its column (``col: value; ...``)."""
     budget = _Budget(limits.max_chars)
     text = decode_text(path.read_bytes())
     try:
@@ -215,34 +234,75 @@ def load_csv(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     header = next(rows, None)
     if header is None:
         return [Page("")]
-    lines = (
-        budget.take("; ".join(f"{name}: {value}" for name, value in zip(header, row, strict=False) if value))
-        for row in rows
-    )
-    return [Page("\n".join(line for line in lines if line))]
+    return [
+        Page.of_records(
+            Record(
+                budget.take("; ".join(f"{name}: {value}" for name, value in zip(header, row, strict=False) if value)),
+                f"row {number}",  # as a spreadsheet numbers it, the header being row 1
+            )
+            for number, row in enumerate(rows, 2)
+        )
+    ]
 
 
-def _flatten(value: object, prefix: str = "") -> Iterator[str]:
+RECORD_CHARS = 1000
+"""A JSON object or list whose lines fit in this many characters (about a 200-token chunk) is one
+record; a larger one is split into its members, its plain values gathered into records this size."""
+
+
+def _json_records(value: object, prefix: str, budget: _Budget) -> list[tuple[str, list[str]]]:
+    """The records of one JSON value, each its path and its ``path.to.key: value`` lines."""
     if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+        members = [(f"{prefix}.{key}" if prefix else str(key), item) for key, item in value.items()]
     elif isinstance(value, list):
-        for number, item in enumerate(value):
-            yield from _flatten(item, f"{prefix}[{number}]")
-    elif value is not None and value != "":
-        yield f"{prefix}: {value}" if prefix else str(value)
+        members = [(f"{prefix}[{number}]", item) for number, item in enumerate(value)]
+    else:
+        if value is None or value == "":
+            return []
+        return [(prefix, [budget.take(f"{prefix}: {value}" if prefix else str(value))])]
+    lines: list[str] = []  # the whole value's, in order
+    plain: list[str] = []
+    records: list[tuple[str, list[str]]] = []
+    for name, item in members:
+        found = _json_records(item, name, budget)
+        lines.extend(line for _, record in found for line in record)
+        if isinstance(item, dict | list):
+            records.extend(found)
+        else:
+            plain.extend(line for _, record in found for line in record)
+    if _chars(lines) <= RECORD_CHARS:
+        return [(prefix, lines)] if lines else []
+    return [(prefix, group) for group in _fill(plain)] + records
+
+
+def _chars(lines: list[str]) -> int:
+    return sum(len(line) + 1 for line in lines)
+
+
+def _fill(lines: list[str]) -> list[list[str]]:
+    """Consecutive lines gathered into records of at most ``RECORD_CHARS`` (a longer line is one alone)."""
+    records: list[list[str]] = []
+    size = 0
+    for line in lines:
+        if records and size + len(line) + 1 <= RECORD_CHARS:
+            records[-1].append(line)
+            size += len(line) + 1
+        else:
+            records.append([line])
+            size = len(line) + 1
+    return records
 
 
 def load_json(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
-    """One ``path.to.key: value`` line per leaf value."""
+    """Records of ``path.to.key: value`` lines: each object or list that fits a chunk is one."""
     try:
         data = json.loads(decode_text(path.read_bytes()))
     except json.JSONDecodeError as exc:
         raise LoadError(f"invalid JSON: {exc}") from exc
     except RecursionError as exc:
         raise LoadError("JSON nested too deeply") from exc
-    budget = _Budget(limits.max_chars)
-    return [Page("\n".join(budget.take(line) for line in _flatten(data)))]
+    records = _json_records(data, "", _Budget(limits.max_chars))
+    return [Page.of_records(Record("\n".join(lines), path) for path, lines in records)]
 
 
 LOADERS: dict[str, Callable[[Path, LoadLimits], list[Page]]] = {

@@ -17,7 +17,7 @@ from typing import Any
 
 from chatbot.knowledge.loaders import LoadLimits
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 """Bump when a change to the loaders or the chunker changes what a file yields: every file is read again once."""
 
 _NAMES = {
