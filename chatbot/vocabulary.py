@@ -107,7 +107,12 @@ class GenerationStats:
     seconds: float = 0.0
     token_logprobs: list[float] = field(default_factory=list)  # the answer's tokens, as the model rated them
     first_choices: dict[str, float] = field(default_factory=dict)  # likeliest first tokens' text -> probability
-    truncated: bool = False  # stopped at max_new_tokens or in a loop, not at its own end: the text is cut off
+    ended_by: str | None = None  # "stop" (its own end or a stop string), "length" (max_new_tokens) or "loop"
+
+    @property
+    def cut_off(self) -> bool:
+        """Stopped at its token limit or in a loop rather than at its own end: the last sentence may be unfinished."""
+        return self.ended_by in ("length", "loop")
 
 
 @dataclass(frozen=True)

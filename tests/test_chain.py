@@ -93,14 +93,23 @@ def test_sampled_generation_repeats_with_a_seed_and_varies_without(fact_bot):
     assert len(others | {first}) > 1
 
 
-def _finish(bot, raw, question="What core temperature does the Zorblax reactor run at?"):
+def _finish(bot, raw, question="What core temperature does the Zorblax reactor run at?", ended_by=None):
     """The chain's own post-processing of a raw model answer over the blocks it retrieves."""
     from chatbot.rag.chain import ChainRequest
     from chatbot.vocabulary import GenerationStats
 
     chain = bot.chain
     blocks = chain.fit(chain.retrieve(question))
-    return chain._finish(ChainRequest(question), raw, blocks, {}, GenerationStats())
+    return chain._finish(ChainRequest(question), raw, blocks, {}, GenerationStats(ended_by=ended_by))
+
+
+def test_an_answer_stopped_in_a_loop_is_whole_and_one_stopped_at_its_limit_is_cut_short(fact_bot):
+    said = "The reactor runs at a core temperature of 4812 kelvin [1]."
+    raw = f"{said} {said} {said} The reactor runs at a"
+    looped = _finish(fact_bot, raw, ended_by="loop")
+    assert looped.answer == said and not looped.truncated  # the repeats and the cut are gone: nothing is missing
+    limited = _finish(fact_bot, raw, ended_by="length")
+    assert limited.answer == said and limited.truncated  # the model had more to say: "cut short at the token limit"
 
 
 def test_answers_the_passages_do_not_back_are_declined_with_their_reason(fact_bot):

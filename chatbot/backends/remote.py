@@ -72,8 +72,8 @@ class RemoteChatModel(StreamingChatModel):
                     stats.prompt_tokens = event.usage.prompt_tokens or 0
                     stats.new_tokens = event.usage.completion_tokens or 0
                 for choice in event.choices:
-                    if choice.finish_reason == "length":
-                        stats.truncated = True
+                    if choice.finish_reason:
+                        stats.ended_by = "length" if choice.finish_reason == "length" else "stop"
                     piece = choice.delta.content or ""
                     if not piece:
                         continue

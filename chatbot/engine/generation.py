@@ -169,7 +169,7 @@ class Generator:
             stats.seconds = time.perf_counter() - started
             stats.token_logprobs = request.logprobs[: stats.new_tokens]
             stats.first_choices = self._choices(request.first_choices)
-            stats.truncated = request.ended_by in ("length", "loop")
+            stats.ended_by = request.ended_by
 
     def _choices(self, choices: list[tuple[int, float]]) -> dict[str, float]:
         named: dict[str, float] = {}

@@ -78,7 +78,7 @@ class Answer:
     search_query: str | None = None  # what was searched, when a follow-up was made standalone
     answerability: float | None = None  # P(the blocks answer the question), rag/answerability.py
     signals: dict[str, float] | None = None  # what that estimate was made from
-    truncated: bool = False  # the model was stopped at its token limit (or in a loop): the answer may be cut short
+    truncated: bool = False  # the model was stopped at its token limit: the answer may be cut short
 
     @property
     def unsupported(self) -> list[int]:

@@ -45,7 +45,7 @@ MODEL_DECLINED = "the model found no answer in the passages"
 CONTEXT_DUMP = "the model pasted the passages back instead of answering"
 UNFOUNDED = "the answer states numbers or names that no passage holds: {}"
 UNSUPPORTED = "no passage supports what the answer says"
-UNLIKELY = "the passages are unlikely to answer this question (answerability {:.2f} < {:.2f})"
+UNLIKELY = "the passages are unlikely to answer this question (answerability {:.3f} < {:.3f})"
 EMPTY = "the model gave no answer"
 ECHO_STOPS = ("\nQuestion:", "\nContext:")  # the model starting the prompt's next turn: it stops generating there
 _ECHO = re.compile(r"\n\s*(?:Question|Context):")  # the same with space between, cut after the fact
@@ -195,7 +195,7 @@ class RagChain:
         retrieved = [SourceRef.from_document(n, doc) for n, doc in enumerate(blocks, 1)]
         texts = [doc.page_content for doc in blocks]
         question = request.question
-        text = drop_unknown_markers(tidy(raw, stats.truncated), len(blocks))
+        text = drop_unknown_markers(tidy(raw, stats.cut_off), len(blocks))
         model_cited = cited_numbers(text, len(blocks))
         declined = is_decline(text)
         if blocks and not declined:
@@ -226,7 +226,7 @@ class RagChain:
             decline_reason=MODEL_DECLINED if declined and blocks else None,
             model_citations=len(model_cited),
             search_query=request.search_query,
-            truncated=stats.truncated,
+            truncated=stats.ended_by == "length",  # a loop was cut: its repeats are gone, the answer is whole
         )
         unfounded = unfounded_specifics(text, texts) if blocks else []
         if blocks and not declined and self.decline_unsupported:
