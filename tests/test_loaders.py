@@ -1,9 +1,10 @@
 import json
 import os
+import zipfile
 
 import pytest
 
-from chatbot.knowledge.loaders import LoadError, load_file
+from chatbot.knowledge.loaders import LoadError, LoadLimits, load_file
 from chatbot.knowledge.scan import scan_folder
 from tests.pdfs import make_pdf
 
@@ -146,6 +147,60 @@ def test_a_large_json_value_is_split_into_its_members_in_order(tmp_path):
     records = [record.text for record in load_file(tmp_path / "export.json")[0].records]
     last_two = f"paragraphs[1]: {'b' * 600}\nparagraphs[2]: {'c' * 300}"  # gathered: 948 characters
     assert records == ["title: Tea", f"paragraphs[0]: {'a' * 600}", last_two]
+
+
+def test_spreadsheet_rows_are_records_of_every_sheet_with_their_headers(tmp_path):
+    import datetime
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = "Stock"
+    sheet.append(["Inventory, November"])  # a title above the table
+    sheet.append([])
+    sheet.append(["SKU", "Name", "Price", None, "Since"])
+    sheet.append(["A-1", "Down Parka", 349.0, None, datetime.datetime(2024, 3, 1)])
+    sheet.append(["A-2", "Trail Shoe", 129.99, "extra", datetime.datetime(2024, 3, 1, 9, 30)])
+    book.create_sheet("Notes").append(["Returns within 30 days"])
+    book.save(tmp_path / "stock.xlsx")
+    records = load_file(tmp_path / "stock.xlsx")[0].records
+    assert [(record.label, record.text) for record in records] == [
+        ("Stock row 1", "Inventory, November"),
+        ("Stock row 4", "SKU: A-1; Name: Down Parka; Price: 349; Since: 2024-03-01"),
+        ("Stock row 5", "SKU: A-2; Name: Trail Shoe; Price: 129.99; D: extra; Since: 2024-03-01 09:30:00"),
+        ("Notes row 1", "Returns within 30 days"),
+    ]
+
+
+def test_a_spreadsheet_of_far_flung_cells_is_refused_by_its_cell_count(tmp_path):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    for row in range(1, 400):
+        book.active.cell(row=row, column=16_000, value=row)  # each row read as 16,000 cells
+    book.save(tmp_path / "wide.xlsx")
+    with pytest.raises(LoadError, match="more than 1,000,000 cells.*max_file_chars"):  # 399 values, 6.4 M cells
+        load_file(tmp_path / "wide.xlsx", LoadLimits(max_chars=1_000_000))
+    small = tmp_path / "small.xlsx"
+    book = openpyxl.Workbook()
+    book.active.append(["name", "price"])
+    for number in range(400):
+        book.active.append([f"Lamp {number}", 12])
+    book.save(small)
+    with zipfile.ZipFile(small) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    assert '<dimension ref="A1:B401"' in sheet
+    parts["xl/worksheets/sheet1.xml"] = sheet.replace('ref="A1:B401"', 'ref="A1:XFD1048576"').encode()
+    with zipfile.ZipFile(small, "w") as archive:  # as a sheet formatted whole says it is: every cell
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    records = load_file(small)[0].records  # read as stored: not padded out to 6.5 M cells, which is refused
+    assert len(records) == 400 and records[-1].text == "name: Lamp 399; price: 12"
+    (tmp_path / "fake.xlsx").write_bytes(b"not a spreadsheet")
+    with pytest.raises(LoadError, match="XLSX"):
+        load_file(tmp_path / "fake.xlsx")
 
 
 def test_utf16_text_with_bom_is_decoded(tmp_path):

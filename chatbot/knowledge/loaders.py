@@ -7,6 +7,7 @@ Structured formats (HTML, DOCX) are rendered as Markdown so that their headings 
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import json
 import logging
@@ -38,7 +39,7 @@ class LoadLimits:
     """Bounds checked before or while a file is read, so a small hostile file cannot take the machine.
 
     ``max_chars``: text extracted per file; ``max_pages``: pages per PDF; ``max_unzipped_bytes``
-    and ``max_zip_entries``: what a zip-based file (.docx) may expand to, from its directory,
+    and ``max_zip_entries``: what a zip-based file (.docx, .xlsx) may expand to, from its directory,
     before anything is decompressed.
     """
 
@@ -245,6 +246,53 @@ def load_csv(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     ]
 
 
+def _cell(value: object) -> str:
+    if isinstance(value, datetime.datetime):
+        return value.date().isoformat() if value.time() == datetime.time() else value.isoformat(sep=" ")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def load_xlsx(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
+    """One record per row of every sheet, its values labelled with the column headers (the sheet's
+    first row with two values or more) and located as ``Sheet row 12``; formulas give their last
+    computed value."""
+    import openpyxl  # imported here because few knowledge folders hold spreadsheets
+    from openpyxl.utils import get_column_letter
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    check_zip(path, limits)
+    budget = _Budget(limits.max_chars)
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
+        raise LoadError(f"unreadable XLSX: {type(exc).__name__}: {exc}") from exc
+    records: list[Record] = []
+    cells = 0
+    try:
+        for sheet in book.worksheets:
+            sheet.reset_dimensions()  # rows as stored: a declared A1:XFD1048576 is not padded out
+            header: list[str] | None = None
+            for number, row in enumerate(sheet.iter_rows(values_only=True), 1):
+                cells += len(row)  # empty cells cost time too: bounded like characters
+                if cells > limits.max_chars:
+                    raise LoadError(f"more than {limits.max_chars:,} cells (setting max_file_chars)")
+                values = [_cell(value) if value is not None else "" for value in row]
+                if header is None and sum(map(bool, values)) >= 2:
+                    header = [name or get_column_letter(column) for column, name in enumerate(values, 1)]
+                    continue
+                if header is None:  # a title above the table, or a sheet of one column
+                    text = "; ".join(value for value in values if value)
+                else:
+                    names = header + [get_column_letter(column) for column in range(len(header) + 1, len(values) + 1)]
+                    text = "; ".join(f"{name}: {value}" for name, value in zip(names, values, strict=False) if value)
+                records.append(Record(budget.take(text), f"{sheet.title} row {number}"))
+    finally:
+        book.close()
+    return [Page.of_records(records)]
+
+
 RECORD_CHARS = 1000
 """A JSON object or list whose lines fit in this many characters (about a 200-token chunk) is one
 record; a larger one is split into its members, its plain values gathered into records this size."""
@@ -313,6 +361,7 @@ LOADERS: dict[str, Callable[[Path, LoadLimits], list[Page]]] = {
     ".html": load_html,
     ".htm": load_html,
     ".docx": load_docx,
+    ".xlsx": load_xlsx,
     ".csv": load_csv,
     ".json": load_json,
 }
