@@ -107,13 +107,13 @@ def test_docx_that_is_not_a_zip_is_refused(tmp_path):
 
 
 def test_csv_rows_are_records_labelled_with_their_columns(tmp_path):
-    (tmp_path / "prices.csv").write_text("product;price\nLamp;12 EUR\n;\nDesk;150 EUR\n")
+    (tmp_path / "prices.csv").write_text("product;price; \nLamp;12 EUR;\n;;\nDesk;150 EUR;oak\n")
     page = load_file(tmp_path / "prices.csv")[0]
     assert [(record.text, record.label) for record in page.records] == [
         ("product: Lamp; price: 12 EUR", "row 2"),  # the row numbers a spreadsheet shows
-        ("product: Desk; price: 150 EUR", "row 4"),
+        ("product: Desk; price: 150 EUR; column 3: oak", "row 4"),
     ]
-    assert page.text == "product: Lamp; price: 12 EUR\nproduct: Desk; price: 150 EUR"
+    assert page.text == "product: Lamp; price: 12 EUR\nproduct: Desk; price: 150 EUR; column 3: oak"
 
 
 def test_json_leaves_become_keyed_lines_and_bad_json_is_refused(tmp_path):

@@ -223,6 +223,11 @@ def load_docx(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     return [Page("\n".join(lines).strip())]
 
 
+def _labelled(names: list[str], values: list[str]) -> str:
+    """A row's non-empty values, each labelled with its column: ``name: Lamp; price: 12``."""
+    return "; ".join(f"{name}: {value}" for name, value in zip(names, values, strict=False) if value)
+
+
 def load_csv(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     """One record per row, each value labelled with its column (``col: value; ...``)."""
     budget = _Budget(limits.max_chars)
@@ -235,12 +240,10 @@ def load_csv(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     header = next(rows, None)
     if header is None:
         return [Page("")]
+    header = [name.strip() or f"column {number}" for number, name in enumerate(header, 1)]
     return [
         Page.of_records(
-            Record(
-                budget.take("; ".join(f"{name}: {value}" for name, value in zip(header, row, strict=False) if value)),
-                f"row {number}",  # as a spreadsheet numbers it, the header being row 1
-            )
+            Record(budget.take(_labelled(header, row)), f"row {number}")  # numbered as a spreadsheet would
             for number, row in enumerate(rows, 2)
         )
     ]
@@ -285,8 +288,8 @@ def load_xlsx(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
                 if header is None:  # a title above the table, or a sheet of one column
                     text = "; ".join(value for value in values if value)
                 else:
-                    names = header + [get_column_letter(column) for column in range(len(header) + 1, len(values) + 1)]
-                    text = "; ".join(f"{name}: {value}" for name, value in zip(names, values, strict=False) if value)
+                    extra = [get_column_letter(column) for column in range(len(header) + 1, len(values) + 1)]
+                    text = _labelled(header + extra, values)
                 records.append(Record(budget.take(text), f"{sheet.title} row {number}"))
     finally:
         book.close()
