@@ -90,6 +90,16 @@ def test_citation_links_and_highlights():
     assert highlighted(hostile) == "Before. <mark>&lt;script&gt;alert(1)&lt;/script&gt; is here.</mark>"
 
 
+def test_a_source_says_where_it_is_page_slide_or_row():
+    deck = _source(1, "talks/q3.pptx", page=4)
+    deck.section = "Prices"
+    row = _source(2, "stock.csv")
+    row.section = "row 12"
+    panel = sources_markdown(Answer("q", "A [1]. B [2].", "base", sources=[deck, row], retrieved=[deck, row]))
+    assert " · slide 4 · Prices" in panel and " · row 12" in panel and "page" not in panel
+    assert _source(3, "q3.pdf", page=7).place == "page 7" and row.place is None
+
+
 def test_sources_panel_lists_cited_first_and_the_rest_as_secondary():
     cited, other = _source(1, "a.md", quote="A fact."), _source(2, "b.md")
     answer = Answer("q", "A fact [1].", "finance", sources=[cited], retrieved=[cited, other], timings={"total_s": 1.23})

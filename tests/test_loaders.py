@@ -6,6 +6,7 @@ import pytest
 
 from chatbot.knowledge.loaders import LoadError, LoadLimits, load_file
 from chatbot.knowledge.scan import scan_folder
+from tests.office import make_deck
 from tests.pdfs import make_pdf
 
 
@@ -203,6 +204,20 @@ def test_a_spreadsheet_of_far_flung_cells_is_refused_by_its_cell_count(tmp_path)
         load_file(tmp_path / "fake.xlsx")
 
 
+def test_slides_are_pages_with_their_title_as_heading_then_text_tables_and_notes(tmp_path):
+    pages = load_file(make_deck(tmp_path / "deck.pptx"))
+    assert [page.number for page in pages] == [1, 2, 3]
+    assert pages[0].text == (
+        "# Returns policy\n\nUnworn items within 30 days\n\nRefunds in 5 business days\n\n"
+        "Notes: Mention the holiday extension to 60 days."
+    )
+    assert pages[1].text == "# Prices\n\nItem | Price\n\nParka | $349\n\nVAT included"
+    assert pages[2].text == ""  # a blank slide
+    (tmp_path / "fake.pptx").write_bytes(b"PK not really")
+    with pytest.raises(LoadError, match="PPTX"):
+        load_file(tmp_path / "fake.pptx")
+
+
 def test_utf16_text_with_bom_is_decoded(tmp_path):
     (tmp_path / "u16.txt").write_bytes("Grüße aus Köln".encode("utf-16"))
     assert load_file(tmp_path / "u16.txt")[0].text == "Grüße aus Köln"
@@ -237,7 +252,6 @@ def test_a_zip_bomb_docx_is_refused_from_its_directory_before_anything_is_inflat
 
 def test_page_and_character_limits_refuse_files_by_name(tmp_path):
     from chatbot.knowledge.loaders import LoadLimits
-    from tests.pdfs import make_pdf
 
     pdf = make_pdf(tmp_path / "long.pdf", ["one", "two", "three"])
     with pytest.raises(LoadError, match="3 pages.*max_pdf_pages"):

@@ -5,6 +5,7 @@ import json
 import random
 from collections import Counter
 
+from tests.office import make_deck
 from tests.pdfs import make_pdf
 
 
@@ -26,12 +27,14 @@ def test_second_sync_of_unchanged_files_writes_nothing(make_bot, user_guide):
 def test_chunks_carry_source_page_section_and_stable_id(make_bot, knowledge):
     (knowledge / "guide.md").write_text("# Setup\n\n## Install\n\nRun make run to install.\n")
     make_pdf(knowledge / "report.pdf", ["Revenue was 10 million.", "Costs were 4 million."])
+    make_deck(knowledge / "deck.pptx")
     bot = make_bot()
     bot.sync()
     data = bot.store.get(include=["metadatas"])
     metas = {m["source"] + str(m.get("page")): m for m in data["metadatas"]}
     assert metas["guide.mdNone"]["section"] == "Setup > Install"
     assert {metas["report.pdf1"]["page"], metas["report.pdf2"]["page"]} == {1, 2}
+    assert metas["deck.pptx2"]["section"] == "Prices" and metas["deck.pptx1"]["section"] == "Returns policy"
     assert all(m["chunk_id"] == i for m, i in zip(data["metadatas"], data["ids"], strict=True))
 
 

@@ -32,8 +32,8 @@ def final_answer(events: Iterable[str | Answer], terminal: bool) -> Answer:
 
 
 def _line(source: SourceRef) -> str:
-    page = f", page {source.page}" if source.page is not None else ""
-    return f"  [{source.n}] {source.source}{page} (score {source.score:.2f})"
+    place = f", {source.place}" if source.place else ""
+    return f"  [{source.n}] {source.source}{place} (score {source.score:.2f})"
 
 
 def print_answer(answer: Answer) -> None:

@@ -1,6 +1,6 @@
 """Read one knowledge file into text pages; every failure is a :class:`LoadError` with a reason.
 
-Structured formats (HTML, DOCX) are rendered as Markdown so that their headings become the
+Structured formats (HTML, DOCX, PPTX) are rendered as Markdown so that their headings become the
 ``section`` metadata of the chunks, exactly as for ``.md`` files.
 """
 
@@ -13,9 +13,10 @@ import json
 import logging
 import re
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pypdfium2 as pdfium
 from charset_normalizer import from_bytes
@@ -25,8 +26,9 @@ from pypdf.errors import PdfReadError, PyPdfError
 from chatbot.knowledge.web_page import page_text
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-MARKDOWN_TYPES = frozenset({"md", "markdown", "html", "htm", "docx"})
+MARKDOWN_TYPES = frozenset({"md", "markdown", "html", "htm", "docx", "pptx"})
 """File types whose text is Markdown after loading (headings split into sections)."""
 
 
@@ -39,7 +41,7 @@ class LoadLimits:
     """Bounds checked before or while a file is read, so a small hostile file cannot take the machine.
 
     ``max_chars``: text extracted per file; ``max_pages``: pages per PDF; ``max_unzipped_bytes``
-    and ``max_zip_entries``: what a zip-based file (.docx, .xlsx) may expand to, from its directory,
+    and ``max_zip_entries``: what a zip-based file (.docx, .xlsx, .pptx) may expand to, from its directory,
     before anything is decompressed.
     """
 
@@ -197,21 +199,32 @@ def check_zip(path: Path, limits: LoadLimits) -> None:
         raise LoadError(f"expands to {total / 1e6:,.0f} MB; the limit is {limit_mb:,.0f} MB (max_unzipped_mb)")
 
 
+def _open_zipped(path: Path, limits: LoadLimits, reader: Callable[[str], T], errors: tuple[type[Exception], ...]) -> T:
+    """A zip-based document opened by its library once its directory passed the limits; the
+    library's ``errors`` become a :class:`LoadError` naming the type."""
+    check_zip(path, limits)
+    errors += (zipfile.BadZipFile, KeyError, ValueError)
+    try:
+        return reader(str(path))
+    except errors as exc:
+        raise LoadError(f"unreadable {path.suffix.lstrip('.').upper()}: {type(exc).__name__}: {exc}") from exc
+
+
+def _table_row(cells: Iterable) -> str:
+    return " | ".join(cell.text.strip() for cell in cells)
+
+
 def load_docx(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     """Paragraphs and tables of a Word document; ``Heading N`` styles become Markdown headings."""
     import docx  # python-docx; imported here because few knowledge folders hold Word files
     from docx.opc.exceptions import PackageNotFoundError
 
-    check_zip(path, limits)
+    document = _open_zipped(path, limits, docx.Document, (PackageNotFoundError,))
     budget = _Budget(limits.max_chars)
-    try:
-        document = docx.Document(str(path))
-    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError) as exc:
-        raise LoadError(f"unreadable DOCX: {type(exc).__name__}: {exc}") from exc
     lines: list[str] = []
     for block in document.iter_inner_content():
         if isinstance(block, docx.table.Table):
-            lines.extend(budget.take(" | ".join(cell.text.strip() for cell in row.cells)) for row in block.rows)
+            lines.extend(budget.take(_table_row(row.cells)) for row in block.rows)
             continue
         text = budget.take(block.text.strip())
         style = (block.style.name if block.style is not None else "") or ""
@@ -221,6 +234,41 @@ def load_docx(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
         elif text:
             lines.append(text)
     return [Page("\n".join(lines).strip())]
+
+
+def _shape_lines(shapes: Iterable, budget: _Budget) -> Iterator[str]:
+    """The text of slide shapes in order: paragraphs of text frames, table rows, groups' members."""
+    from pptx.enum.shapes import MSO_SHAPE_TYPE
+
+    for shape in shapes:
+        if shape.shape_type == MSO_SHAPE_TYPE.GROUP:
+            yield from _shape_lines(shape.shapes, budget)
+        elif shape.has_text_frame:
+            for paragraph in shape.text_frame.paragraphs:
+                if text := paragraph.text.strip():
+                    yield budget.take(text)
+        elif getattr(shape, "has_table", False) and shape.has_table:
+            for row in shape.table.rows:
+                yield budget.take(_table_row(row.cells))
+
+
+def load_pptx(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
+    """One page per slide (its number the page's): the title as a Markdown heading (the chunks'
+    ``section``), then its text boxes and tables in order, then the speaker notes."""
+    import pptx  # python-pptx; imported here because few knowledge folders hold slide decks
+    from pptx.exc import PackageNotFoundError
+
+    deck = _open_zipped(path, limits, pptx.Presentation, (PackageNotFoundError,))
+    budget = _Budget(limits.max_chars)
+    pages = []
+    for number, slide in enumerate(deck.slides, 1):
+        title = slide.shapes.title
+        lines = [f"# {budget.take(title.text.strip())}"] if title is not None and title.text.strip() else []
+        lines += _shape_lines((shape for shape in slide.shapes if shape != title), budget)
+        if slide.has_notes_slide and (notes := slide.notes_slide.notes_text_frame.text.strip()):
+            lines.append(budget.take(f"Notes: {notes}"))
+        pages.append(Page("\n\n".join(lines), number))
+    return pages
 
 
 def _labelled(names: list[str], values: list[str]) -> str:
@@ -265,12 +313,11 @@ def load_xlsx(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     from openpyxl.utils import get_column_letter
     from openpyxl.utils.exceptions import InvalidFileException
 
-    check_zip(path, limits)
+    def reader(name: str) -> openpyxl.Workbook:
+        return openpyxl.load_workbook(name, read_only=True, data_only=True)
+
+    book = _open_zipped(path, limits, reader, (InvalidFileException, TypeError))
     budget = _Budget(limits.max_chars)
-    try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, TypeError) as exc:
-        raise LoadError(f"unreadable XLSX: {type(exc).__name__}: {exc}") from exc
     records: list[Record] = []
     cells = 0
     try:
@@ -365,6 +412,7 @@ LOADERS: dict[str, Callable[[Path, LoadLimits], list[Page]]] = {
     ".htm": load_html,
     ".docx": load_docx,
     ".xlsx": load_xlsx,
+    ".pptx": load_pptx,
     ".csv": load_csv,
     ".json": load_json,
 }

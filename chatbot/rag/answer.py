@@ -30,6 +30,13 @@ class SourceRef:
     supported: bool | None = None  # the citation check (grounding.judge) passed
     problems: list[str] | None = None  # why it did not: number, name, structure, echo, negation, words
 
+    @property
+    def place(self) -> str | None:
+        """Where in its file the block is, for people: ``page 3`` (``slide 3`` in a slide deck)."""
+        if self.page is None:
+            return None
+        return f"{'slide' if self.source.lower().endswith('.pptx') else 'page'} {self.page}"
+
     @classmethod
     def from_document(cls, n: int, document: Document, quote: str | None = None) -> SourceRef:
         """The block ``n``; with a ``quote`` the snippet is the text around it."""

@@ -98,7 +98,7 @@ _CHANGES = {
 
 
 def _source_line(source: SourceRef, change: str | None = None) -> str:
-    where = f" · page {source.page}" if source.page is not None else ""
+    where = f" · {source.place}" if source.place else ""
     if source.section:
         where += f" · {html.escape(source.section)}"
     if source.supported is False:
