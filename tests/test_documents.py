@@ -47,6 +47,8 @@ def test_upload_is_saved_atomically_and_bad_ones_are_refused(library, tmp_path):
     assert not [p for p in (library / "manuals").iterdir() if p.name.startswith(".")]  # no staging file left
     with pytest.raises(DocumentError, match="unsupported file type"):
         save_upload(library, upload, "virus.exe")
+    with pytest.raises(DocumentError, match=r"minutes.doc: unsupported .* save it as \.docx"):
+        save_upload(library, upload, "minutes.doc")
     with pytest.raises(DocumentError, match="limit"):
         save_upload(library, upload, "big.md", max_bytes=10)
     with pytest.raises(DocumentError, match="refused folder"):

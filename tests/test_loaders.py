@@ -62,6 +62,7 @@ def test_scan_skips_hidden_temporary_unsupported_oversized_and_outside_links(tmp
     (root / "~$lock.md").write_text("x")
     (root / "notes.md.swp").write_text("x")
     (root / "image.png").write_bytes(b"\x89PNG")
+    (root / "budget.XLS").write_bytes(b"\xd0\xcf\x11\xe0")
     (root / "big.txt").write_text("x" * 2000)
     outside = tmp_path / "secret.txt"
     outside.write_text("do not index")
@@ -71,7 +72,8 @@ def test_scan_skips_hidden_temporary_unsupported_oversized_and_outside_links(tmp
     assert set(result.files) == {"ok.md", "sub/deep.txt"}  # the link inside would index ok.md twice
     assert "outside" in result.skipped["escape.txt"]
     assert "symlink" in result.skipped["inside.txt"]
-    assert "unsupported" in result.skipped["image.png"]
+    assert result.skipped["image.png"] == "unsupported file type .png"
+    assert result.skipped["budget.XLS"] == "unsupported file type .XLS (an old binary Office format: save it as .xlsx)"
     assert "limit" in result.skipped["big.txt"]
     assert not {".hidden.md", "~$lock.md", "notes.md.swp"} & set(result.skipped)
 
@@ -216,6 +218,20 @@ def test_slides_are_pages_with_their_title_as_heading_then_text_tables_and_notes
     (tmp_path / "fake.pptx").write_bytes(b"PK not really")
     with pytest.raises(LoadError, match="PPTX"):
         load_file(tmp_path / "fake.pptx")
+
+
+def test_json_lines_are_records_located_by_their_line(tmp_path):
+    lines = ['{"user": "ada", "said": "hello"}', "", '{"user": "bob", "said": "bye"}', '"a note"']
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    records = load_file(tmp_path / "log.jsonl")[0].records
+    assert [(record.label, record.text) for record in records] == [
+        ("line 1", "user: ada\nsaid: hello"),
+        ("line 3", "user: bob\nsaid: bye"),
+        ("line 4", "a note"),
+    ]
+    (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{oops\n')
+    with pytest.raises(LoadError, match="invalid JSON on line 2"):
+        load_file(tmp_path / "bad.jsonl")
 
 
 def test_utf16_text_with_bom_is_decoded(tmp_path):

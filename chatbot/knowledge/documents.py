@@ -7,7 +7,7 @@ import shutil
 import unicodedata
 from pathlib import Path
 
-from chatbot.knowledge.loaders import LOADERS
+from chatbot.knowledge.loaders import LOADERS, supported, unsupported_reason
 from chatbot.knowledge.scan import is_ignored_name
 
 MAX_NAME = 120
@@ -84,8 +84,8 @@ def save_upload(root: Path, source: Path, name: str, folder: str = "", max_bytes
     An existing document with the same name is replaced (a new version).
     """
     clean = sanitize_filename(name)
-    if Path(clean).suffix.lower() not in LOADERS:
-        raise DocumentError(f"{clean}: unsupported file type; supported: {', '.join(sorted(LOADERS))}")
+    if not supported(Path(clean)):
+        raise DocumentError(f"{clean}: {unsupported_reason(Path(clean))}; supported: {', '.join(sorted(LOADERS))}")
     size = source.stat().st_size
     if max_bytes is not None and size > max_bytes:
         raise DocumentError(f"{clean}: larger than the {max_bytes / 1e6:g} MB limit ({size / 1e6:.1f} MB)")

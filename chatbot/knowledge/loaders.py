@@ -391,16 +391,30 @@ def _fill(lines: list[str]) -> list[list[str]]:
     return records
 
 
+def _parsed(text: str, where: str = "") -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LoadError(f"invalid JSON{where}: {exc}") from exc
+    except RecursionError as exc:
+        raise LoadError(f"JSON nested too deeply{where}") from exc
+
+
 def load_json(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     """Records of ``path.to.key: value`` lines: each object or list that fits a chunk is one."""
-    try:
-        data = json.loads(decode_text(path.read_bytes()))
-    except json.JSONDecodeError as exc:
-        raise LoadError(f"invalid JSON: {exc}") from exc
-    except RecursionError as exc:
-        raise LoadError("JSON nested too deeply") from exc
-    records = _json_records(data, "", _Budget(limits.max_chars))
+    records = _json_records(_parsed(decode_text(path.read_bytes())), "", _Budget(limits.max_chars))
     return [Page.of_records(Record("\n".join(lines), path) for path, lines in records)]
+
+
+def load_jsonl(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
+    """JSON Lines: each line's value read as a ``.json`` file's, its records located as ``line 12``."""
+    budget = _Budget(limits.max_chars)
+    records: list[Record] = []
+    for number, line in enumerate(decode_text(path.read_bytes()).splitlines(), 1):
+        if line.strip():
+            found = _json_records(_parsed(line, f" on line {number}"), "", budget)
+            records += [Record("\n".join(lines), f"line {number} {where}".strip()) for where, lines in found]
+    return [Page.of_records(records)]
 
 
 LOADERS: dict[str, Callable[[Path, LoadLimits], list[Page]]] = {
@@ -415,7 +429,11 @@ LOADERS: dict[str, Callable[[Path, LoadLimits], list[Page]]] = {
     ".pptx": load_pptx,
     ".csv": load_csv,
     ".json": load_json,
+    ".jsonl": load_jsonl,
 }
+
+
+_SAVE_AS = {".doc": ".docx", ".xls": ".xlsx", ".ppt": ".pptx"}  # old binary Office formats and their successors
 
 
 def supported(path: Path) -> bool:
@@ -423,11 +441,18 @@ def supported(path: Path) -> bool:
     return path.suffix.lower() in LOADERS
 
 
+def unsupported_reason(path: Path) -> str:
+    """Why a file is not read, with what to do for an old Office format."""
+    newer = _SAVE_AS.get(path.suffix.lower())
+    hint = f" (an old binary Office format: save it as {newer})" if newer else ""
+    return f"unsupported file type {path.suffix or '(none)'}{hint}"
+
+
 def load_file(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     """Read ``path`` with the loader for its type within ``limits``; raises :class:`LoadError`."""
     loader = LOADERS.get(path.suffix.lower())
     if loader is None:
-        raise LoadError(f"unsupported file type {path.suffix or '(none)'}")
+        raise LoadError(unsupported_reason(path))
     try:
         return loader(path, limits)
     except LoadError:

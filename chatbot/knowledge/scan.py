@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatbot.knowledge.loaders import supported
+from chatbot.knowledge.loaders import supported, unsupported_reason
 
 _TEMPORARY_SUFFIXES = (".swp", ".swo", ".swx", ".tmp", ".temp", ".part", ".crdownload", ".partial", "~")
 
@@ -62,7 +62,7 @@ def scan_folder(root: Path, max_bytes: int) -> ScanResult:
                 result.skipped[key] = _link_problem(path, root_real) or "symlink to a file in the knowledge folder"
                 continue
             if not supported(path):
-                result.skipped[key] = f"unsupported file type {path.suffix or '(none)'}"
+                result.skipped[key] = unsupported_reason(path)
                 continue
             try:
                 size = path.stat().st_size
