@@ -123,7 +123,13 @@ def test_json_leaves_become_keyed_lines_and_bad_json_is_refused(tmp_path):
     (tmp_path / "faq.json").write_text('{"shop": {"hours": "9-17", "days": ["Mon", "Tue"]}}')
     page = load_file(tmp_path / "faq.json")[0]
     assert page.text == "shop.hours: 9-17\nshop.days[0]: Mon\nshop.days[1]: Tue"
-    assert [(record.text, record.label) for record in page.records] == [(page.text, "")]  # small: one record
+    # the file's top level, under its one-key wrapper, is split into its sections, however small
+    assert [(record.label, record.text) for record in page.records] == [
+        ("shop", "shop.hours: 9-17"),
+        ("shop.days", "shop.days[0]: Mon\nshop.days[1]: Tue"),
+    ]
+    (tmp_path / "item.json").write_text('{"name": "Parka", "price": 349, "tags": ["warm", "down"]}')
+    assert [record.label for record in load_file(tmp_path / "item.json")[0].records] == ["", "tags"]
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(LoadError, match="invalid JSON"):
         load_file(tmp_path / "bad.json")

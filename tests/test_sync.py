@@ -74,6 +74,19 @@ def test_a_question_about_one_table_row_or_json_record_finds_that_row(make_bot, 
     assert sections == where + [f"Catalogue row {n + 2}" for n in range(13)]  # where each one is
 
 
+def test_a_question_about_one_section_of_a_small_json_file_finds_that_section(make_bot, knowledge):
+    policy = {
+        "returns": {"window_days": 30, "condition": "unworn, with tags", "refund_method": "original payment"},
+        "shipping": {"free_over_usd": 75, "carriers": ["UPS", "USPS"], "express_days": 2},
+    }
+    (knowledge / "policy.json").write_text(json.dumps(policy))
+    bot = make_bot()
+    bot.sync()
+    blocks = bot.chain.retrieve("Which carriers do you ship with?")  # the file as one block scored 0.26: none
+    assert blocks and blocks[0].metadata["section"] == "shipping" and "USPS" in blocks[0].page_content
+    assert "returns" not in blocks[0].page_content
+
+
 def test_changed_file_is_reindexed_and_deleted_file_disappears(make_bot, knowledge):
     (knowledge / "a.txt").write_text("Alpha facts: the alpha value is 1.")
     (knowledge / "b.txt").write_text("Beta facts: the beta value is 2.")

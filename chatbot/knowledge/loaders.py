@@ -345,11 +345,13 @@ def load_xlsx(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
 
 RECORD_CHARS = 1000
 """A JSON object or list whose lines fit in this many characters (about a 200-token chunk) is one
-record; a larger one is split into its members, its plain values gathered into records this size."""
+record; a larger one is split into its members, its plain values gathered into records this size.
+The file's own top level (under any one-key wrappers) is always split: its keys are its sections,
+its items its records."""
 
 
-def _json_records(value: object, prefix: str, budget: _Budget) -> list[tuple[str, list[str]]]:
-    """The records of one JSON value, each its path and its ``path.to.key: value`` lines."""
+def _json_records(value: object, prefix: str, budget: _Budget, top: bool = False) -> list[tuple[str, list[str]]]:
+    """The records of one JSON value (``top``: the file's), each its path and its ``path.to.key: value`` lines."""
     if isinstance(value, dict):
         members = [(f"{prefix}.{key}" if prefix else str(key), item) for key, item in value.items()]
     elif isinstance(value, list):
@@ -362,13 +364,13 @@ def _json_records(value: object, prefix: str, budget: _Budget) -> list[tuple[str
     plain: list[str] = []
     records: list[tuple[str, list[str]]] = []
     for name, item in members:
-        found = _json_records(item, name, budget)
+        found = _json_records(item, name, budget, top and len(members) == 1)
         lines.extend(line for _, record in found for line in record)
         if isinstance(item, dict | list):
             records.extend(found)
         else:
             plain.extend(line for _, record in found for line in record)
-    if _chars(lines) <= RECORD_CHARS:
+    if _chars(lines) <= RECORD_CHARS and not top:
         return [(prefix, lines)] if lines else []
     return [(prefix, group) for group in _fill(plain)] + records
 
@@ -402,7 +404,7 @@ def _parsed(text: str, where: str = "") -> object:
 
 def load_json(path: Path, limits: LoadLimits = LoadLimits()) -> list[Page]:
     """Records of ``path.to.key: value`` lines: each object or list that fits a chunk is one."""
-    records = _json_records(_parsed(decode_text(path.read_bytes())), "", _Budget(limits.max_chars))
+    records = _json_records(_parsed(decode_text(path.read_bytes())), "", _Budget(limits.max_chars), top=True)
     return [Page.of_records(Record("\n".join(lines), path) for path, lines in records)]
 
 
