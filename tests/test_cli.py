@@ -44,7 +44,8 @@ def test_ask_prints_the_final_answer_not_the_streamed_draft(cli_env):
     data = json.loads(run("ask", question, "--json")[1])
     code, output = run("ask", question)
     assert code == 0 and output.startswith(data["answer"] + "\n")
-    assert f"[{data['sources'][0]['n']}] {data['sources'][0]['source']}" in output.split("Sources:")[1]
+    first = data["sources"][0]
+    assert f"[{first['n']}] {first['source']}, {first['section']} (score" in output.split("Sources:")[1]
 
 
 def test_ask_shows_a_withheld_answer_as_declined(cli_env, monkeypatch):

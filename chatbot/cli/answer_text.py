@@ -32,8 +32,8 @@ def final_answer(events: Iterable[str | Answer], terminal: bool) -> Answer:
 
 
 def _line(source: SourceRef) -> str:
-    place = f", {source.place}" if source.place else ""
-    return f"  [{source.n}] {source.source}{place} (score {source.score:.2f})"
+    where = "".join(f", {part}" for part in (source.place, source.section) if part)
+    return f"  [{source.n}] {source.source}{where} (score {source.score:.2f})"
 
 
 def print_answer(answer: Answer) -> None:
