@@ -1,11 +1,12 @@
 """Tables and JSON in the knowledge folder: a chunk per record against rows packed into chunks.
 
     .venv/bin/python benchmarks/structured_files.py [--squad ../shared/data/squad2/dev-v2.0.json]
-        [--answers] [--out bench-results/structured.json]
+        [--answers] [--rows 120] [--out bench-results/structured.json]
 
-A product catalogue of 120 rows (made here from a seed) as ``.csv`` and as ``.json``, asked "How
-much does the <product> cost?" for every row: how often the chain's retrieval (relevance floor
-included) puts that row's block first, retrieves it at all, or retrieves nothing. ``--answers``
+A product catalogue of 120 rows (``--rows``; made here from a seed) as ``.csv`` and as ``.json``,
+asked "How much does the <product> cost?" for (the first 120) rows: how often the chain's
+retrieval (relevance floor included) puts that row's block first, retrieves it at all, or
+retrieves nothing; and the seconds of each first sync. ``--answers``
 also answers every question with the base model (answer holds the price, declined). With
 ``--squad``, the eval's three SQuAD 2.0 articles as a CSV of sentences, a CSV of paragraphs and a
 JSON export of paragraphs, asked 300 of their answerable questions: recall@1 and recall@4 of a
@@ -40,10 +41,12 @@ PLACES = "Alpine Harbor Summit Canyon Prairie Glacier Desert Coastal Forest Mead
 KINDS = "Jacket Parka Boot Sneaker Tent Backpack Lantern Stove Hammock Vest Glove Beanie Poncho Kayak".split()
 
 
-def catalogue(folder: Path) -> list[dict]:
-    """120 seeded products as ``catalogue.csv`` and ``catalogue.json`` in two sub-folders; their price questions."""
+def catalogue(folder: Path, count: int = 120) -> list[dict]:
+    """Seeded products as ``catalogue.csv`` and ``catalogue.json`` in two folders; the first 120 price questions."""
     rng = random.Random(7)
-    names = rng.sample([f"{place} {kind}" for place in PLACES for kind in KINDS], 120)
+    pool = [f"{place} {kind}" for place in PLACES for kind in KINDS]
+    names = rng.sample(pool, min(count, len(pool)))
+    names += [f"{pool[number % len(pool)]} {number // len(pool) + 1}" for number in range(count - len(names))]
     rows = [
         {
             "sku": f"SKU-{1000 + number}",
@@ -63,7 +66,7 @@ def catalogue(folder: Path) -> list[dict]:
     (folder / "json" / "catalogue.json").write_text(json.dumps({"store": "Outfitters", "products": rows}, indent=1))
     return [
         {"question": f"How much does the {row['name']} cost?", "key": row["sku"], "answers": [row["price_usd"]]}
-        for row in rows
+        for row in rows[:120]
     ]
 
 
@@ -117,7 +120,8 @@ def packed() -> Iterator[None]:
         loaders.LOADERS.update(saved)
 
 
-def indexed(knowledge: Path, work: Path) -> Chatbot:
+def indexed(knowledge: Path, work: Path) -> tuple[Chatbot, float]:
+    """A bot over ``knowledge`` with a fresh index in ``work``, and the seconds its sync took."""
     bot = Chatbot(
         load_settings(
             knowledge_dir=knowledge,
@@ -126,8 +130,11 @@ def indexed(knowledge: Path, work: Path) -> Chatbot:
             adapters_dir=work / "no-adapters",
         )
     )
-    bot.sync()
-    return bot
+    return bot, bot.sync().seconds
+
+
+def holds(block: str, key: str) -> bool:
+    return re.search(rf"\b{re.escape(key)}\b", block) is not None  # SKU-1000, not SKU-10000
 
 
 def catalogue_figures(bot: Chatbot, questions: list[dict], answers: bool) -> dict[str, float]:
@@ -135,8 +142,8 @@ def catalogue_figures(bot: Chatbot, questions: list[dict], answers: bool) -> dic
     for item in questions:
         blocks = bot.chain.retrieve(item["question"])
         nothing.append(not blocks)
-        first.append(bool(blocks) and item["key"] in blocks[0].page_content)
-        found.append(any(item["key"] in block.page_content for block in blocks))
+        first.append(bool(blocks) and holds(blocks[0].page_content, item["key"]))
+        found.append(any(holds(block.page_content, item["key"]) for block in blocks))
         if answers:
             answer = bot.ask(item["question"], max_new_tokens=64)
             right.append(not answer.abstained and contains_answer(answer.answer, item["answers"]))
@@ -162,12 +169,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--squad", type=Path, help="SQuAD 2.0 file (e.g. ../shared/data/squad2/dev-v2.0.json)")
     parser.add_argument("--answers", action="store_true", help="also answer the catalogue's questions")
+    parser.add_argument("--rows", type=int, default=120, help="products in the catalogue")
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "structured.json")
     args = parser.parse_args()
     print(cpu_summary(), flush=True)
     work = Path(tempfile.mkdtemp(prefix="structured-bench-"))
     sets: list[tuple[str, Path, list[dict], bool]] = []
-    items = catalogue(work / "catalogue")
+    items = catalogue(work / "catalogue", args.rows)
     sets += [(f"catalogue {kind}", work / "catalogue" / kind, items, True) for kind in ("csv", "json")]
     if args.squad:
         items = squad_files(args.squad, work / "squad")
@@ -178,12 +186,12 @@ def main() -> None:
     for name, knowledge, questions, is_catalogue in sets:
         for layout in ("records", "packed"):
             with packed() if layout == "packed" else nullcontext():
-                bot = indexed(knowledge, work / f"data-{name.replace(' ', '-')}-{layout}")
+                bot, seconds = indexed(knowledge, work / f"data-{name.replace(' ', '-')}-{layout}")
             chunks = bot.status().chunks
             measured = (
                 catalogue_figures(bot, questions, args.answers) if is_catalogue else recall_figures(bot, questions)
             )
-            figures[f"{name}, {layout}"] = {"chunks": chunks, **measured}
+            figures[f"{name}, {layout}"] = {"chunks": chunks, "sync s": round(seconds, 1), **measured}
             print(f"{name}, {layout}: {figures[f'{name}, {layout}']}", flush=True)
             bot.close()
     publish(figures, args.out)
