@@ -72,8 +72,9 @@ class Settings(BaseSettings):
     )
     exact_batches: bool = Field(
         False,
-        description="ONNX engine: decode a lone request beside a padding row, so an answer never depends on "
-        "what else runs (bit for bit; ~25 % slower decode for one user). The torch engine is always exact.",
+        description="An answer never depends on what else runs, bit for bit: the ONNX engine decodes a lone "
+        "request beside a padding row; the torch engine (CPU) packs every linear layer for oneDNN and runs it on "
+        "two rows or more. Costs decode speed for one user (docs/performance.md).",
     )
     quantize: Literal["none", "int8"] = Field(
         "none", description="int8: int8 weights for the chat model's linear layers (CPU; faster decode, see the eval)."
@@ -120,6 +121,11 @@ class Settings(BaseSettings):
     keyword_weight: float = Field(0.5, ge=0.0, le=4.0, description="Hybrid: BM25 ranking weight (vector = 1).")
     context_tokens: int = Field(
         1500, ge=0, description="Token budget of the retrieved blocks in the prompt (0: no limit)."
+    )
+    quote_evidence: bool = Field(
+        True,
+        description="Pick the retrieved sentence that best answers each question (the answer's evidence); a "
+        "declined answer quotes it instead of a bare 'I don't know' (docs/evaluation.md, 'Evidence sentences').",
     )
     decline_unsupported: bool = Field(
         True,
@@ -188,6 +194,11 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(5.0, ge=0, description="On SIGTERM, how long open requests may finish.")
     host: str = "127.0.0.1"
     port: int = Field(7860, ge=1, le=65535)
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve on a non-loopback host although the page has no login (ui_auth) or the API no key "
+        "(api_key); without it such a start is refused, naming what would be open.",
+    )
 
     @field_validator("device")
     @classmethod

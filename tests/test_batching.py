@@ -21,13 +21,26 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture(params=["torch", "onnx"])
-def any_bot(request, make_bot, tmp_path, lora_folder, other_lora_folder):
-    """A bot with two adapters, on each engine: the engines keep the same promises."""
+def _exact_bot(make_bot, tmp_path, lora_folder, other_lora_folder, engine: str, dtype: str = "auto"):
     adapters = tmp_path / "adapters"
     shutil.copytree(lora_folder, adapters / "demo")
     shutil.copytree(other_lora_folder, adapters / "other")
-    return make_bot(adapters_dir=adapters, engine=request.param, exact_batches=True)
+    bot = make_bot(adapters_dir=adapters, engine=engine, exact_batches=True, dtype=dtype)
+    assert bot.generator.exact_batches  # every CPU this runs on keeps the promise (chatbot info says so)
+    return bot
+
+
+@pytest.fixture(params=["torch", "onnx"])
+def any_bot(request, make_bot, tmp_path, lora_folder, other_lora_folder):
+    """A bot with two adapters, on each engine: the engines keep the same promises."""
+    return _exact_bot(make_bot, tmp_path, lora_folder, other_lora_folder, request.param)
+
+
+@pytest.fixture(params=["torch", "torch-float32", "onnx"])
+def any_exact_bot(request, make_bot, tmp_path, lora_folder, other_lora_folder):
+    """As ``any_bot``, and the transformers engine in fp32 too (other kernels: MKL's, oneDNN's)."""
+    engine, _, dtype = request.param.partition("-")
+    return _exact_bot(make_bot, tmp_path, lora_folder, other_lora_folder, engine, dtype or "auto")
 
 
 @pytest.fixture
@@ -52,8 +65,8 @@ def submit_together(generator, jobs):
         return [generator.engine.submit(ids, adapter, params, prefix) for ids, prefix, adapter, params in jobs]
 
 
-def test_greedy_and_seeded_outputs_alone_equal_outputs_inside_a_mixed_batch(any_bot):
-    generator = any_bot.generator
+def test_greedy_and_seeded_outputs_alone_equal_outputs_inside_a_mixed_batch(any_exact_bot):
+    generator = any_exact_bot.generator
     engine = generator.engine
     greedy_long = GenerationParams(max_new_tokens=40)
     greedy_short = GenerationParams(max_new_tokens=12)  # leaves the batch early

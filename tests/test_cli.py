@@ -16,8 +16,8 @@ def cli_env(monkeypatch, make_settings, user_guide):
     return settings
 
 
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
+def run(*args: str, input: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), input=input)
     return result.exit_code, result.output
 
 
@@ -49,14 +49,15 @@ def test_ask_prints_the_final_answer_not_the_streamed_draft(cli_env):
 
 
 def test_ask_shows_a_withheld_answer_as_declined(cli_env, monkeypatch):
-    from chatbot.rag.chain import NOT_ANSWERED
+    from chatbot.rag.chain import QUOTE_OPENING
 
     monkeypatch.setenv("CHATBOT_ANSWERABILITY_THRESHOLD", "0.999")  # every answer the model gives is withheld
     question = "How do I refresh the knowledge base?"
     data = json.loads(run("ask", question, "--json")[1])
-    assert data["answer"] == NOT_ANSWERED and data["withheld"]
+    assert data["answer"].startswith(QUOTE_OPENING) and data["withheld"] and data["quoted"]
+    assert data["evidence"][0]["text"] in data["answer"]  # the passage that answers, quoted with its [n]
     code, output = run("ask", question)
-    assert code == 0 and output.startswith(NOT_ANSWERED + "\n")
+    assert code == 0 and output.startswith(data["answer"] + "\n")
     assert "Declined: the passages are unlikely to answer this question" in output
     assert "Passages considered:" in output and "Sources:" not in output
     assert data["withheld"][:40] not in output  # the model's text is not shown as an answer
@@ -130,6 +131,41 @@ def test_info_reports_models_paths_and_counts(cli_env):
     assert data["base_model"]["name"] == "SmolLM2-135M-Instruct"
     assert data["knowledge"]["documents"] == 5 and data["knowledge"]["chunks"] > 5
     assert data["adapters"][0]["name"] == "base"
+
+
+def test_info_names_the_engine_serving_and_whether_batches_are_exact(cli_env, monkeypatch):
+    code, output = run("info")
+    assert code == 0 and "cpu, onnx engine (int8)" in output and "batching         fast:" in output
+    data = json.loads(run("info", "--json")[1])["base_model"]
+    assert (data["engine"], data["precision"], data["exact_batches"]) == ("onnx", "int8", False)
+    monkeypatch.setenv("CHATBOT_ENGINE", "torch")
+    monkeypatch.setenv("CHATBOT_EXACT_BATCHES", "true")
+    code, output = run("info")
+    assert code == 0 and ", torch engine (" in output
+    assert "batching         exact: an answer never depends on the requests decoded beside it" in output
+
+
+def test_trash_and_restore_bring_a_document_back_into_the_index(cli_env):
+    from chatbot.knowledge.trash import Trash
+
+    assert run("sync")[0] == 0
+    guide = cli_env.knowledge_dir / "user-guide" / "02-knowledge-base.md"
+    text = guide.read_text()
+    assert run("trash")[1].strip() == "the trash is empty"
+    entry = Trash(cli_env.data_dir / "trash", cli_env.knowledge_dir).put("user-guide/02-knowledge-base.md")
+    assert "1 deleted" in run("sync")[1]
+    code, output = run("trash")
+    assert code == 0 and entry.id in output and "user-guide/02-knowledge-base.md (deleted" in output
+    code, output = run("restore", "no/such.md")
+    assert code == 1 and "nothing in the trash is 'no/such.md'" in output
+    code, output = run("restore", "user-guide/02-knowledge-base.md")
+    assert code == 0 and "restored user-guide/02-knowledge-base.md" in output and "1 added" in output
+    assert guide.read_text() == text and json.loads(run("trash", "--json")[1]) == []
+    Trash(cli_env.data_dir / "trash", cli_env.knowledge_dir).put("user-guide/02-knowledge-base.md")
+    assert run("trash", "--empty", input="n\n")[0] == 1  # asked, and refused: nothing deleted
+    assert len(json.loads(run("trash", "--json")[1])) == 1
+    code, output = run("trash", "--empty", "--yes")
+    assert code == 0 and "deleted 1 file(s) for good" in output and json.loads(run("trash", "--json")[1]) == []
 
 
 def test_bad_configuration_exits_2_naming_the_key(cli_env, monkeypatch):

@@ -90,3 +90,26 @@ def test_the_served_model_is_prepacked_by_default_and_answers_like_the_dense_one
     assert dense_bot.info().base_model.prepacked is False
     question = "Describe the sea."
     assert packed_bot.ask(question, use_retrieval=False).answer == dense_bot.ask(question, use_retrieval=False).answer
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_an_exact_packed_linear_gives_a_row_the_same_bits_whatever_its_batch(dtype):
+    """The exact batches' layer: row 0 alone and among up to 15 others gets identical bits.
+
+    Eager fp32 products (MKL) fail this on the AVX-512 machines (1 row, 2-3 rows and 4+ rows take
+    three kernels), and bf16 ones do on real activations there (1 row against 2+).
+    """
+    from chatbot.models.packed import EXACT_ROWS, PackedLinear, packing_works
+
+    if not packing_works(dtype, EXACT_ROWS):
+        pytest.skip("this PyTorch build cannot pack weights for oneDNN")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(1536, 576, bias=False).to(dtype)
+    exact = PackedLinear(linear, EXACT_ROWS)
+    rows = torch.randn(16, 1, 1536, dtype=dtype)
+    with torch.inference_mode():
+        alone = exact(rows[:1])
+        assert alone.shape == (1, 1, 576)
+        for count in range(2, 17):
+            assert torch.equal(exact(rows[:count])[:1], alone), f"{count} rows"
+        assert torch.allclose(alone.float(), linear(rows[:1]).float(), rtol=2e-2, atol=2e-2)

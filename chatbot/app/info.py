@@ -76,6 +76,8 @@ class BaseModelInfo:
     dtype: str | None = None
     quantize: str | None = None
     prepacked: bool | None = None
+    precision: str | None = None  # what the engine computes in: the ONNX model's weights, or the torch dtype
+    exact_batches: bool | None = None  # a request's tokens never depend on the requests decoded beside it
     remote: str | None = None  # the generation server's URL
 
 
@@ -142,6 +144,8 @@ def describe(bot: Chatbot, load_model: bool = True) -> AppInfo:
             dtype=str(loaded.dtype).removeprefix("torch."),
             quantize=s.quantize,
             prepacked=any(isinstance(m, PackedLinear) for m in loaded.model.modules()),
+            precision=s.onnx_precision if onnx_dir else str(loaded.dtype).removeprefix("torch."),
+            exact_batches=bot.generator.exact_batches,
         )
         adapters = [
             AdapterSummary(d.name, d.description, "ready" if d.ready else f"error: {d.error}")

@@ -132,7 +132,7 @@ def _runtime(
             log.warning("the ONNX engine is unavailable (%s); using transformers", exc)
     if generator is None:
         base = load_base_model(base_model, cache_dir, device, dtype, quantize)
-        generator = Generator(base, max_batch, prepack, prefill_chunk, max_prompt_tokens)
+        generator = Generator(base, max_batch, prepack, prefill_chunk, max_prompt_tokens, exact=exact_batches)
     registry = AdapterRegistry(adapters_dir, generator, system_prompt)
     registry.refresh()
     return generator, registry

@@ -77,11 +77,24 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 7860).")] = None,
     adapter: Annotated[str | None, typer.Option(help="Adapter new conversations start with.")] = None,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Serve on a non-loopback host without a login or API key (says what is open).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the chat page; the knowledge and adapters folders are synced and watched."""
-    from chatbot.server.app import run
+    from chatbot.server.app import ExposureError, run
 
-    run(settings_from(host=host, port=port, default_adapter=adapter))
+    settings = settings_from(
+        host=host, port=port, default_adapter=adapter, allow_unauthenticated=allow_unauthenticated or None
+    )
+    try:
+        run(settings)
+    except ExposureError as exc:
+        raise fail(str(exc), code=2) from exc
 
 
 @app.command()
@@ -113,8 +126,15 @@ def info(as_json: JsonFlag = False) -> None:
         typer.echo(json.dumps(data.to_dict(), indent=2))
         return
     base, knowledge = data.base_model, data.knowledge
-    where = base.remote or f"{base.device} ({base.dtype})"
+    where = base.remote or f"{base.device}, {base.engine} engine ({base.precision})"
     typer.echo(f"base model       {base.name} on {where}  {base.source}")
+    if base.exact_batches is not None:
+        batching = (
+            "exact: an answer never depends on the requests decoded beside it"
+            if base.exact_batches
+            else "fast: an answer may differ in its last bits when other requests share its batch (exact_batches)"
+        )
+        typer.echo(f"batching         {batching}")
     typer.echo(f"embedding model  {data.embedding_model.folder}")
     for key, value in data.paths.items():
         typer.echo(f"{key:<16} {value}")

@@ -7,6 +7,7 @@ back into text pieces.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -20,6 +21,8 @@ from chatbot.engine.batching import PREFILL_CHUNK, BatchEngine
 from chatbot.engine.row_attention import use_row_attention
 from chatbot.models.base import BaseModel
 from chatbot.vocabulary import BASE_ADAPTER, AdapterId, GenerationParams, GenerationStats, PromptTooLongError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BASE_ADAPTER", "GenerationParams", "GenerationStats", "Generator", "safe_chat_ids"]
 
@@ -40,12 +43,16 @@ class Generator:
         prefill_chunk: int = PREFILL_CHUNK,
         max_prompt_tokens: int = 0,
         engine: Callable[[set[int], threading.Lock], Any] | None = None,
+        exact: bool = False,
     ) -> None:
         """``prepack``: pack a bf16 model's linear weights for oneDNN (CPU) in the engine's thread.
 
         ``max_prompt_tokens``: longest prompt accepted (0: the model's context less the answer).
         ``engine``: makes another engine (the ONNX one) from the stop token ids and the lock held
         for each step; None: the transformers :class:`BatchEngine` on ``base.model``.
+        ``exact``: a row's tokens never depend on the rows beside it (``exact_batches``): on a CPU
+        every linear layer, adapters' included, is packed for oneDNN and runs at least two rows
+        (:mod:`chatbot.models.packed`). :attr:`exact_batches` says whether that holds.
         """
         self.base = base
         self.model = base.model
@@ -56,10 +63,15 @@ class Generator:
         self._system_prefix = lru_cache(maxsize=64)(self._encode_system)
         if engine is not None:
             self.engine = engine(_stop_ids(base), self._lock)
+            self.exact_batches = bool(getattr(self.engine, "exact", False))
             return
         if base.model.config._attn_implementation == "sdpa":
             use_row_attention(base.model)  # batched answers equal answers alone, to the bit
-        prepare = (lambda: pack_model(base)) if prepack else None
+        self.exact_batches = exact and exact_layers_available(base)
+        if exact and not self.exact_batches:
+            log.warning("exact_batches: not available on %s (%s); batched answers may differ", base.device, base.dtype)
+        self.packed_rows = 0  # set on the engine's thread: the fewest rows a packed layer computes (0: not packed)
+        prepare = self._pack if prepack or self.exact_batches else None
         self.engine = BatchEngine(
             lambda: self.model,
             self._lock,
@@ -69,6 +81,12 @@ class Generator:
             prepare=prepare,
             prefill_chunk=prefill_chunk,
         )
+
+    def _pack(self) -> None:
+        from chatbot.models.packed import EXACT_ROWS
+
+        if pack_model(self.base, self.exact_batches):
+            self.packed_rows = EXACT_ROWS if self.exact_batches else 1
 
     @property
     def injects_adapters(self) -> bool:
@@ -227,10 +245,27 @@ def encode_text(tokenizer: Any, text: str, split: bool) -> list[int]:
         return list(tokenizer(text, add_special_tokens=False, split_special_tokens=split)["input_ids"])
 
 
-def pack_model(base: BaseModel) -> bool:
-    """Pack a bf16 CPU model's plain linear layers for oneDNN; False where that does not apply."""
-    from chatbot.models.packed import pack_linears, packing_works
+def exact_layers_available(base: BaseModel) -> bool:
+    """Whether this model's linear layers can be made batch-invariant here (a CPU with oneDNN packing)."""
+    from chatbot.models.packed import EXACT_ROWS, packing_works
 
+    if base.device.type != "cpu" or any(  # int8 layers (quantize) are not oneDNN's
+        isinstance(m, torch.nn.Linear) and type(m) is not torch.nn.Linear for m in base.model.modules()
+    ):
+        return False
+    return packing_works(base.dtype, EXACT_ROWS)
+
+
+def pack_model(base: BaseModel, exact: bool = False) -> bool:
+    """Pack a CPU model's plain linear layers for oneDNN; False where that does not apply.
+
+    Without ``exact`` only bf16 is packed (same results, faster); with it, bf16 or fp32, each layer
+    computing at least two rows so that no row's result depends on its batch.
+    """
+    from chatbot.models.packed import EXACT_ROWS, pack_linears, packing_works
+
+    if exact:
+        return pack_linears(base.model, EXACT_ROWS) > 0
     if base.device.type != "cpu" or base.dtype != torch.bfloat16 or not packing_works(base.dtype):
         return False
     return pack_linears(base.model) > 0
