@@ -84,8 +84,6 @@ def user(content):
         ('{"model": "base", "stop": ["a","b","c","d","e"], "messages": [{"role": "user", "content": "hi"}]}', "stop"),
         ('{"model": "base", "stop": [""], "messages": [{"role": "user", "content": "hi"}]}', "stop"),
         ('{"model": "base", "messages": []}', "messages"),
-        ('{"model": "base", "messages": [{"role": "user", "content": "hi"}', None),  # not JSON
-        (b"\x7f\xff\xfe{", None),  # not UTF-8: FastAPI's own 400, answered in the same shape
     ],
 )
 def test_bad_fields_get_a_400_in_openai_shape_naming_the_field(served, submits, raw, param):
@@ -94,6 +92,38 @@ def test_bad_fields_get_a_400_in_openai_shape_naming_the_field(served, submits, 
     if param:
         assert error["param"].split(".")[0] == param and param in error["message"]
     assert "NaN" not in error["message"] and "Infinity" not in error["message"]  # the input is not echoed
+    assert submits == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "says"),
+    [
+        ('{"model": "base", "messages": [{"role": "user", "content": "hi"}', "application/json", "not valid JSON"),
+        (b"\x7f\xff\xfe{", "application/json", "not valid JSON"),  # not UTF-8
+        ('{"model": "base", "messages": [{"role": "user", "content": "hi"}]}', "text/plain", "'text/plain' was sent"),
+        ("model=base", "application/x-www-form-urlencoded", "Content-Type: application/json"),
+        ('{"model": "base", "messages": [{"role": "user", "content": "hi"}]}', "", "no Content-Type was sent"),
+    ],
+)
+def test_a_body_that_is_not_json_is_invalid_body_with_a_hint(served, submits, raw, content_type, says):
+    _, http = served
+    headers = {**KEY, "Content-Type": content_type} if content_type else KEY
+    response = http.post("/v1/chat/completions", content=raw, headers=headers)
+    error = error_of(response, 400)
+    assert error["code"] == "invalid_body" and says in error["message"], error
+    assert submits == []
+
+
+def test_a_wrong_method_is_405_with_allow_and_an_unknown_api_route_404_in_openai_shape(served, submits):
+    _, http = served
+    response = http.get("/v1/chat/completions", headers=KEY)
+    error = error_of(response, 405)
+    assert error["code"] == "method_not_allowed" and "use POST" in error["message"]
+    assert response.headers["allow"] == "POST"
+    assert "GET" in error_of(http.delete("/v1/models", headers=KEY), 405)["message"]
+    error = error_of(http.post("/v1/chat/complete", content="{}", headers=KEY), 404)
+    assert error["code"] == "not_found" and "/v1/chat/complete" in error["message"]
+    assert http.get("/v1/models", headers=KEY).status_code == 200  # the real routes still answer
     assert submits == []
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from chatbot.adapters.domains import UnknownAdapterError
-from chatbot.rag.chain import DONT_KNOW, NOT_ANSWERED
+from chatbot.rag.chain import DONT_KNOW, NOT_ANSWERED, QUOTE_OPENING
 
 FACT = "The Zorblax reactor on Kepler station runs at a core temperature of 4812 kelvin."
 
@@ -116,7 +116,9 @@ def test_answers_the_passages_do_not_back_are_declined_with_their_reason(fact_bo
     from chatbot.rag.chain import CONTEXT_DUMP, UNSUPPORTED
 
     made_up = _finish(fact_bot, "The Zorblax reactor runs at a core temperature of 5200 kelvin [1].")
-    assert made_up.abstained and made_up.answer == NOT_ANSWERED and made_up.sources == []
+    assert made_up.abstained and made_up.quoted and "5200" not in made_up.answer  # the passage instead
+    assert made_up.answer == f"{QUOTE_OPENING} The closest passage in your documents says: \u201c{FACT}\u201d [1]"
+    assert [(s.n, s.source, s.cited_by) for s in made_up.sources] == [(1, "reactor.txt", "quote")]
     assert "5200" in made_up.decline_reason and "5200" in made_up.withheld
     assert made_up.retrieved[0].source == "reactor.txt"  # what was considered is still shown
     dump = _finish(fact_bot, "[1] # Tomatoes [2] # Bread")
@@ -150,7 +152,8 @@ def test_every_live_answer_is_either_declined_with_a_reason_or_fully_backed(fact
     for question in questions:
         answer = fact_bot.ask(question)
         if answer.abstained:
-            assert answer.decline_reason and answer.answer in (DONT_KNOW, NOT_ANSWERED)
+            assert answer.decline_reason
+            assert answer.answer == DONT_KNOW or (answer.quoted and answer.answer.startswith(QUOTE_OPENING))
             continue
         blocks = [source.snippet for source in answer.retrieved]
         assert all(source.supported for source in answer.sources), answer.sources
@@ -174,9 +177,58 @@ def test_a_turn_the_answerability_signal_rates_low_is_declined_with_its_estimate
     finally:
         chain.answerability, chain.answerability_threshold = saved
     assert not asked.abstained and asked.answerability > 0.5 and asked.signals["question_missing"] == 0.0
-    assert swapped.abstained and swapped.answer == NOT_ANSWERED and swapped.withheld == asked.answer
+    assert swapped.abstained and swapped.answer.startswith(QUOTE_OPENING) and swapped.withheld == asked.answer
     assert swapped.answerability < 0.5 and swapped.decline_reason == UNLIKELY.format(swapped.answerability, 0.5)
-    assert swapped.retrieved and swapped.sources == []  # what was considered is still shown
+    assert swapped.retrieved and [s.cited_by for s in swapped.sources] == ["quote"]  # what was considered is shown
     assert not shown.abstained and shown.answerability == swapped.answerability
     assert swapped.to_json()["answerability"] == swapped.answerability
     assert swapped.to_json()["signals"]["question_missing"] == 1.0
+
+
+def test_a_decline_quotes_the_sentence_that_answers_and_an_answer_carries_it_as_evidence(make_bot, knowledge):
+    """Retrieval found the passage: the reply carries its sentence, never a bare "I don't know"."""
+    (knowledge / "zoo.md").write_text(
+        "# Herons\n\nThe herons live at the north pond of the zoo. Visitors may watch them from the boardwalk. "
+        "The herons are fed at 10:30 and again at 15:00 every day. Their nests are in the tall reeds.\n"
+    )
+    (knowledge / "bread.md").write_text("# Bread\n\nBread dough rises best at 27 degrees Celsius for two hours.\n")
+    bot = make_bot(answerability_threshold=0.999)  # every answer the model writes is withheld
+    bot.sync()
+    answer = bot.ask("When are the herons fed?")
+    assert answer.abstained and answer.quoted and answer.withheld is not None
+    fed = "The herons are fed at 10:30 and again at 15:00 every day."
+    assert answer.answer == f"{QUOTE_OPENING} The closest passage in your documents says: \u201c{fed}\u201d [1]"
+    assert answer.evidence[0].text == fed and answer.evidence[0].source == "zoo.md"
+    assert answer.to_json()["evidence"][0]["text"] == fed and answer.to_json()["quoted"] is True
+    nothing = bot.ask("What is the airspeed of an unladen swallow in the Andes?")
+    assert nothing.answer == DONT_KNOW and not nothing.quoted  # nothing relevant: nothing to quote
+
+    shown = make_bot(answerability_threshold=0.0, quote_evidence=True)
+    answered = shown.ask("When are the herons fed?")
+    assert answered.evidence and answered.evidence[0].text == fed
+    assert not answered.quoted or answered.abstained  # a shown model answer is never replaced
+    off = make_bot(answerability_threshold=0.999, quote_evidence=False).ask("When are the herons fed?")
+    assert off.answer == NOT_ANSWERED and off.evidence == [] and not off.quoted
+
+
+def test_a_restated_question_or_a_repeated_earlier_answer_is_withheld_and_the_passage_quoted(fact_bot):
+    from chatbot.rag.chain import REPEATED, RESTATED, ChainRequest
+    from chatbot.rag.conversation import Turn
+    from chatbot.vocabulary import GenerationStats
+
+    chain = fact_bot.chain
+    question = "What core temperature does the Zorblax reactor run at?"
+    blocks = chain.fit(chain.retrieve(question))
+
+    def finish(raw, history=()):
+        return chain._finish(ChainRequest(question, history=list(history)), raw, blocks, {}, GenerationStats())
+
+    restated = finish("The core temperature the Zorblax reactor runs at is the answer to the question [1].")
+    assert restated.abstained and restated.decline_reason == RESTATED and restated.quoted
+    assert FACT in restated.answer  # the passage that answers, instead
+    said = "The Zorblax reactor runs at a core temperature of 4812 kelvin [1]."
+    assert not finish(said).abstained  # the same facts, told: shown
+    earlier = [Turn("How many hours of sun do tomatoes need?", said)]
+    repeated = finish(said, earlier)
+    assert repeated.abstained and repeated.decline_reason == REPEATED and repeated.withheld == said
+    assert not finish(said, [Turn(question, said)]).abstained  # the same question again may get the same answer

@@ -182,3 +182,32 @@ def test_a_writer_killed_mid_write_loses_no_committed_turn_and_leaves_no_half_on
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     store.add_turn("ann", conversation.id, answer("after the crash"))  # and it keeps working
     assert store.turns("ann", conversation.id)[-1].question == "after the crash"
+
+
+def test_history_entries_name_the_adapter_and_are_told_apart_when_titles_repeat(store, make_settings):
+    from types import SimpleNamespace
+
+    from chatbot.ui.history import history_choices
+
+    first = store.create("ann")
+    store.add_turn("ann", first.id, answer("How do I sync?"), {})
+    second = store.create("ann")
+    store.add_turn("ann", second.id, answer("How do I sync?"), {})
+    third = store.create("ann")
+    store.add_turn("ann", third.id, answer("How do I sync?", adapter="finance"), {})
+    store.create("ann", title="Empty one")
+    infos = {info.id: info for info in store.conversations("ann")}
+    assert (infos[first.id].adapter, infos[third.id].adapter) == ("base", "finance")
+    assert store.get("ann", third.id).adapter == "finance"
+
+    labels = {"base": "Base model", "finance": "Finance"}
+    bot = SimpleNamespace(
+        settings=make_settings(),
+        chats=store,
+        adapters=SimpleNamespace(find=lambda name: SimpleNamespace(display_name=labels[name])),
+    )
+    choices = dict((conversation_id, label) for label, conversation_id in history_choices(bot, "ann"))
+    assert len(set(choices.values())) == 4  # four entries, four different labels
+    assert "How do I sync? · Finance · 1 answer · " in choices[third.id]
+    assert "How do I sync? · Base model · 1 answer · " in choices[first.id]
+    assert "Empty one · no answer yet · 0 answers" in next(v for v in choices.values() if "Empty" in v)

@@ -134,3 +134,45 @@ def test_feedback_rename_store_false_and_a_deleted_source_file(served, user_guid
     assert call("DELETE", f"/v1/conversations/{conversation_id}", "key-ann").json()["deleted"] is True
     assert call("GET", f"/v1/conversations/{conversation_id}", "key-ann").status_code == 404
     assert list(bot.chats.feedback()) == []
+
+
+def test_without_api_keys_conversations_are_not_listed_but_reachable_by_their_id(make_bot, user_guide):
+    from chatbot.server.app import create_app
+
+    bot = make_bot(max_new_tokens=16)
+    bot.sync()
+    http = TestClient(create_app(bot))
+    mine = http.post(
+        "/v1/chat/completions", json={"model": "base", "messages": [{"role": "user", "content": QUESTION}]}
+    )
+    conversation_id = mine.json()["conversation_id"]
+    listed = http.get("/v1/conversations")  # another keyless client would see everyone's
+    assert listed.status_code == 403 and listed.json()["error"]["code"] == "api_key_required"
+    assert conversation_id not in listed.text
+    assert len(conversation_id) == 32  # a random 128-bit id: what a keyless client holds is its capability
+    assert http.get(f"/v1/conversations/{conversation_id}").json()["messages"][0]["question"] == QUESTION
+
+
+def test_serving_beyond_loopback_without_login_or_key_needs_the_flag_and_says_what_is_open(make_settings):
+    from chatbot.server.app import ExposureError, check_exposure
+
+    assert check_exposure(make_settings(host="127.0.0.1")) == []
+    assert check_exposure(make_settings(host="::1")) == []
+    with pytest.raises(ExposureError, match="chat page .* the /v1 API .*--allow-unauthenticated"):
+        check_exposure(make_settings(host="0.0.0.0"))
+    with pytest.raises(ExposureError, match=r"/v1 API \(no api_key\)"):
+        check_exposure(make_settings(host="192.0.2.7", ui_auth={"ann": "pw"}))
+    assert check_exposure(make_settings(host="0.0.0.0", ui_auth={"ann": "pw"}, api_key="k")) == []
+    opened = check_exposure(make_settings(host="0.0.0.0", allow_unauthenticated=True))
+    assert len(opened) == 2 and "upload files" in opened[0]
+
+
+def test_chatbot_serve_refuses_an_open_network_address_before_loading_anything(make_settings, monkeypatch):
+    from chatbot.cli import app
+
+    settings = make_settings()
+    monkeypatch.setenv("CHATBOT_KNOWLEDGE_DIR", str(settings.knowledge_dir))
+    monkeypatch.setenv("CHATBOT_DATA_DIR", str(settings.data_dir))
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--port", "1"])
+    assert result.exit_code == 2 and "refusing to serve on 0.0.0.0 without a login or key" in result.output
+    assert not settings.data_dir.exists()  # nothing was synced or loaded

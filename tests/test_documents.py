@@ -6,7 +6,8 @@ import shutil
 import pytest
 from fastapi.testclient import TestClient
 
-from chatbot.knowledge.documents import DocumentError, delete_document, resolve_document, sanitize_filename, save_upload
+from chatbot.knowledge.documents import DocumentError, resolve_document, sanitize_filename, save_upload
+from chatbot.knowledge.trash import Trash
 from tests.conftest import REPO
 
 
@@ -55,16 +56,73 @@ def test_upload_is_saved_atomically_and_bad_ones_are_refused(library, tmp_path):
         save_upload(library, upload, "x.md", folder="../manuals")
 
 
-def test_resolve_and_delete_stay_inside_the_folder(library, tmp_path):
+def test_resolve_and_trash_stay_inside_the_folder(library, tmp_path):
     assert resolve_document(library, "notes/fact.md") == library / "notes" / "fact.md"
     for bad in ("../outside.md", "/etc/passwd", "notes/../../outside.md", ".hidden.md", "leak.md", "notes", ""):
         with pytest.raises(DocumentError):
             resolve_document(library, bad)
+    trash = Trash(tmp_path / "trash", library)
     with pytest.raises(DocumentError):
-        delete_document(library, "leak.md")
-    assert (tmp_path / "outside.md").exists()
-    delete_document(library, "notes/fact.md")
+        trash.put("leak.md")
+    assert (tmp_path / "outside.md").exists() and trash.entries() == []
+    entry = trash.put("notes/fact.md")
     assert not (library / "notes" / "fact.md").exists()
+    assert [(e.path, e.reason) for e in trash.entries()] == [("notes/fact.md", "deleted")]
+    assert trash.restore(entry.id) == "notes/fact.md"
+    assert (library / "notes" / "fact.md").read_text() == "# Fact\n\nThe gate code is 4711.\n"
+    assert trash.entries() == [] and not any((tmp_path / "trash").iterdir())
+
+
+def test_the_trash_never_overwrites_and_keeps_every_version(library, tmp_path):
+    trash = Trash(tmp_path / "trash", library)
+    fact = library / "notes" / "fact.md"
+    trash.put("notes/fact.md")
+    fact.write_text("a newer fact")
+    trash.put("notes/fact.md")
+    fact.write_text("the newest fact")
+    older, oldest = trash.entries()  # newest first
+    assert (older.path, oldest.path) == ("notes/fact.md", "notes/fact.md") and older.trashed_at >= oldest.trashed_at
+    assert trash.restore("notes/fact.md") == "notes/fact (restored).md"  # by path: the newest entry
+    assert trash.restore(oldest.id) == "notes/fact (restored 2).md"
+    assert fact.read_text() == "the newest fact"
+    assert (library / "notes" / "fact (restored).md").read_text() == "a newer fact"
+    assert "4711" in (library / "notes" / "fact (restored 2).md").read_text()
+    with pytest.raises(DocumentError, match="nothing in the trash"):
+        trash.restore("notes/fact.md")
+
+
+def test_a_file_named_like_the_trash_entry_file_is_kept_whole(library, tmp_path):
+    (library / "entry.json").write_text('{"not": "an entry"}')
+    trash = Trash(tmp_path / "trash", library)
+    entry = trash.put("entry.json")
+    assert [e.id for e in trash.entries()] == [entry.id]
+    trash.restore(entry.id)
+    assert (library / "entry.json").read_text() == '{"not": "an entry"}'
+
+
+def test_emptying_the_trash_deletes_only_what_is_in_it(library, tmp_path):
+    trash = Trash(tmp_path / "trash", library)
+    first = trash.put("notes/fact.md")
+    trash.put("page.html")
+    assert trash.empty(first.id) == 1
+    assert [e.path for e in trash.entries()] == ["page.html"]
+    assert trash.empty() == 1 and trash.entries() == []
+    assert (library / "tool.exe").exists()
+
+
+def test_an_upload_over_a_document_keeps_the_old_version_in_the_trash(library, tmp_path):
+    trash = Trash(tmp_path / "trash", library)
+    upload = tmp_path / "upload.bin"
+    upload.write_text("# Fact\n\nThe gate code is 1234 now.\n")
+    with pytest.raises(DocumentError, match="exists already"):
+        save_upload(library, upload, "fact.md", folder="notes")
+    assert "4711" in (library / "notes" / "fact.md").read_text()
+    saved = save_upload(library, upload, "fact.md", folder="notes", keep_old=lambda path: trash.put(path, "replaced"))
+    assert saved == "notes/fact.md" and "1234" in (library / saved).read_text()
+    (old,) = trash.entries()
+    assert old.reason == "replaced"
+    trash.restore(old.id)
+    assert "4711" in (library / "notes" / "fact (restored).md").read_text()
 
 
 @pytest.fixture
@@ -192,3 +250,23 @@ def test_only_files_inside_the_upload_folder_count_as_uploaded(tmp_path):
     for forged in (secret, uploads / "abc" / "link.md", uploads / ".." / "secret.md", uploads / "abc" / "none.md"):
         with pytest.raises(DocumentError, match="not an uploaded file"):
             check_uploaded(forged, uploads)
+
+
+def test_suggested_questions_come_from_the_indexed_headings_and_file_names():
+    from chatbot.knowledge.suggestions import suggested_questions
+
+    metadatas = [
+        {"source": "guide/02-kb.md", "section": "The knowledge base > What the sync skips"},
+        {"source": "guide/02-kb.md", "section": "The knowledge base > How do I refresh the knowledge base?"},
+        {"source": "guide/01-start.md", "section": "Getting started > Installing and starting the app"},
+        {"source": "guide/01-start.md", "section": "Getting started > Installing and starting the app"},
+        {"source": "reports/2024_q3-SEC filings.pdf", "section": None, "page": 3},
+        {"source": "tiny.md", "section": "# ?"},
+    ]
+    assert suggested_questions(metadatas, limit=3) == [
+        "What do my documents say about installing and starting the app?",
+        "How do I refresh the knowledge base?",  # a heading that asks, asked first within its file
+        "What is in q3 SEC filings?",
+    ]
+    assert suggested_questions(metadatas, limit=10)[-1] == "What do my documents say about what the sync skips?"
+    assert suggested_questions([], limit=4) == []

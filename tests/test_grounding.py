@@ -125,3 +125,13 @@ def test_an_emphasised_label_is_not_a_name_but_the_text_after_it_is_checked():
     # only a label ending in a colon is exempt, and only the label: a name after it is still checked
     assert unfounded_specifics("**Refresh Library** drop files in Dropbox [1].", [block]) == ["Library", "Dropbox"]
     assert unfounded_specifics("**Refresh:** drop files into Dropbox [1].", [block]) == ["Dropbox"]
+
+
+def test_names_and_numbers_the_question_itself_holds_are_not_made_up():
+    block = "Revenue of the Acme store rose to $5.1 billion in the second quarter."
+    question = "What was Acme's revenue in New York City in FY2022?"
+    answer = "Acme's revenue in New York City in FY2022 rose to $5.1 billion [1]."
+    assert unfounded_specifics(answer, [block]) == ["New", "York", "City", "FY2022"]  # without the question
+    assert unfounded_specifics(answer, [block], question) == []
+    invented = "Acme's revenue in Boston was $7 billion [1]."
+    assert unfounded_specifics(invented, [block], question) == ["$7 billion", "Boston"]

@@ -332,3 +332,29 @@ def test_a_saved_article_page_keeps_its_main_text_in_paragraphs_and_drops_the_pa
     chunks = Chunker.for_embedding_model(minilm_folder(), 200, 20).split("kangaroo.html", load_file(path), "html")
     sections = {chunk.metadata.get("section") for chunk in chunks}
     assert {"Kangaroo", "Kangaroo > Diet"} <= sections
+
+
+SHORT_ARTICLE = """<html><head><title>Heron feeding</title><script>var x = "tracking code";</script></head>
+<body><header><a href="/">City Zoo</a></header>
+<nav><a href="/">Home</a> | <a href="/visit">Plan your visit</a></nav>
+<main><h1>Feeding the herons</h1>
+<p>The herons are fed at 10:30 and 15:00 every day at the north pond.</p>
+<p>Visitors may watch from the boardwalk.</p>
+<p>Please do not bring your own fish.</p></main>
+<div role="navigation"><a href="/map">Site map</a></div>
+<div hidden>Subscribe to our newsletter</div>
+<footer>Privacy policy | Terms of use | Donate now</footer></body></html>"""
+
+
+def test_a_short_saved_page_keeps_its_paragraphs_and_drops_navigation_footer_and_scripts(tmp_path):
+    from chatbot.knowledge.web_page import MAIN_CONTENT_FROM
+
+    path = tmp_path / "herons.html"
+    path.write_text(SHORT_ARTICLE, encoding="utf-8")
+    text = load_file(path)[0].text
+    assert len(text) < MAIN_CONTENT_FROM  # the short-page path, not the main-content extractor
+    assert "# Feeding the herons" in text
+    assert "The herons are fed at 10:30 and 15:00 every day at the north pond." in text
+    assert "Please do not bring your own fish." in text
+    for furniture in ("Privacy", "Donate", "tracking", "Plan your visit", "City Zoo", "Site map", "newsletter"):
+        assert furniture not in text, furniture

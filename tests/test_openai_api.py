@@ -137,7 +137,7 @@ def test_a_checked_only_stream_sends_the_answer_the_checks_let_through(api):
 
 
 def test_a_server_that_streams_no_drafts_never_sends_a_withheld_answer(make_bot, user_guide):
-    from chatbot.rag.chain import NOT_ANSWERED
+    from chatbot.rag.chain import QUOTE_OPENING
     from chatbot.server.app import create_app
 
     bot = make_bot(api_key="sesame", max_new_tokens=40, stream_drafts=False, answerability_threshold=0.999)
@@ -145,10 +145,12 @@ def test_a_server_that_streams_no_drafts_never_sends_a_withheld_answer(make_bot,
     client = OpenAI(base_url="http://testserver/v1", api_key="sesame", http_client=TestClient(create_app(bot)))
     messages = [{"role": "user", "content": "How do I refresh the knowledge base?"}]
     whole = client.chat.completions.create(model="base", messages=messages)
-    assert whole.choices[0].message.content == NOT_ANSWERED and whole.model_extra["declined"] is True
+    reply = whole.choices[0].message.content  # the checked reply: the closest passage, quoted
+    assert reply.startswith(QUOTE_OPENING) and whole.model_extra["declined"] is True
+    assert whole.model_extra["quoted"] is True and whole.model_extra["evidence"][0]["text"] in reply
     chunks = list(client.chat.completions.create(model="base", messages=messages, stream=True))
-    assert _streamed_text(chunks) == NOT_ANSWERED and chunks[-1].model_extra["declined"] is True
+    assert _streamed_text(chunks) == reply and chunks[-1].model_extra["declined"] is True
     drafted = client.chat.completions.create(
         model="base", messages=messages, stream=True, extra_body={"stream_drafts": True}
     )
-    assert _streamed_text(list(drafted)) != NOT_ANSWERED  # a request may ask for the draft
+    assert not _streamed_text(list(drafted)).startswith(QUOTE_OPENING)  # a request may ask for the draft

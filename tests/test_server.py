@@ -140,19 +140,29 @@ def test_browser_adapter_switch_labels_answers_and_compares_with_base(page):
     page.screenshot(path=str(SHOTS / "chat.png"), full_page=True)
 
 
+def _pick(page, dropdown: str, option: str) -> None:
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=option).click()
+
+
 @pytest.mark.browser
-def test_browser_upload_is_cited_and_delete_removes_it(page, served, tmp_path):
+def test_browser_upload_is_cited_and_delete_asks_first_and_can_be_undone(page, served, tmp_path):
     from playwright.sync_api import expect
 
     _, folder = served
     fact = tmp_path / "zorblat manual!.md"
     fact.write_text("# Zorblat 9000\n\nThe Zorblat 9000 espresso machine must be descaled every 37 days.\n")
     question = "How often must the Zorblat 9000 espresso machine be descaled?"
+    saved = folder / "knowledge" / "zorblat manual.md"
 
     page.get_by_role("tab", name="Knowledge").click()
+    expect(page.locator("#kb-table")).to_contain_text("01-getting-started.md")
+    assert page.locator("#kb-doc input").input_value() == ""  # nothing is pre-selected for deletion
+    page.locator("#kb-delete").click()
+    expect(page.locator("#kb-message")).to_contain_text("Choose a document first")
     page.locator("#kb-upload input[type=file]").set_input_files(str(fact))
     expect(page.locator("#kb-table")).to_contain_text("zorblat manual.md", timeout=60_000)
-    assert (folder / "knowledge" / "zorblat manual.md").read_bytes() == fact.read_bytes()
+    assert saved.read_bytes() == fact.read_bytes()
 
     page.get_by_role("tab", name="Chat").click()
     ask(page, question)
@@ -160,18 +170,77 @@ def test_browser_upload_is_cited_and_delete_removes_it(page, served, tmp_path):
     expect(page.locator("#chat a", has_text="zorblat manual.md").first).to_be_visible()
 
     page.get_by_role("tab", name="Knowledge").click()
-    page.locator("#kb-doc input").click()
-    page.get_by_role("option", name="zorblat manual.md").click()
+    _pick(page, "#kb-doc", "zorblat manual.md")
     page.locator("#kb-delete").click()
-    expect(page.locator("#kb-message")).to_contain_text("deleted", timeout=60_000)
+    expect(page.locator("#kb-confirm")).to_contain_text("Move zorblat manual.md to the trash?")
+    page.locator("#kb-cancel-delete").click()
+    expect(page.locator("#kb-confirm-delete")).to_be_hidden()
+    assert saved.exists()  # a click alone never deletes
+    page.locator("#kb-delete").click()
+    page.locator("#kb-confirm-delete").click()
+    expect(page.locator("#kb-message")).to_contain_text("moved `zorblat manual.md` to the trash", timeout=60_000)
     expect(page.locator("#kb-table")).not_to_contain_text("zorblat")
-    assert not (folder / "knowledge" / "zorblat manual.md").exists()
+    assert not saved.exists()
 
     page.get_by_role("tab", name="Chat").click()
     page.get_by_role("button", name="New conversation").click()
     expect(page.locator("#chat").get_by_text("Sources (", exact=False)).to_have_count(0)
     ask(page, question)
     expect(page.locator("#chat")).not_to_contain_text("zorblat manual.md")
+
+    page.get_by_role("tab", name="Knowledge").click()
+    page.locator("#kb-trash-box").get_by_text("Trash: deleted and replaced documents").click()
+    page.locator("#kb-trash input").click()
+    page.get_by_role("option", name="zorblat manual.md (deleted", exact=False).click()
+    page.locator("#kb-restore").click()
+    expect(page.locator("#kb-message")).to_contain_text("restored `zorblat manual.md`", timeout=60_000)
+    expect(page.locator("#kb-table")).to_contain_text("zorblat manual.md")
+    assert saved.read_bytes() == fact.read_bytes()
+
+    _pick(page, "#kb-doc", "zorblat manual.md")  # and away for good, so the other tests never see it
+    page.locator("#kb-delete").click()
+    page.locator("#kb-confirm-delete").click()
+    expect(page.locator("#kb-table")).not_to_contain_text("zorblat", timeout=60_000)
+    page.locator("#kb-empty").click()
+    page.locator("#kb-confirm-empty").click()
+    expect(page.locator("#kb-message")).to_contain_text("from the trash for good")
+    assert not any((folder / "data" / "trash").iterdir())
+
+
+@pytest.mark.browser
+def test_browser_an_empty_chat_suggests_questions_from_the_documents_and_a_click_asks_one(page):
+    from playwright.sync_api import expect
+
+    suggestions = page.locator("#suggestions")
+    expect(suggestions).to_be_visible(timeout=30_000)
+    # drawn from the user guide's headings (a heading that asks is asked as it is), never hard-coded
+    expect(suggestions).to_contain_text("How do I refresh the knowledge base?")
+    expect(suggestions).to_contain_text("What do my documents say about")
+    suggestions.get_by_text("How do I refresh the knowledge base?").click()
+    chat = page.locator("#chat")
+    expect(chat.locator(".user").first).to_contain_text("How do I refresh the knowledge base?", timeout=60_000)
+    expect(chat.get_by_text("Sources (", exact=False).first).to_be_visible(timeout=120_000)
+    expect(suggestions).to_be_hidden()  # a conversation under way needs no suggestions
+    page.get_by_role("button", name="New conversation").click()
+    expect(suggestions).to_be_visible(timeout=30_000)
+
+
+@pytest.mark.browser
+def test_browser_knowledge_table_follows_a_file_dropped_while_the_page_is_open(page, served):
+    from playwright.sync_api import expect
+
+    _, folder = served
+    page.get_by_role("tab", name="Knowledge").click()
+    expect(page.locator("#kb-table")).to_contain_text("01-getting-started.md")
+    dropped = folder / "knowledge" / "dropped-notes.md"
+    dropped.write_text("# Dropped\n\nThe night porter's desk closes at 23:00.\n")
+    try:
+        expect(page.locator("#kb-table")).to_contain_text("dropped-notes.md", timeout=30_000)  # no reload
+        page.locator("#kb-doc input").click()
+        expect(page.get_by_role("option", name="dropped-notes.md")).to_be_visible()
+    finally:
+        dropped.unlink()
+    expect(page.locator("#kb-table")).not_to_contain_text("dropped-notes.md", timeout=30_000)
 
 
 @pytest.mark.browser

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from chatbot.app.watcher import FolderWatcher
     from chatbot.backends.remote import RemoteAdapters, RemoteChatModel
     from chatbot.chats import ChatStore, ConversationInfo, SavedTurn
+    from chatbot.knowledge.trash import Trash
 
 
 class Chatbot:
@@ -76,6 +77,13 @@ class Chatbot:
         )
 
     @cached_property
+    def trash(self) -> Trash:
+        """Where documents the app removes or replaces go, restorable until it is emptied."""
+        from chatbot.knowledge.trash import Trash
+
+        return Trash(self.settings.data_dir / "trash", self.settings.knowledge_dir)
+
+    @cached_property
     def keywords(self):  # noqa: ANN201 - KeywordIndex
         from chatbot.knowledge.keywords import KeywordIndex
 
@@ -84,6 +92,16 @@ class Chatbot:
     def sync(self, progress: Progress | None = None, show_progress: bool = False) -> SyncReport:
         """Make the index equal the knowledge folder (``status().sync`` shows how far it got)."""
         return self.knowledge.sync(progress=progress, show_progress=show_progress)
+
+    def suggested_questions(self, limit: int = 4) -> list[str]:
+        """A few questions about what is indexed (its headings, else its file names), for an empty chat."""
+        from chatbot.knowledge.suggestions import suggested_questions
+
+        try:
+            found = self.store.get(limit=2000, include=["metadatas"])
+        except Exception:  # noqa: BLE001 - a store that cannot answer leaves the chat without suggestions
+            return []
+        return suggested_questions(found.get("metadatas") or [], limit)
 
     def status(self) -> KnowledgeStatus:
         """The knowledge base: counts, files, errors, the sync now and last, the folder watcher."""
@@ -208,6 +226,7 @@ class Chatbot:
             decline_unsupported=s.decline_unsupported,
             answerability=load_answerability(s.answerability_fit),
             answerability_threshold=s.answerability_threshold,
+            evidence=self.embeddings.embed_documents if s.quote_evidence else None,
         )
 
     def request(

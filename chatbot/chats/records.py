@@ -31,6 +31,7 @@ class ConversationInfo:
     created_at: float
     updated_at: float
     turns: int
+    adapter: str | None = None  # the adapter of its last answer (None: no answer yet)
 
 
 @dataclass(frozen=True)

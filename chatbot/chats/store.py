@@ -94,7 +94,14 @@ class ChatStore:
     def conversations(self, owner: str, search: str = "", limit: int = 100) -> list[ConversationInfo]:
         """``owner``'s conversations, newest first; ``search`` matches titles, questions and answers."""
         count = select(func.count(TurnRow.id)).where(TurnRow.conversation_id == Conversation.id).scalar_subquery()
-        query = select(Conversation, count).where(Conversation.owner == owner)
+        last = (
+            select(TurnRow.adapter)
+            .where(TurnRow.conversation_id == Conversation.id)
+            .order_by(TurnRow.id.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+        query = select(Conversation, count, last).where(Conversation.owner == owner)
         needle = " ".join(search.split())[:SEARCH_CHARS]
         if needle:
             pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -105,12 +112,12 @@ class ChatStore:
             query = query.where(or_(Conversation.title.like(pattern, escape="\\"), in_turns.exists()))
         query = query.order_by(Conversation.updated_at.desc()).limit(max(1, min(limit, MAX_LISTED)))
         with Session(self._engine) as db:
-            return [info_of(row, turns) for row, turns in db.execute(query)]
+            return [info_of(row, turns, adapter) for row, turns, adapter in db.execute(query)]
 
     def get(self, owner: str, conversation_id: str) -> ConversationInfo:
         with Session(self._engine) as db:
             row = self._owned(db, owner, conversation_id)
-            return info_of(row, len(row.turns))
+            return info_of(row, len(row.turns), row.turns[-1].adapter if row.turns else None)
 
     def turns(self, owner: str, conversation_id: str) -> list[SavedTurn]:
         """The conversation's exchanges in order, with their feedback."""
@@ -123,7 +130,7 @@ class ChatStore:
         with Session(self._engine) as db, db.begin():
             row = self._owned(db, owner, conversation_id)
             row.title = title_of(title)
-            return info_of(row, len(row.turns))
+            return info_of(row, len(row.turns), row.turns[-1].adapter if row.turns else None)
 
     def delete(self, owner: str, conversation_id: str) -> None:
         """Remove the conversation with its answers and their feedback."""

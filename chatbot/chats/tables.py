@@ -65,8 +65,8 @@ def title_of(text: str) -> str:
     return words if len(words) <= TITLE_CHARS else words[: TITLE_CHARS - 1].rstrip() + "…"
 
 
-def info_of(row: Conversation, turns: int) -> ConversationInfo:
-    return ConversationInfo(row.id, row.title, row.channel, row.created_at, row.updated_at, turns)
+def info_of(row: Conversation, turns: int, adapter: str | None = None) -> ConversationInfo:
+    return ConversationInfo(row.id, row.title, row.channel, row.created_at, row.updated_at, turns, adapter)
 
 
 def feedback_of(row: FeedbackRow) -> Feedback:

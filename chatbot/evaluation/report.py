@@ -12,6 +12,8 @@ from typing import Any
 CELL_METRICS = {
     "answer_f1": "answer token F1",
     "answer_contains": "answer contains gold",
+    "gold_to_user": "gold reaches the user: the shown answer or quote holds a gold answer",
+    "quoted": "quotes shown: a declined answer quoting the best passage sentence",
     "citation_precision": "citation precision",
     "citation_coverage": "citation coverage",
     "supported_citations": "supported citations",

@@ -87,6 +87,7 @@ def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], c
         for source in answer.sources
     ]
     declined = answer.abstained or is_decline(answer.answer)
+    model_answer = "" if answer.quoted else answer.answer  # a quote is the passage's text, not the model's
     gold_in_blocks = any(
         is_gold_chunk(chunks.get(block.chunk_id or "", block.snippet), block.source, gold_files, item.gold_passages)
         for block in answer.retrieved
@@ -104,8 +105,10 @@ def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], c
         "decline_reason": answer.decline_reason,
         "withheld": answer.withheld,
         "context_dump": answer.decline_reason == CONTEXT_DUMP,
-        "f1": best_f1(answer.answer, item.answers) if item.answerable else None,
-        "contains": contains_answer(answer.answer, item.answers) if item.answerable else None,
+        "f1": best_f1(model_answer, item.answers) if item.answerable else None,
+        "contains": contains_answer(model_answer, item.answers) if item.answerable else None,
+        "quoted": answer.quoted,
+        "gold_to_user": contains_answer(answer.answer, item.answers) if item.answerable else None,
         "stale": contains_answer(answer.answer, item.outdated) if item.outdated else None,
         "retrieved": [source.source for source in answer.retrieved],
         "citations": citations,
@@ -190,6 +193,8 @@ def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequen
             "questions": len(rows),
             "answer_f1": mean([r["f1"] for r in answerable]),
             "answer_contains": mean([float(r["contains"]) for r in answerable]),
+            "gold_to_user": mean([float(r.get("gold_to_user", r["contains"])) for r in answerable]),
+            "quoted": mean([float(r.get("quoted", False)) for r in rows]),
             "citation_precision": mean([float(c["gold"]) for c in cited]),
             "citation_coverage": mean([float(any(c["gold"] for c in r["citations"])) for r in answerable]),
             "supported_citations": mean([float(bool(c["supported"])) for c in cited]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 from chatbot.knowledge.loaders import LOADERS, supported, unsupported_reason
@@ -77,11 +78,19 @@ def check_uploaded(source: Path, upload_folder: Path) -> Path:
     return real
 
 
-def save_upload(root: Path, source: Path, name: str, folder: str = "", max_bytes: int | None = None) -> str:
+def save_upload(
+    root: Path,
+    source: Path,
+    name: str,
+    folder: str = "",
+    max_bytes: int | None = None,
+    keep_old: Callable[[str], object] | None = None,
+) -> str:
     """Copy an uploaded file into the knowledge folder; returns its relative path.
 
     The copy is written under a hidden name and renamed, so a sync never reads half a file.
-    An existing document with the same name is replaced (a new version).
+    An existing document with the same name is replaced (a new version): ``keep_old`` is called
+    with its relative path first (the app moves it to the trash); without it the upload is refused.
     """
     clean = sanitize_filename(name)
     if not supported(Path(clean)):
@@ -94,13 +103,12 @@ def save_upload(root: Path, source: Path, name: str, folder: str = "", max_bytes
     if not target_dir.resolve().is_relative_to(root.resolve()):
         raise DocumentError(f"refused folder {folder!r}")
     target = target_dir / clean
+    relative = target.relative_to(root).as_posix()
+    if target.exists() or target.is_symlink():
+        if keep_old is None:
+            raise DocumentError(f"{relative} exists already; delete it first or upload under another name")
+        keep_old(relative)
     staging = target_dir / f".{clean}.upload"
     shutil.copyfile(source, staging)
     staging.replace(target)
-    return target.relative_to(root).as_posix()
-
-
-def delete_document(root: Path, relative: str) -> None:
-    """Remove a document from the knowledge folder (a link is removed, never its target)."""
-    path = resolve_document(root, relative)
-    path.unlink()
+    return relative

@@ -11,10 +11,34 @@ _BLOCKS = ["p", "div", "li", "tr", "br", "section", "article", "table", "ul", "o
 _EMPHASIS = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1|(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
 
 
-def visible_markdown(soup: BeautifulSoup) -> str:
-    """Every visible text of the page; the fallback when no main content is found."""
-    for tag in soup(["script", "style", "noscript", "template", "svg", "head"]):
+_NEVER_TEXT = ["script", "style", "noscript", "template", "svg", "head", "iframe", "object", "canvas"]
+_FURNITURE = ["nav", "footer", "aside", "form", "button", "dialog", "menu"]
+_FURNITURE_ROLES = {"navigation", "contentinfo", "banner", "complementary", "search", "menu", "menubar", "dialog"}
+
+
+def _drop_furniture(soup: BeautifulSoup) -> None:
+    """Remove what is never a page's content: navigation, footers, sidebars, forms, hidden parts.
+
+    A ``<header>`` goes too, unless it is an article's (inside ``<main>`` or ``<article>``),
+    where it holds the title.
+    """
+    for tag in soup(_NEVER_TEXT + _FURNITURE):
         tag.decompose()
+    for tag in soup.find_all(True):
+        if tag.decomposed or tag.attrs is None:
+            continue
+        hidden = tag.has_attr("hidden") or str(tag.get("aria-hidden", "")).lower() == "true"
+        if hidden or str(tag.get("role", "")).lower() in _FURNITURE_ROLES:
+            tag.decompose()
+    for header in soup.find_all("header"):
+        if not header.find_parent(["main", "article"]):
+            header.decompose()
+
+
+def visible_markdown(soup: BeautifulSoup) -> str:
+    """The page's visible text without its furniture (navigation, footer, sidebars, forms,
+    scripts); the text of a short page, and the fallback when no main content is found."""
+    _drop_furniture(soup)
     for level in range(1, 7):
         for heading in soup.find_all(f"h{level}"):
             heading.replace_with(f"\n\n{'#' * min(level, 3)} {heading.get_text(' ', strip=True)}\n\n")

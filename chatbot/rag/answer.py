@@ -24,7 +24,7 @@ class SourceRef:
     score: float
     section: str | None = None
     chunk_id: str | None = None
-    cited_by: Literal["model", "attribution"] | None = None
+    cited_by: Literal["model", "attribution", "quote"] | None = None  # quote: the reply quotes this block
     quote: str | None = None  # the sentence of the block that best supports the answer's claims
     support: float | None = None  # citation check: lowest share of a citing sentence found in the block
     supported: bool | None = None  # the citation check (grounding.judge) passed
@@ -67,6 +67,18 @@ def focus_snippet(content: str, quote: str | None = None, limit: int = SNIPPET_C
 
 
 @dataclass
+class Evidence:
+    """A sentence of retrieved block ``n``, quoted verbatim because it best answers the question."""
+
+    n: int
+    source: str
+    page: int | None
+    section: str | None
+    text: str
+    score: float
+
+
+@dataclass
 class Answer:
     """What ``ask`` returns; :meth:`to_json` is the documented JSON contract."""
 
@@ -86,6 +98,8 @@ class Answer:
     answerability: float | None = None  # P(the blocks answer the question), rag/answerability.py
     signals: dict[str, float] | None = None  # what that estimate was made from
     truncated: bool = False  # the model was stopped at its token limit: the answer may be cut short
+    evidence: list[Evidence] = field(default_factory=list)  # the retrieved sentences that best answer it
+    quoted: bool = False  # the reply quotes the evidence instead of an answer the checks withheld
 
     @property
     def unsupported(self) -> list[int]:
@@ -99,6 +113,7 @@ class Answer:
         values = {key: value for key, value in data.items() if key in known}
         for key in ("sources", "retrieved"):
             values[key] = [SourceRef(**source) for source in values.get(key) or []]
+        values["evidence"] = [Evidence(**quote) for quote in values.get("evidence") or []]
         values["adapter"] = AdapterId(values.get("adapter") or BASE_ADAPTER)
         return cls(**values)
 
@@ -121,6 +136,8 @@ class Answer:
             "signals": {key: round(value, 4) for key, value in self.signals.items()} if self.signals else None,
             "unsupported_citations": self.unsupported,
             "truncated": self.truncated,
+            "evidence": [asdict(quote) for quote in self.evidence],
+            "quoted": self.quoted,
         }
 
 

@@ -15,7 +15,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnablePassthrough
 
-from chatbot.rag.answer import Answer, SourceRef, last_answer
+from chatbot.rag.answer import Answer, Evidence, SourceRef, last_answer
 from chatbot.rag.answerability import Answerability, model_signals, signals
 from chatbot.rag.citations import (
     attribute,
@@ -32,24 +32,34 @@ from chatbot.rag.conversation import (
     joined_query,
     usable_rewrite,
 )
+from chatbot.rag.evidence import Embed, best_quotes
 from chatbot.rag.grounding import check_citations, judge, unfounded_specifics
 from chatbot.rag.prompting import PLAIN_PROMPT, RAG_PROMPT, fit_blocks, format_blocks
 from chatbot.rag.tidy import is_context_dump, tidy
+from chatbot.rag.vacuous import adds_nothing, repeats_earlier
 from chatbot.vocabulary import BASE_ADAPTER, AdapterId, GenerationStats, ModelCall
 
 DONT_KNOW = "I don't know. The knowledge base has nothing relevant to this question."
 NOT_ANSWERED = "I don't know. The passages I found do not answer this question."  # an answer withheld
+QUOTE_OPENING = "I couldn't write an answer I can check."  # ... then the passage that best answers
+QUOTED = QUOTE_OPENING + " The closest passage in your documents says: \u201c{}\u201d [{}]"
 # Why an answer was declined (Answer.decline_reason); the UI and API show them as they are.
 NOTHING_RETRIEVED = "no passage of the knowledge base matched the question"
 MODEL_DECLINED = "the model found no answer in the passages"
 CONTEXT_DUMP = "the model pasted the passages back instead of answering"
 UNFOUNDED = "the answer states numbers or names that no passage holds: {}"
 UNSUPPORTED = "no passage supports what the answer says"
+RESTATED = "the draft answer only restated the question: it said nothing the passages hold"
+REPEATED = "the draft answer repeated an earlier answer of this conversation"
 UNLIKELY = "the passages are unlikely to answer this question (answerability {:.3f} < {:.3f})"
 EMPTY = "the model gave no answer"
 ECHO_STOPS = ("\nQuestion:", "\nContext:")  # the model starting the prompt's next turn: it stops generating there
 _ECHO = re.compile(r"\n\s*(?:Question|Context):")  # the same with space between, cut after the fact
-_DECLINE = re.compile(r"^\W*(?:I (?:do not|don't|dont) know|I'm not sure|the (?:context|blocks) do(?:es)? not)", re.I)
+_DECLINE = re.compile(
+    r"^\W*(?:no\W+)?(?:I (?:do not|don't|dont) know|I'm not sure|"
+    r"the (?:context(?: blocks?)?|blocks?|passages?|documents?) (?:do(?:es)?n[o']t|do(?:es)? not|did not))",
+    re.I,
+)
 
 
 @dataclass
@@ -87,8 +97,11 @@ class RagChain:
         decline_unsupported: bool = True,
         answerability: Answerability | None = None,
         answerability_threshold: float | None = None,
+        evidence: Embed | None = None,
     ) -> None:
+        """``evidence``: the embedding function that picks the quoted sentences (None: no quotes)."""
         self.retriever = retriever
+        self.evidence = evidence
         self.llm = llm
         self.context_tokens = context_tokens  # budget of the numbered blocks in the prompt
         self.decline_unsupported = decline_unsupported  # withhold answers the passages do not back
@@ -228,9 +241,15 @@ class RagChain:
             search_query=request.search_query,
             truncated=stats.ended_by == "length",  # a loop was cut: its repeats are gone, the answer is whole
         )
-        unfounded = unfounded_specifics(text, texts) if blocks else []
+        unfounded = unfounded_specifics(text, texts) if blocks else []  # the answerability fit's signal, as fitted
+        invented = unfounded_specifics(text, texts, question) if unfounded else []  # the question's own words are not
         if blocks and not declined and self.decline_unsupported:
-            reason = self.decline_reason(raw, text, texts, sources, unfounded)
+            reason = self.decline_reason(raw, text, texts, sources, invented)
+            earlier = [(turn.question, turn.answer) for turn in request.history]
+            if reason is None and adds_nothing(text, question, texts):
+                reason = RESTATED
+            elif reason is None and repeats_earlier(text, question, earlier):
+                reason = REPEATED
             if reason:
                 answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
                 answer.abstained, answer.decline_reason = True, reason
@@ -247,7 +266,33 @@ class RagChain:
                 answer.abstained = True
                 answer.decline_reason = UNLIKELY.format(answer.answerability, threshold)
         answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}
+        if blocks and self.evidence is not None:
+            self._quote(answer, blocks)
         return answer
+
+    def _quote(self, answer: Answer, blocks: list[Document]) -> None:
+        """Attach the best evidence sentence; a decline shows it instead of a bare "I don't know"."""
+        texts = [doc.page_content for doc in blocks]
+        answer.evidence = [
+            Evidence(
+                quote.n,
+                str(blocks[quote.n - 1].metadata.get("source", "")),
+                blocks[quote.n - 1].metadata.get("page"),
+                blocks[quote.n - 1].metadata.get("section"),
+                quote.text,
+                quote.score,
+            )
+            for quote in best_quotes(answer.question, texts, self.evidence)
+        ]
+        if not answer.abstained or not answer.evidence:
+            return
+        best = answer.evidence[0]
+        if answer.withheld is None and answer.answer != NOT_ANSWERED:
+            answer.withheld = answer.answer  # the model's own decline
+        answer.answer = QUOTED.format(best.text, best.n)
+        source = SourceRef.from_document(best.n, blocks[best.n - 1], best.text)
+        answer.sources = [replace(source, cited_by="quote")]
+        answer.quoted = True
 
     @staticmethod
     def decline_reason(

@@ -236,9 +236,12 @@ def _echoes(claim: str, question: str) -> bool:
     return bool(words) and words <= _stems(question)
 
 
-def unfounded_specifics(answer: str, blocks: Sequence[str]) -> list[str]:
-    """Numbers and names of ``answer`` that no block states: specifics the model made up."""
-    everything = plain("\n\n".join(blocks))
+def unfounded_specifics(answer: str, blocks: Sequence[str], question: str = "") -> list[str]:
+    """Numbers and names of ``answer`` that no block states: specifics the model made up.
+
+    What the ``question`` itself says is not made up ("New York City", "FY2022" repeated from it).
+    """
+    everything = plain("\n\n".join([*blocks, question]))
     answer = plain(answer)
     stated = stated_values(everything)
     words = _words(everything)

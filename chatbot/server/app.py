@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 import time
@@ -37,7 +38,36 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     if not request.url.path.startswith("/v1/"):
         return await http_exception_handler(request, exc)
     code = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return APIError(exc.status_code, str(exc.detail), code, headers=exc.headers).response()
+    message = f"the body is not valid JSON: {exc.detail}" if exc.status_code == 400 else str(exc.detail)
+    return APIError(exc.status_code, message, code, headers=exc.headers).response()
+
+
+def _v1_fallback(api: FastAPI) -> None:
+    """Answer any other ``/v1`` request in OpenAI's error shape: 405 with ``Allow`` for a route's
+    wrong method, 404 for no route (the Gradio app mounted at "/" would answer ``{"detail": ...}``)."""
+    from starlette.routing import Match
+
+    from chatbot.server.openai_schema import APIError
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    routes = list(api.router.routes)  # the API's routes so far, without this one
+
+    @api.api_route("/v1/{rest:path}", methods=methods, include_in_schema=False)
+    def v1_fallback(rest: str, request: Request) -> None:
+        path = request.url.path
+        allowed = sorted(
+            method
+            for method in methods
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+        )
+        if allowed:
+            raise APIError(
+                405,
+                f"{request.method} is not allowed on {path}; use {', '.join(allowed)}",
+                "method_not_allowed",
+                headers={"Allow": ", ".join(allowed)},
+            )
+        raise APIError(404, f"no such API route: {path}", "not_found")
 
 
 def _gradio_login_check(api: FastAPI) -> Callable[[Request], bool]:
@@ -108,11 +138,15 @@ def create_app(bot: Chatbot) -> FastAPI:
     api.add_exception_handler(APIError, lambda _request, exc: exc.response())
     for failure in (ConversationNotFoundError, InputError):
         api.add_exception_handler(failure, lambda _request, exc: api_error(exc).response())
-    api.add_exception_handler(RequestValidationError, lambda _request, exc: validation_error(exc).response())
+    api.add_exception_handler(
+        RequestValidationError,
+        lambda request, exc: validation_error(exc, request.headers.get("content-type")).response(),
+    )
     api.add_exception_handler(BodyTooLarge, lambda _request, exc: JSONResponse(too_large_body(exc.limit), 413))
     api.add_exception_handler(StarletteHTTPException, _http_error)
     # Gradio's upload route streams files to disk under its own max_file_size; every other body is bounded here.
     api.add_middleware(BodyLimit, limit=s.max_request_kb * 1024, exempt=("/gradio_api/upload", "/upload"))
+    _v1_fallback(api)
     # Routes must be added before Gradio is mounted at "/" (which would catch them), but the login
     # check needs the mounted Gradio app: the router gets a callable filled in after mounting.
     login_check: list[Callable[[Request], bool]] = []
@@ -143,8 +177,51 @@ def create_app(bot: Chatbot) -> FastAPI:
     return app
 
 
+class ExposureError(RuntimeError):
+    """Serving on a non-loopback address with an open page or API, without ``allow_unauthenticated``."""
+
+
+def exposure(settings: Settings) -> list[str]:
+    """What anyone who reaches ``settings.host`` could use without a login or key (empty on loopback)."""
+    host = settings.host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return []
+    open_parts = []
+    if not settings.ui_auth:
+        open_parts.append(
+            "the chat page (no ui_auth): anyone can ask, read every indexed document, upload files into "
+            "the knowledge folder and move documents to the trash"
+        )
+    if not settings.api_credentials:
+        open_parts.append(
+            "the /v1 API (no api_key): anyone can ask, with any adapter; saved API conversations are not "
+            "listed, but readable by whoever has a conversation id"
+        )
+    return open_parts
+
+
+def check_exposure(settings: Settings) -> list[str]:
+    """:func:`exposure`, refused with :class:`ExposureError` unless ``allow_unauthenticated`` is set."""
+    open_parts = exposure(settings)
+    if open_parts and not settings.allow_unauthenticated:
+        raise ExposureError(
+            f"refusing to serve on {settings.host} without a login or key: "
+            + "; ".join(open_parts)
+            + ". Set ui_auth and api_key, bind 127.0.0.1, or pass --allow-unauthenticated "
+            "(setting allow_unauthenticated) to serve it open."
+        )
+    return open_parts
+
+
 def run(settings: Settings) -> None:
-    """Sync, load the model, and serve until interrupted."""
+    """Sync, load the model, and serve until interrupted (refused first if it would be open to a network)."""
+    for part in check_exposure(settings):
+        log.warning("open to the network: %s", part)
+        print(f"warning: open to the network: {part}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     bot = Chatbot(settings)
     bot.load()  # before the sync, so its embedding runs on the model's thread

@@ -1,7 +1,9 @@
 """``/v1/conversations``: the caller's saved conversations, their answers, and feedback on an answer.
 
 Behind the same API keys as ``/v1/chat/completions``; each key sees only its own conversations
-(another key's conversation id is answered 404, like one that does not exist).
+(another key's conversation id is answered 404, like one that does not exist). Without keys every
+client is one owner, so the list is refused (403): a conversation is then reachable only by its
+id, a random 128-bit token that only the client that started it was given.
 """
 
 from __future__ import annotations
@@ -62,6 +64,13 @@ def create_conversation_router(bot: Chatbot) -> APIRouter:
         limit: int = Query(50, ge=1, le=500),
         owner: str = Depends(owner_of),
     ) -> dict[str, Any]:
+        if not bot.settings.api_credentials:  # every keyless client is one owner: a list would show them all
+            raise APIError(
+                403,
+                "listing saved conversations needs an API key (setting api_key); without one, a conversation "
+                "is reachable only by the conversation_id its answers returned",
+                "api_key_required",
+            )
         found = store().conversations(owner, search, limit)
         return {"object": "list", "data": [asdict(conversation) for conversation in found]}
 

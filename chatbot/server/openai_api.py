@@ -56,6 +56,9 @@ def _verdict(answer: Answer) -> dict[str, Any]:
         extras["answerability"] = answer.answerability
     if answer.abstained:
         extras["considered"] = [asdict(source) for source in answer.retrieved]
+    if answer.evidence:  # the retrieved sentence that best answers the question; content quotes it when quoted
+        extras["evidence"] = [asdict(quote) for quote in answer.evidence]
+        extras["quoted"] = answer.quoted
     return extras
 
 

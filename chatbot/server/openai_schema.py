@@ -59,10 +59,23 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def validation_error(exc: RequestValidationError) -> APIError:
-    """A 400 in OpenAI's shape naming the first bad field (the input itself is never echoed)."""
+def validation_error(exc: RequestValidationError, content_type: str | None = None) -> APIError:
+    """A 400 in OpenAI's shape naming the first bad field (the input itself is never echoed).
+
+    A body that is not JSON is ``invalid_body``, with a hint when ``content_type`` (the request's
+    header) does not say JSON.
+    """
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    media = (content_type or "").split(";")[0].strip().lower()
+    if "json" not in media and tuple(first.get("loc", ())) == ("body",):
+        sent = f"Content-Type {media!r}" if media else "no Content-Type"
+        return APIError(
+            400, f"the body must be JSON with Content-Type: application/json ({sent} was sent)", "invalid_body"
+        )
+    if first.get("type") == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error")
+        return APIError(400, "the body is not valid JSON" + (f": {reason}" if reason else ""), "invalid_body")
     location = [str(part) for part in first.get("loc", ()) if part != "body"]
     field = ".".join(location) or None
     message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))

@@ -25,7 +25,7 @@ def build_ui(bot: Chatbot) -> gr.Blocks:
             with gr.Tab("Chat", id="chat-tab"):
                 adapter, compare, browser_id = build_chat_tab(bot, demo)
             with gr.Tab("Knowledge", id="knowledge-tab"):
-                build_knowledge_tab(bot)
+                knowledge_load, knowledge_outputs = build_knowledge_tab(bot)
             with gr.Tab("Adapters", id="adapters-tab") as adapters_tab:
                 refresh_cards = build_adapters_tab(bot)
             with gr.Tab("Feedback", id="feedback-tab", visible=bot.settings.save_conversations) as feedback_tab:
@@ -36,6 +36,7 @@ def build_ui(bot: Chatbot) -> gr.Blocks:
             return gr.Dropdown(choices=choices), gr.Dropdown(choices=[("Off", ""), *choices])
 
         demo.load(refresh_adapters, outputs=[adapter, compare], api_name=False)
+        demo.load(knowledge_load, outputs=knowledge_outputs, api_name=False)
         adapters_tab.select(refresh_cards[0], outputs=refresh_cards[1], api_name=False)
         feedback_tab.select(refresh_feedback, feedback_inputs, feedback_outputs, api_name=False)
     return demo

@@ -105,6 +105,9 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropd
             with gr.Row():
                 box = gr.Textbox(placeholder="Ask a question…", show_label=False, scale=8, elem_id="question")
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+            suggestions = gr.Dataset(
+                components=[box], samples=[], label="Try asking", elem_id="suggestions", visible=False
+            )
             new = gr.Button("New conversation", size="sm", elem_id="new-conversation")
             with gr.Accordion("Feedback on an answer", open=False, visible=saving, elem_id="feedback-panel"):
                 gr.Markdown("Thumbs are on each answer. Here you can also correct an answer or mark a wrong source.")
@@ -198,6 +201,19 @@ def build_chat_tab(bot: Chatbot, demo: gr.Blocks) -> tuple[gr.Dropdown, gr.Dropd
     outputs += [answer_pick, wrong, correction]
     for trigger in (box.submit, send.click):
         trigger(respond, inputs, outputs, api_name=False)
+
+    def suggest(shown: Messages) -> gr.Dataset:
+        """Questions drawn from the indexed documents, while the conversation is empty."""
+        if shown:
+            return gr.Dataset(visible=False)
+        questions = bot.suggested_questions()
+        return gr.Dataset(samples=[[question] for question in questions], visible=bool(questions))
+
+    demo.load(suggest, chat, suggestions, api_name=False)
+    chat.change(suggest, chat, suggestions, api_name=False, show_progress="hidden")
+    suggestions.click(lambda sample: sample[0] if sample else "", suggestions, box, api_name=False).then(
+        respond, inputs, outputs, api_name=False
+    )
 
     def start_over(browser: str, search_text: str, request: gr.Request) -> tuple:
         # the question box is left alone: what was typed is asked in the new conversation

@@ -88,14 +88,21 @@ def saved_chat(bot: Chatbot, turns: list[SavedTurn]) -> tuple[Messages, list[str
 
 
 def _when(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
 
 
 def history_choices(bot: Chatbot, owner: str | None, search: str = "") -> list[tuple[str, str]]:
     """(label, id) of the owner's conversations, newest first."""
     if owner is None or not bot.settings.save_conversations:
         return []
-    return [(f"{c.title or 'Untitled'} · {_when(c.updated_at)}", c.id) for c in bot.chats.conversations(owner, search)]
+    choices, seen = [], {}
+    for c in bot.chats.conversations(owner, search):
+        answers = f"{c.turns} answer{'' if c.turns == 1 else 's'}"
+        who = domain_label(bot, c.adapter) if c.adapter else "no answer yet"
+        label = f"{c.title or 'Untitled'} · {who} · {answers} · {_when(c.updated_at)}"
+        seen[label] = seen.get(label, 0) + 1
+        choices.append((label if seen[label] == 1 else f"{label} (#{seen[label]})", c.id))
+    return choices
 
 
 def answer_choices(turns: list[SavedTurn]) -> list[tuple[str, int]]:

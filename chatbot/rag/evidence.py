@@ -1,0 +1,67 @@
+"""The sentences of the retrieved passages that best answer a question: the evidence every reply shows.
+
+The embedded model cannot be trusted to say *when* a passage answers, but retrieval usually finds
+the passage, so the reply carries it: the one or two sentences that score highest are quoted,
+verbatim with their block number, under a checked answer or instead of an unchecked one.
+
+A sentence's score is the cosine between the question's and the sentence's embeddings (the
+retrieval model's own) plus half the share of the question's content words it holds. Measured in
+docs/evaluation.md ("Evidence sentences"): the kind of thing asked for (a year for "when"), the
+block's rank, idf-weighted or stemmed overlap and the previous sentence's score added nothing
+beyond noise on the tuning set, so they are not used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from chatbot.text import content_words, sentences, strip_markers
+
+Embed = Callable[[list[str]], list[list[float]]]  # texts -> normalised vectors (embed_documents)
+
+MIN_CHARS, MAX_CHARS = 20, 400  # a quote is a sentence, never a heading or a whole block
+MAX_SENTENCES = 60  # per question: the first sentences of the blocks in rank order, bounded
+COSINE, OVERLAP = 1.0, 0.5
+
+
+@dataclass(frozen=True)
+class Quote:
+    """One evidence sentence: its text as it stands in block ``n`` (1-based), and its score."""
+
+    n: int
+    text: str
+    score: float
+
+
+def candidate_sentences(blocks: Sequence[str]) -> list[tuple[int, str]]:
+    """(block number, sentence) of every quotable sentence, blocks in rank order, at most ``MAX_SENTENCES``."""
+    found: list[tuple[int, str]] = []
+    for number, block in enumerate(blocks, 1):
+        for sentence, _ in sentences(block):
+            text = " ".join(strip_markers(sentence).split()).lstrip("#>-*| ").strip()
+            if MIN_CHARS <= len(text) <= MAX_CHARS and len(content_words(text)) >= 2:
+                found.append((number, text))
+                if len(found) >= MAX_SENTENCES:
+                    return found
+    return found
+
+
+def score_sentences(question: str, candidates: list[tuple[int, str]], embed: Embed) -> list[Quote]:
+    """Every candidate scored, best first."""
+    if not candidates:
+        return []
+    vectors = embed([question, *(text for _, text in candidates)])
+    asked = content_words(question)
+    scored = []
+    for (number, text), vector in zip(candidates, vectors[1:], strict=True):
+        cosine = sum(a * b for a, b in zip(vectors[0], vector, strict=True))
+        overlap = len(asked & content_words(text)) / len(asked) if asked else 0.0
+        score = COSINE * cosine + OVERLAP * overlap
+        scored.append(Quote(number, text, round(score, 4)))
+    return sorted(scored, key=lambda quote: quote.score, reverse=True)
+
+
+def best_quotes(question: str, blocks: Sequence[str], embed: Embed, count: int = 1) -> list[Quote]:
+    """The ``count`` best evidence sentences of ``blocks`` for ``question`` (none without a candidate)."""
+    return score_sentences(question, candidate_sentences(blocks), embed)[:count]

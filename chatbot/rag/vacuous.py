@@ -1,0 +1,50 @@
+"""Answers that say nothing: a restated question, or an earlier answer of the conversation repeated.
+
+The embedded model passes the citation check with sentences like "The answer is that the bot is
+not able to answer the question because it is not able to answer it [2]." (every word is in the
+question or is a word about answering), and it copies an earlier answer of the conversation for
+an unrelated next question. Both are withheld: the reply then quotes the passage instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chatbot.text import content_words, strip_markers
+
+# Words about answering, not about the subject: they never make an answer informative.
+META_WORDS = frozenset(
+    """answer answers answered answering question questions asked ask context contexts block blocks passage
+    passages information info able unable know known provided provide text document documents mentioned
+    mention said says say stated state given because reason""".split()
+)
+
+
+def adds_nothing(answer: str, question: str, blocks: Sequence[str]) -> bool:
+    """True when the answer holds no content word of any block that the question does not already hold."""
+    asked = content_words(question)
+    new = content_words(strip_markers(answer)) - asked - META_WORDS
+    known = set().union(*(content_words(block) for block in blocks)) if blocks else set()
+    return not (new & known)
+
+
+def _key(text: str) -> str:
+    return " ".join(strip_markers(text).lower().split())
+
+
+def repeats_earlier(answer: str, question: str, earlier: Sequence[tuple[str, str]]) -> bool:
+    """True when ``answer`` is an earlier (question, answer) pair's answer again, for another question.
+
+    The same question asked again may get the same answer; a new question may not.
+    """
+    key = _key(answer)
+    words = content_words(answer)
+    for old_question, old_answer in earlier:
+        if content_words(old_question) == content_words(question):
+            continue
+        old_words = content_words(old_answer)
+        same = key == _key(old_answer)
+        overlap = len(words & old_words) / max(len(words | old_words), 1)
+        if key and (same or overlap >= 0.9):
+            return True
+    return False
