@@ -111,6 +111,13 @@ class Settings(BaseSettings):
         200.0, gt=0, description="Zip-based files (.docx): total uncompressed size allowed before reading."
     )
     max_zip_entries: int = Field(10_000, ge=1, description="Zip-based files (.docx): most entries allowed.")
+    read_in_worker: bool = Field(
+        True, description="Read files in a worker process with load_memory_mb and load_timeout_s as its limits."
+    )
+    load_memory_mb: int = Field(
+        2048, ge=256, description="Address space of the file-reading worker: a file that needs more is refused."
+    )
+    load_timeout_s: float = Field(120.0, gt=0, description="Longest a file may take to read before it is refused.")
 
     # Retrieval
     top_k: int = Field(4, ge=1, le=50)

@@ -160,6 +160,11 @@ def test_summary_and_reports(tmp_path):
     for rows, share in (([wrong, shown_unanswerable], 1.0), ([record, wrong], 0.5)):
         assert summarize(rows, retrieval, items, 4)["cells"]["base + retrieval"]["wrong_shown"] == share
     assert cell["model_markers"] == 0.5 and cell["context_dumps"] == 0.5
+    assert cell["gold_to_user"] == 1.0 and cell["quoted"] == 0.0
+    quote = {**record, "declined": True, "contains": False, "quoted": True, "gold_to_user": True}
+    quoted_cell = summarize([quote, unanswerable], retrieval, items, 4)["cells"]["base + retrieval"]
+    assert quoted_cell["answer_contains"] == 0.0 and quoted_cell["gold_to_user"] == 1.0  # the quote carried it
+    assert quoted_cell["quoted"] == 0.5 and quoted_cell["wrong_shown"] is None  # a quote is not a shown answer
     assert cell["decline_reasons"] == {"the model pasted the passages back instead of answering": 1}
     unlikely = [  # one reason, whatever its figures
         {**unanswerable, "decline_reason": f"the passages are unlikely to answer this question (answerability {p})"}
@@ -170,7 +175,8 @@ def test_summary_and_reports(tmp_path):
     paths = write_reports(tmp_path, "demo", {}, summary, [record, unanswerable])
     report = paths["markdown"].read_text()
     assert "| citation precision | 0.500 |" in report and "pasted the passages back instead of answering (1)" in report
-    assert paths["html"].read_text().count("data:image/png;base64,") == 11
+    assert paths["html"].read_text().count("data:image/png;base64,") == 13  # a chart per metric
+    assert "| gold reaches the user: the shown answer or quote holds a gold answer | 1.000 |" in report
     assert json.loads(paths["json"].read_text())["summary"] == summary
 
 

@@ -172,13 +172,13 @@ def test_browser_upload_is_cited_and_delete_asks_first_and_can_be_undone(page, s
     page.get_by_role("tab", name="Knowledge").click()
     _pick(page, "#kb-doc", "zorblat manual.md")
     page.locator("#kb-delete").click()
-    expect(page.locator("#kb-confirm")).to_contain_text("Move zorblat manual.md to the trash?")
+    expect(page.locator("#kb-confirm-text")).to_contain_text("Move zorblat manual.md to the trash?")
     page.locator("#kb-cancel-delete").click()
     expect(page.locator("#kb-confirm-delete")).to_be_hidden()
     assert saved.exists()  # a click alone never deletes
     page.locator("#kb-delete").click()
     page.locator("#kb-confirm-delete").click()
-    expect(page.locator("#kb-message")).to_contain_text("moved `zorblat manual.md` to the trash", timeout=60_000)
+    expect(page.locator("#kb-message")).to_contain_text("moved zorblat manual.md to the trash", timeout=60_000)
     expect(page.locator("#kb-table")).not_to_contain_text("zorblat")
     assert not saved.exists()
 
@@ -193,7 +193,7 @@ def test_browser_upload_is_cited_and_delete_asks_first_and_can_be_undone(page, s
     page.locator("#kb-trash input").click()
     page.get_by_role("option", name="zorblat manual.md (deleted", exact=False).click()
     page.locator("#kb-restore").click()
-    expect(page.locator("#kb-message")).to_contain_text("restored `zorblat manual.md`", timeout=60_000)
+    expect(page.locator("#kb-message")).to_contain_text("restored zorblat manual.md", timeout=60_000)
     expect(page.locator("#kb-table")).to_contain_text("zorblat manual.md")
     assert saved.read_bytes() == fact.read_bytes()
 

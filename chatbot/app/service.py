@@ -53,7 +53,8 @@ class Chatbot:
 
     @cached_property
     def knowledge(self) -> KnowledgeSync:
-        from chatbot.knowledge.loaders import LoadLimits
+        from chatbot.knowledge.isolated import isolated_reader
+        from chatbot.knowledge.loaders import LoadLimits, load_file
         from chatbot.knowledge.manifest import Manifest
         from chatbot.knowledge.store import open_record_manager
 
@@ -74,6 +75,7 @@ class Chatbot:
                 max_unzipped_bytes=int(s.max_unzipped_mb * 1_000_000),
                 max_zip_entries=s.max_zip_entries,
             ),
+            reader=isolated_reader(s.load_memory_mb, s.load_timeout_s).read if s.read_in_worker else load_file,
         )
 
     @cached_property

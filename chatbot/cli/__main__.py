@@ -2,4 +2,5 @@
 
 from chatbot.cli import app
 
-app()
+if __name__ == "__main__":  # not when a spawned worker process (the file reader) imports this module
+    app()

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from chatbot.digest import file_sha256
 from chatbot.knowledge.chunking import Chunker
 from chatbot.knowledge.keywords import KeywordIndex
-from chatbot.knowledge.loaders import LoadError, LoadLimits, load_file
+from chatbot.knowledge.loaders import LoadError, LoadLimits, Page, load_file
 from chatbot.knowledge.manifest import FileRecord, Manifest
 from chatbot.knowledge.recipe import Recipe, changes, make_recipe
 from chatbot.knowledge.scan import scan_folder
@@ -112,8 +112,11 @@ class KnowledgeSync:
         embedding: Callable[[], str],
         keywords: KeywordIndex | None = None,
         limits: LoadLimits | None = None,
+        reader: Callable[[Path, LoadLimits], list[Page]] = load_file,
     ) -> None:
+        """``reader`` reads one file within the limits (``load_file``, or a worker process's: ``isolated``)."""
         self.root = root
+        self.reader = reader
         self.limits = limits or LoadLimits()
         self._embedding = embedding  # the model's fingerprint, hashed only when a sync or ``pending`` needs it
         self.keywords = keywords
@@ -213,7 +216,7 @@ class KnowledgeSync:
             try:
                 if size == 0:
                     raise LoadError("empty file")
-                pages = load_file(path, self.limits)
+                pages = self.reader(path, self.limits)
                 chunks = self.chunker.split(key, pages, path.suffix.lower().lstrip("."))
                 if not chunks:
                     raise LoadError("no text found")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
+import sys
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -81,7 +82,13 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     with _convert_lock:
         if (target / "config.json").is_file():
             return target
-        log.info("converting %s to safetensors in %s (once)", gguf.name, target)
+        size_mb = gguf.stat().st_size / 1e6
+        print(  # the one slow step of a first start: say what it is, once
+            f"first start: de-quantising {gguf.name} ({size_mb:,.0f} MB) into a model folder, once "
+            f"(the embedded model takes about 5 s here); later starts load {target}",
+            file=sys.stderr,
+            flush=True,
+        )
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         config = quantised.config

@@ -20,11 +20,22 @@ META_WORDS = frozenset(
 )
 
 
+def _stem(word: str) -> str:
+    """A crude stem, so "runs" restates "run" and "fed" does not look new beside "feeding"."""
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
+def _stems(text: str) -> set[str]:
+    return {_stem(word) for word in content_words(text)}
+
+
 def adds_nothing(answer: str, question: str, blocks: Sequence[str]) -> bool:
     """True when the answer holds no content word of any block that the question does not already hold."""
-    asked = content_words(question)
-    new = content_words(strip_markers(answer)) - asked - META_WORDS
-    known = set().union(*(content_words(block) for block in blocks)) if blocks else set()
+    new = _stems(strip_markers(answer)) - _stems(question) - {_stem(word) for word in META_WORDS}
+    known = set().union(*(_stems(block) for block in blocks)) if blocks else set()
     return not (new & known)
 
 
