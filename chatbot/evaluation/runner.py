@@ -85,6 +85,7 @@ def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], c
             ),
         }
         for source in answer.sources
+        if source.cited_by != "quote"  # a declined answer's quote is the app's, not a citation the model made
     ]
     declined = answer.abstained or is_decline(answer.answer)
     model_answer = "" if answer.quoted else answer.answer  # a quote is the passage's text, not the model's
