@@ -1,8 +1,9 @@
 """The sentences of the retrieved passages that best answer a question: the evidence every reply shows.
 
 The embedded model cannot be trusted to say *when* a passage answers, but retrieval usually finds
-the passage, so the reply carries it: the one or two sentences that score highest are quoted,
-verbatim with their block number, under a checked answer or instead of an unchecked one.
+the passage, so the reply carries it: the sentence that scores highest is every answer's
+``evidence``, and a declined answer quotes it verbatim, with its block number, instead of a bare
+"I don't know" (:meth:`chatbot.rag.chain.RagChain._quote`).
 
 A sentence's score is the cosine between the question's and the sentence's embeddings (the
 retrieval model's own) plus half the share of the question's content words it holds. Measured in
