@@ -7,6 +7,7 @@ each forward pass's mapping of rows to adapters (:class:`chatbot.engine.routing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,11 +103,8 @@ def _cast(model: Any, name: str, dtype: torch.dtype) -> None:
     dtype they take half the memory, and in bf16 a row's LoRA result does not depend on how many
     rows share its adapter in a batch.
     """
-    for module in model.modules():
-        for part in ("lora_A", "lora_B"):
-            layers = getattr(module, part, None)
-            if isinstance(layers, torch.nn.ModuleDict) and name in layers:
-                layers[name].to(dtype)
+    for layers in _lora_layers(model, name):
+        layers[name].to(dtype)
 
 
 def _pack(model: Any, name: str, min_rows: int) -> None:
@@ -118,8 +116,15 @@ def _pack(model: Any, name: str, min_rows: int) -> None:
     """
     from chatbot.models.packed import PackedLinear
 
-    for module in model.modules():
+    for layers in _lora_layers(model, name):
+        if type(layers[name]) is torch.nn.Linear:
+            layers[name] = PackedLinear(layers[name], min_rows)
+
+
+def _lora_layers(model: Any, name: str) -> Iterator[torch.nn.ModuleDict]:
+    """Every ``lora_A``/``lora_B`` module dict of ``model`` that holds adapter ``name``."""
+    for module in list(model.modules()):
         for part in ("lora_A", "lora_B"):
             layers = getattr(module, part, None)
-            if isinstance(layers, torch.nn.ModuleDict) and name in layers and type(layers[name]) is torch.nn.Linear:
-                layers[name] = PackedLinear(layers[name], min_rows)
+            if isinstance(layers, torch.nn.ModuleDict) and name in layers:
+                yield layers

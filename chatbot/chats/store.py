@@ -117,7 +117,7 @@ class ChatStore:
     def get(self, owner: str, conversation_id: str) -> ConversationInfo:
         with Session(self._engine) as db:
             row = self._owned(db, owner, conversation_id)
-            return info_of(row, len(row.turns), row.turns[-1].adapter if row.turns else None)
+            return _loaded_info(row)
 
     def turns(self, owner: str, conversation_id: str) -> list[SavedTurn]:
         """The conversation's exchanges in order, with their feedback."""
@@ -130,7 +130,7 @@ class ChatStore:
         with Session(self._engine) as db, db.begin():
             row = self._owned(db, owner, conversation_id)
             row.title = title_of(title)
-            return info_of(row, len(row.turns), row.turns[-1].adapter if row.turns else None)
+            return _loaded_info(row)
 
     def delete(self, owner: str, conversation_id: str) -> None:
         """Remove the conversation with its answers and their feedback."""
@@ -270,3 +270,8 @@ def _pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no committed turn
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _loaded_info(row: Conversation) -> ConversationInfo:
+    """The info of a conversation whose turns are loaded: their count and the last one's adapter."""
+    return info_of(row, len(row.turns), row.turns[-1].adapter if row.turns else None)

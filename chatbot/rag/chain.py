@@ -267,12 +267,11 @@ class RagChain:
                 answer.decline_reason = UNLIKELY.format(answer.answerability, threshold)
         answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}
         if blocks and self.evidence is not None:
-            self._quote(answer, blocks)
+            self._quote(answer, blocks, texts)
         return answer
 
-    def _quote(self, answer: Answer, blocks: list[Document]) -> None:
+    def _quote(self, answer: Answer, blocks: list[Document], texts: list[str]) -> None:
         """Attach the best evidence sentence; a decline shows it instead of a bare "I don't know"."""
-        texts = [doc.page_content for doc in blocks]
         answer.evidence = [
             Evidence(
                 quote.n,
