@@ -22,6 +22,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def server_env(folder: Path, knowledge: Path, adapters: Path, **settings: str) -> dict[str, str]:
+    """The environment of a server (or of a command of its data dir) with these folders and settings."""
+    # CHATBOT_ENGINE passes through, so the suite can run the servers on either engine
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_") or k == "CHATBOT_ENGINE"}
+    env.update(
+        CHATBOT_KNOWLEDGE_DIR=str(knowledge),
+        CHATBOT_ADAPTERS_DIR=str(adapters),
+        CHATBOT_DATA_DIR=str(folder / "data"),
+        CHATBOT_CACHE_DIR=str(MODEL_CACHE),
+        CHATBOT_MAX_NEW_TOKENS="40",
+    )
+    env.update({key if key.startswith("CHATBOT_") else f"CHATBOT_{key.upper()}": v for key, v in settings.items()})
+    return env
+
+
 @contextmanager
 def running_server(folder: Path, knowledge: Path, adapters: Path, **settings: str) -> Iterator[str]:
     """The URL of a server with these folders and ``CHATBOT_*`` settings; stopped on exit."""
@@ -35,17 +50,7 @@ def server_process(
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Like :func:`running_server`, with the process (to signal it); its log is ``folder/serve-PORT.log``."""
     port = free_port()
-    # CHATBOT_ENGINE passes through, so the suite can run the servers on either engine
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATBOT_") or k == "CHATBOT_ENGINE"}
-    env.update(
-        CHATBOT_KNOWLEDGE_DIR=str(knowledge),
-        CHATBOT_ADAPTERS_DIR=str(adapters),
-        CHATBOT_DATA_DIR=str(folder / "data"),
-        CHATBOT_CACHE_DIR=str(MODEL_CACHE),
-        CHATBOT_MAX_NEW_TOKENS="40",
-        CHATBOT_PORT=str(port),
-    )
-    env.update({f"CHATBOT_{key.upper()}": value for key, value in settings.items()})
+    env = server_env(folder, knowledge, adapters, CHATBOT_PORT=str(port), **settings)
     log_path = folder / f"serve-{port}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(

@@ -4,16 +4,45 @@ import json
 import shutil
 
 import pytest
+import torch
 from peft import LoraConfig, get_peft_model
 
 from chatbot.adapters.check import CONFIG, WEIGHTS, check_adapter
 from chatbot.adapters.domains import MANIFEST
-from tests.conftest import tiny_llama
+from chatbot.models.shapes import shapes_from_folder, shapes_of
+from tests.conftest import MODEL_CACHE, tiny_llama
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny_llama()
+@pytest.fixture(scope="module", params=["loaded", "files"])
+def model(request, tmp_path_factory):
+    """The base model's shapes as the check sees them: from the loaded model, or from its files alone."""
+    if request.param == "loaded":
+        return shapes_of(tiny_llama())
+    folder = tmp_path_factory.mktemp("base")
+    tiny_llama().save_pretrained(folder)
+    return shapes_from_folder(folder)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_files_give_the_shapes_the_loaded_model_has(tmp_path, tied):
+    base = tiny_llama()
+    base.config.tie_word_embeddings = tied
+    if not tied:
+        base.lm_head.weight = torch.nn.Parameter(base.lm_head.weight.detach().clone())
+    base.save_pretrained(tmp_path)
+    loaded, files = shapes_of(base), shapes_from_folder(tmp_path)
+    assert files.layers == {name: shape for name, shape in loaded.layers.items()}
+    assert files.architecture == loaded.architecture == "LlamaForCausalLM"
+    assert {name for name in loaded.modules if name in files.modules} >= set(loaded.layers)
+
+
+def test_the_embedded_models_files_give_its_loaded_shapes():
+    from chatbot.models.base import load_base_model
+
+    base_model = load_base_model("embedded", MODEL_CACHE, "cpu", "float32", weights=False)
+    files = shapes_from_folder(base_model.folder)
+    assert files.layers == base_model.shapes.layers and len(files.layers) > 200
+    assert files.architecture == base_model.shapes.architecture
 
 
 @pytest.fixture(scope="module")

@@ -150,6 +150,12 @@ def test_adapters_cli_lists_and_checks(monkeypatch, make_settings, adapters_dir,
     rows = {row["name"]: row for row in json.loads(result.output)}
     assert rows["demo"]["status"] == "ready" and rows["demo"]["rank"] == 8 and rows["demo"]["size_bytes"] > 0
     assert rows["pickled"]["status"] == "refused" and "pickle" in rows["pickled"]["error"]
+    # read from the base model's files, the verdicts are the ones the loaded model gives
+    loaded = json.loads(CliRunner().invoke(app, ["adapters", "list", "--load", "--json"]).output)
+    assert [(row["name"], row["status"], row["error"]) for row in loaded] == [
+        (row["name"], row["status"], row["error"]) for row in rows.values()
+    ]
+    assert len({row["status"] for row in loaded}) == 2
     result = CliRunner().invoke(app, ["adapters", "check", str(foreign_lora_folder)])
     assert result.exit_code == 1 and "shape" in result.output
     result = CliRunner().invoke(app, ["adapters", "check", str(lora_folder)])

@@ -134,15 +134,53 @@ def test_info_reports_models_paths_and_counts(cli_env):
 
 
 def test_info_names_the_engine_serving_and_whether_batches_are_exact(cli_env, monkeypatch):
-    code, output = run("info")
+    code, output = run("info", "--load")
     assert code == 0 and "cpu, onnx engine (int8)" in output and "batching         fast:" in output
-    data = json.loads(run("info", "--json")[1])["base_model"]
+    data = json.loads(run("info", "--load", "--json")[1])["base_model"]
     assert (data["engine"], data["precision"], data["exact_batches"]) == ("onnx", "int8", False)
     monkeypatch.setenv("CHATBOT_ENGINE", "torch")
     monkeypatch.setenv("CHATBOT_EXACT_BATCHES", "true")
-    code, output = run("info")
+    code, output = run("info", "--load")
     assert code == 0 and ", torch engine (" in output
     assert "batching         exact: an answer never depends on the requests decoded beside it" in output
+
+
+def test_info_and_adapters_list_answer_from_the_files_without_loading_a_model(
+    cli_env, lora_folder, tmp_path, monkeypatch
+):
+    import shutil
+    import subprocess
+    import sys
+
+    run("sync")
+    adapters = tmp_path / "adapters"
+    monkeypatch.setenv("CHATBOT_ADAPTERS_DIR", str(adapters))
+    shutil.copytree(lora_folder, adapters / "demo")
+    shutil.copytree(lora_folder, adapters / "broken")
+    (adapters / "broken" / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 3}')
+    script = (
+        "import json, sys\n"
+        "from chatbot.cli import app\n"
+        "for args in (['info', '--json'], ['adapters', 'list', '--json']):\n"
+        "    try:\n"
+        "        app(args)\n"
+        "    except SystemExit as exit:\n"
+        "        assert not exit.code, exit.code\n"
+        "print(json.dumps(sorted(m for m in ('torch', 'transformers', 'chromadb') if m in sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    info_text, _, rest = done.stdout.partition("\n}\n")
+    info = json.loads(info_text + "\n}")
+    rows_text, _, imported = rest.rpartition("\n]\n")
+    rows = {row["name"]: row for row in json.loads(rows_text + "\n]")}
+    assert json.loads(imported) == []  # nothing heavy was imported, so no model was loaded
+    assert info["base_model"]["name"] == "SmolLM2-135M-Instruct" and info["base_model"]["engine"] is None
+    assert info["served_by"] is None
+    assert info["knowledge"]["documents"] == 5 and info["knowledge"]["chunks"] > 5
+    assert [a["name"] for a in info["adapters"]] == ["base", "broken", "demo"]
+    assert rows["demo"]["status"] == "ready" and rows["demo"]["rank"] == 8
+    assert rows["broken"]["status"] == "refused" and "shape" in rows["broken"]["error"]
 
 
 def test_trash_and_restore_bring_a_document_back_into_the_index(cli_env):

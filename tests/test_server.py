@@ -8,7 +8,7 @@ import pytest
 
 from tests.browsers import ask
 from tests.conftest import REPO
-from tests.servers import running_server
+from tests.servers import running_server, server_env
 
 SHOTS = Path(__file__).parent / "artifacts"
 QUESTION = "How do I refresh the knowledge base?"
@@ -48,6 +48,47 @@ def test_openai_client_against_the_running_server(served):
     assert streamed.strip() and len(chunks) > 3
     with pytest.raises(NotFoundError, match="unknown adapter 'finance'"):
         client.chat.completions.create(model="finance", messages=messages)
+
+
+def test_commands_of_the_servers_data_dir_use_the_running_server(served, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from chatbot.server.discovery import SERVER_FILE, read_record
+
+    url, folder = served
+    env = server_env(folder, folder / "knowledge", folder / "adapters")
+
+    def chatbot(*args: str) -> tuple[int, str, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "chatbot.cli", *args], env=env, capture_output=True, text=True, timeout=300
+        )
+        return done.returncode, done.stdout, done.stderr
+
+    assert read_record(folder / "data").url == url
+    code, out, err = chatbot("ask", QUESTION, "--adapter", "support", "--json")
+    answer = json.loads(out)
+    assert code == 0, err
+    assert answer["served_by"] == url and answer["adapter"] == "support" and answer["answer"]
+    assert answer["retrieved"] and answer["timings"]["total_s"] > 0  # the whole record, as a local ask gives it
+    code, _, err = chatbot("ask", QUESTION, "--adapter", "nope")
+    assert code == 1 and "unknown adapter 'nope'" in err
+    code, out, err = chatbot("info", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["served_by"] == url, err
+    assert info["base_model"]["engine"] in ("onnx", "torch") and info["base_model"]["precision"]
+    assert info["paths"]["data_dir"] == str((folder / "data").resolve())
+    served_info = httpx.get(url + "/v1/info").json()
+    assert "paths" not in served_info and served_info["base_model"]["folder"] is None  # the server's paths stay in
+    # a stale announcement (another instance id, as after a crash and a new process on the port) is ignored
+    record = (folder / "data" / SERVER_FILE).read_text()
+    (folder / "data" / SERVER_FILE).write_text(record.replace(read_record(folder / "data").instance, "0" * 16))
+    try:
+        code, out, err = chatbot("info", "--json")
+        assert code == 0 and json.loads(out)["served_by"] is None and json.loads(out)["base_model"]["engine"] is None
+    finally:
+        (folder / "data" / SERVER_FILE).write_text(record)
 
 
 def test_gradio_client_calls_the_ask_endpoint(served):

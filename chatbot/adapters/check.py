@@ -1,4 +1,4 @@
-"""Check an adapter folder against the loaded base model before PEFT touches the model.
+"""Check an adapter folder against the base model (loaded, or its files) before PEFT touches it.
 
 Everything is read without unpickling anything: the JSON config, the TOML manifest and the
 safetensors header. Each problem is a sentence naming what is wrong; an empty list means the
@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 
 from chatbot.adapters.domains import read_manifest
+from chatbot.models.shapes import BaseShapes
 
 CONFIG = "adapter_config.json"
 WEIGHTS = "adapter_model.safetensors"
@@ -48,7 +48,7 @@ def weight_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
             raise ValueError(f"pickle weights ({', '.join(pickles)}) are refused; save them as {WEIGHTS}")
         raise ValueError(f"missing {WEIGHTS}")
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:
             return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}  # noqa: SIM118
     except Exception as exc:  # safetensors raises its own error types for bad headers
         raise ValueError(f"{WEIGHTS} is not a valid safetensors file: {exc}") from exc
@@ -64,8 +64,9 @@ def _module_of(tensor_name: str) -> tuple[str, str]:
     return name.rsplit(".", 1)[0], ""
 
 
-def check_adapter(folder: Path, model: torch.nn.Module, fingerprint: str | None = None) -> tuple[list[str], list[str]]:
-    """Problems that refuse the adapter, and warnings that do not, for ``model`` (the plain base model)."""
+def check_adapter(folder: Path, base: BaseShapes, fingerprint: str | None = None) -> tuple[list[str], list[str]]:
+    """Problems that refuse the adapter, and warnings that do not, for the base model of ``base``
+    (:func:`chatbot.models.shapes.shapes_of` a loaded model, or ``shapes_from_folder`` its files)."""
     problems: list[str] = []
     warnings: list[str] = []
     try:
@@ -74,7 +75,7 @@ def check_adapter(folder: Path, model: torch.nn.Module, fingerprint: str | None 
         shapes = weight_shapes(folder)
     except ValueError as exc:
         return [str(exc)], warnings
-    architecture = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    architecture = base.architecture
     trained_on = manifest.get("base_model", {})
     if isinstance(trained_on, dict):
         if trained_on.get("architecture") and trained_on["architecture"] != architecture:
@@ -88,20 +89,17 @@ def check_adapter(folder: Path, model: torch.nn.Module, fingerprint: str | None 
             )
     if not shapes:
         problems.append(f"{WEIGHTS} holds no tensors")
-    modules = dict(model.named_modules())
     rank = config["r"]
     missing: set[str] = set()
     for tensor, shape in shapes.items():
         module_name, part = _module_of(tensor)
-        module = modules.get(module_name)
-        if module is None:
+        if module_name not in base.modules:
             missing.add(module_name)
             continue
-        weight = getattr(module, "weight", None)
-        if weight is None or part not in ("lora_A", "lora_B"):
+        layer = base.layers.get(module_name)
+        if layer is None or part not in ("lora_A", "lora_B"):
             continue
-        out_features = getattr(module, "out_features", weight.shape[0])
-        in_features = getattr(module, "in_features", weight.shape[-1])
+        out_features, in_features = layer
         expected = (rank, in_features) if part == "lora_A" else (out_features, rank)
         if tuple(shape) != expected:
             problems.append(f"{tensor} has shape {list(shape)}, the base model needs {list(expected)}")
@@ -112,7 +110,7 @@ def check_adapter(folder: Path, model: torch.nn.Module, fingerprint: str | None 
         problems.append(f"targets {len(missing)} modules the base model does not have ({listed})")
     targets = config.get("target_modules")
     if isinstance(targets, list):
-        names = {name.rsplit(".", 1)[-1] for name in modules}
+        names = {name.rsplit(".", 1)[-1] for name in base.modules}
         absent = sorted(set(targets) - names)
         if absent:
             problems.append(f"target_modules {absent} do not exist in the base model")

@@ -66,6 +66,11 @@ class Domain:
         return path if path is not None and path.is_file() else None
 
 
+def base_domain(system_prompt: str) -> Domain:
+    """The "base" entry: the model without an adapter, with the app's system prompt."""
+    return Domain(BASE_ADAPTER, "Base model", "The base model without an adapter.", system_prompt)
+
+
 def scope_filter(manifest: dict[str, Any]) -> dict[str, Any] | None:
     """The Chroma where-filter of a domain's knowledge scope.
 

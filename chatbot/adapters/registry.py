@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from chatbot.adapters.check import check_adapter
-from chatbot.adapters.domains import Domain, DomainRegistry, apply_manifest, read_manifest
+from chatbot.adapters.domains import Domain, DomainRegistry, base_domain
+from chatbot.adapters.folders import adapter_folders, folder_mtime, inspect_adapter
 from chatbot.adapters.lora import PeftLora
 from chatbot.engine.generation import Generator
-from chatbot.vocabulary import BASE_ADAPTER, AdapterId
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ class AdapterRegistry(DomainRegistry):
     """All adapters of one folder, attached to one generator's base model."""
 
     def __init__(self, folder: Path, generator: Generator, base_system_prompt: str) -> None:
-        super().__init__(Domain(BASE_ADAPTER, "Base model", "The base model without an adapter.", base_system_prompt))
+        super().__init__(base_domain(base_system_prompt))
         self.folder = folder
         self.generator = generator
         self._lora = PeftLora(generator) if generator.injects_adapters else None
@@ -33,17 +32,11 @@ class AdapterRegistry(DomainRegistry):
     def refresh(self) -> None:
         """Load new or changed adapter folders and drop removed ones."""
         with self._lock:
-            present = {}
-            if self.folder.is_dir():
-                present = {
-                    path.name: path
-                    for path in sorted(self.folder.iterdir())
-                    if path.is_dir() and not path.name.startswith((".", "_")) and self._nameable(path.name)
-                }
+            present = adapter_folders(self.folder, self._skip_unnameable)
             for name in set(self._domains) - set(present):
                 self._unload(name)
             for name, path in present.items():
-                mtime = max((p.stat().st_mtime for p in path.iterdir() if p.is_file()), default=0.0)
+                mtime = folder_mtime(path)
                 current = self._domains.get(name)
                 if current is not None and current.mtime == mtime:
                     continue
@@ -51,29 +44,21 @@ class AdapterRegistry(DomainRegistry):
                     self._unload(name)
                 self._domains[name] = self._load(name, path, mtime)
 
-    def _nameable(self, name: str) -> bool:
-        """Whether a folder's name can be an adapter's (:class:`AdapterId`); others are skipped,
-        with one warning per folder (the registry refreshes before every request)."""
-        if AdapterId.valid(name):
-            return True
+    def _skip_unnameable(self, name: str) -> None:
+        """Warn once per folder whose name cannot be an adapter's (the registry refreshes before every request)."""
         if name not in self._unnameable:
             self._unnameable.add(name)
             log.warning("adapter folder %r skipped: its name cannot be an adapter's", name)
-        return False
 
     def _load(self, name: str, path: Path, mtime: float) -> Domain:
-        domain = Domain(name, name, "", self.base.system_prompt, folder=path, mtime=mtime)
-        try:
-            if name == BASE_ADAPTER:
-                raise ValueError(f"the name {BASE_ADAPTER!r} is reserved for the model without adapter")
-            apply_manifest(domain, read_manifest(path))
-            problems, warnings = check_adapter(path, self.generator.base.model, self.generator.base.fingerprint)
-            if problems:
-                raise ValueError("; ".join(problems))
-            domain.warnings = warnings
-            self._attach(name, path)
-        except Exception as exc:  # any failure is this folder's, never the server's
-            domain.error = str(exc) or type(exc).__name__
+        base = self.generator.base
+        domain = inspect_adapter(name, path, base.shapes, base.fingerprint, self.base.system_prompt, mtime)
+        if domain.ready:
+            try:
+                self._attach(name, path)
+            except Exception as exc:  # any failure is this folder's, never the server's
+                domain.error = str(exc) or type(exc).__name__
+        if domain.error:
             log.warning("adapter %s refused: %s", path, domain.error)
         return domain
 

@@ -12,6 +12,7 @@ from chatbot.adapters.domains import Domain
 
 if TYPE_CHECKING:
     from chatbot.app.service import Chatbot
+    from chatbot.config import Settings
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,16 @@ class AppInfo:
         return asdict(self)
 
 
+def paths_of(settings: Settings) -> dict[str, str]:
+    """The folders ``chatbot info`` prints, resolved."""
+    s = settings
+    return {
+        "knowledge_dir": str(s.knowledge_dir.resolve()),
+        "adapters_dir": str(s.adapters_dir.resolve()),
+        "data_dir": str(s.data_dir.resolve()),
+    }
+
+
 def describe(bot: Chatbot, load_model: bool = True) -> AppInfo:
     """The :class:`AppInfo` of ``bot``; ``load_model=False`` leaves the chat model unloaded (no adapters then)."""
     from chatbot.models.base import resolve_model_source
@@ -154,11 +165,7 @@ def describe(bot: Chatbot, load_model: bool = True) -> AppInfo:
     return AppInfo(
         base_model=base,
         embedding_model=EmbeddingInfo(s.embedding_model, str(resolve_embedding_folder(s.embedding_model))),
-        paths={
-            "knowledge_dir": str(s.knowledge_dir.resolve()),
-            "adapters_dir": str(s.adapters_dir.resolve()),
-            "data_dir": str(s.data_dir.resolve()),
-        },
+        paths=paths_of(s),
         knowledge=KnowledgeCounts(
             status.documents, status.chunks, status.last_sync, status.errors, bot.knowledge.pending()
         ),

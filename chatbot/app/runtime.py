@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from chatbot.adapters.registry import AdapterRegistry
     from chatbot.engine.generation import Generator
     from chatbot.knowledge.chunking import Chunker
+    from chatbot.knowledge.loaders import LoadLimits
     from chatbot.models.embeddings import LazyEmbeddings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,19 @@ def resolve_engine(engine: str, device_type: str, quantize: str = "none") -> str
 def embeddings_for(settings: Settings) -> LazyEmbeddings:
     """The embedding model of ``settings`` (shared by every chatbot with the same model, device, dtype)."""
     return _embeddings(settings.embedding_model, settings.device, settings.embedding_dtype)
+
+
+def load_limits_for(settings: Settings) -> LoadLimits:
+    """The bounds every file is read under (characters, pages, unzipped bytes, zip entries)."""
+    from chatbot.knowledge.loaders import LoadLimits
+
+    s = settings
+    return LoadLimits(
+        max_chars=s.max_file_chars,
+        max_pages=s.max_pdf_pages,
+        max_unzipped_bytes=int(s.max_unzipped_mb * 1_000_000),
+        max_zip_entries=s.max_zip_entries,
+    )
 
 
 def chunker_for(settings: Settings) -> Chunker:

@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 from chatbot.adapters.domains import Domain, UnknownAdapterError
 from chatbot.adapters.registry import AdapterRegistry
 from chatbot.app.info import AdapterRow, AppInfo, adapter_row, describe
-from chatbot.app.runtime import chunker_for, embedding_fingerprint_for, embeddings_for, local_runtime
+from chatbot.app.runtime import (
+    chunker_for,
+    embedding_fingerprint_for,
+    embeddings_for,
+    load_limits_for,
+    local_runtime,
+)
 from chatbot.config import Settings
 from chatbot.engine.generation import Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
@@ -54,7 +60,7 @@ class Chatbot:
     @cached_property
     def knowledge(self) -> KnowledgeSync:
         from chatbot.knowledge.isolated import isolated_reader
-        from chatbot.knowledge.loaders import LoadLimits, load_file
+        from chatbot.knowledge.loaders import load_file
         from chatbot.knowledge.manifest import Manifest
         from chatbot.knowledge.store import open_record_manager
 
@@ -69,12 +75,7 @@ class Chatbot:
             lock_path=s.data_dir / "sync.lock",
             embedding=lambda: embedding_fingerprint_for(s),
             keywords=self.keywords,
-            limits=LoadLimits(
-                max_chars=s.max_file_chars,
-                max_pages=s.max_pdf_pages,
-                max_unzipped_bytes=int(s.max_unzipped_mb * 1_000_000),
-                max_zip_entries=s.max_zip_entries,
-            ),
+            limits=load_limits_for(s),
             reader=isolated_reader(s.load_memory_mb, s.load_timeout_s).read if s.read_in_worker else load_file,
         )
 

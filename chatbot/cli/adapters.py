@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from chatbot.cli.root import JsonFlag, app, fail, open_chatbot, settings_from
 from chatbot.config import Settings
+from chatbot.models.shapes import BaseShapes
+
+if TYPE_CHECKING:
+    from chatbot.app.info import AdapterRow
 
 MAX_RESULTS_BYTES = 256 * 2**20  # chatbot calibrate: an eval run's results.json, thousands of records
 
@@ -19,9 +23,19 @@ app.add_typer(adapters_app, name="adapters")
 
 
 @adapters_app.command("list")
-def adapters_list(as_json: JsonFlag = False) -> None:
-    """Every adapter folder with description, base model, rank, size and status."""
-    rows = open_chatbot(settings_from()).adapter_rows()
+def adapters_list(
+    load: Annotated[bool, typer.Option("--load", help="Load the model and attach every adapter to it.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Every adapter folder with description, base model, rank, size and status.
+
+    Each folder is checked against the base model's files (config and weight shapes), the check
+    a loading server makes, in about a second; ``--load`` loads the model and attaches them.
+    """
+    settings = settings_from()
+    rows = None if load or settings.generation_url else _rows_on_disk(settings)
+    if rows is None:
+        rows = open_chatbot(settings).adapter_rows()
     if as_json:
         typer.echo(json.dumps([row.to_dict() for row in rows], indent=2))
         return
@@ -46,15 +60,40 @@ def adapters_check(folder: Annotated[Path, typer.Argument(help="An adapter folde
 
     if not folder.is_dir():
         raise fail(f"{folder}: not a folder")
-    base = open_chatbot(settings_from()).generator.base
-    problems, warnings = check_adapter(folder, base.model, base.fingerprint)
+    settings = settings_from()
+    name, shapes, fingerprint = _base_shapes(settings)
+    problems, warnings = check_adapter(folder, shapes, fingerprint)
     for warning in warnings:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW)
     if problems:
         for problem in problems:
             typer.secho(f"{folder}: {problem}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
-    typer.echo(f"{folder}: fits {base.name} ({base.fingerprint})")
+    typer.echo(f"{folder}: fits {name} ({fingerprint})")
+
+
+def _rows_on_disk(settings: Settings) -> list[AdapterRow] | None:
+    """The adapter rows from the base model's files; None (and why) when it must load first."""
+    from chatbot.app.on_disk import NotOnDisk, adapter_rows
+
+    try:
+        return adapter_rows(settings)
+    except NotOnDisk as exc:
+        typer.secho(f"{exc}: loading it", fg=typer.colors.YELLOW, err=True)
+        return None
+
+
+def _base_shapes(settings: Settings) -> tuple[str, BaseShapes, str]:
+    """The base model's name, shapes and fingerprint: from its files, or loaded when it has none yet."""
+    from chatbot.app.on_disk import NotOnDisk, base_on_disk
+
+    base = base_on_disk(settings)
+    try:
+        return (base.name, *base.shapes())
+    except NotOnDisk as exc:
+        typer.secho(f"{exc}: loading it", fg=typer.colors.YELLOW, err=True)
+    loaded = open_chatbot(settings).generator.base
+    return loaded.name, loaded.shapes, loaded.fingerprint
 
 
 @app.command()

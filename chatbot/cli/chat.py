@@ -38,38 +38,81 @@ def ask(
         list[str] | None, typer.Option(help="End the answer before this text (repeat for up to 4).")
     ] = None,
     no_sync: Annotated[bool, typer.Option("--no-sync", help="Skip the quick sync before answering.")] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Load the model here even when a `chatbot serve` of this data dir runs.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Answer one question from the knowledge base, with citations.
 
+    When a `chatbot serve` of the same data dir is running, it answers (its model is loaded, and its
+    watcher keeps the index current); otherwise the model loads here and a quick sync runs first.
     The sampling options override the adapter's ``[generation]`` settings for this answer, as a
     request's do on the API.
     """
-    from chatbot.adapters.domains import UnknownAdapterError
     from chatbot.cli.answer_text import final_answer, print_answer
+    from chatbot.server.discovery import running_server
 
-    bot = open_chatbot(settings_from())
-    bot.load()
-    if not no_retrieval and not no_sync:
-        bot.sync(show_progress=not as_json and sys.stderr.isatty())  # a no-op when nothing changed
-    try:
-        events = bot.stream(
+    settings = settings_from()
+    terminal = not as_json and sys.stdout.isatty()
+    server = None if local else running_server(settings.data_dir)
+    if server is not None:
+        answer = _ask_server(
+            server,
+            settings,
             question,
-            adapter=adapter,
+            terminal,
+            model=adapter,
             use_retrieval=not no_retrieval,
-            max_new_tokens=max_new_tokens,
+            max_tokens=max_new_tokens,
             temperature=temperature,
             top_p=top_p,
             seed=seed,
             stop=stop or None,
         )
-        answer = final_answer(events, terminal=not as_json and sys.stdout.isatty())
-    except (UnknownAdapterError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+    else:
+        from chatbot.adapters.domains import UnknownAdapterError
+
+        bot = open_chatbot(settings)
+        bot.load()
+        if not no_retrieval and not no_sync:
+            bot.sync(show_progress=not as_json and sys.stderr.isatty())  # a no-op when nothing changed
+        try:
+            events = bot.stream(
+                question,
+                adapter=adapter,
+                use_retrieval=not no_retrieval,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                stop=stop or None,
+            )
+            answer = final_answer(events, terminal=terminal)
+        except (UnknownAdapterError, ValueError) as exc:
+            raise fail(str(exc)) from exc
     if as_json:
-        typer.echo(json.dumps(answer.to_json(), indent=2, ensure_ascii=False))
+        served_by = {"served_by": server.url if server else None}
+        typer.echo(json.dumps({**answer.to_json(), **served_by}, indent=2, ensure_ascii=False))
     else:
         print_answer(answer)
+        if server is not None:
+            typer.secho(f"(answered by the server at {server.url})", dim=True, err=True)
+
+
+def _ask_server(server, settings, question: str, terminal: bool, **options):  # noqa: ANN001, ANN202
+    """The answer from the running server; its refusals exit 1 with the server's message."""
+    import httpx
+
+    from chatbot.cli.answer_text import final_answer
+    from chatbot.cli.served import ServerRefused, ask_server
+
+    try:
+        return final_answer(ask_server(server, settings, question, **options), terminal=terminal)
+    except ServerRefused as exc:
+        raise fail(str(exc)) from exc
+    except httpx.HTTPError as exc:
+        raise fail(f"the server at {server.url} stopped answering ({exc}); `chatbot ask --local` answers here") from exc
 
 
 @app.command()
@@ -119,29 +162,72 @@ def watch(
 
 
 @app.command()
-def info(as_json: JsonFlag = False) -> None:
-    """Show models, paths, adapters and knowledge counts."""
-    data = open_chatbot(settings_from()).info()
+def info(
+    load: Annotated[
+        bool, typer.Option("--load", help="Load the model here, to name its engine when no server runs.")
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show models, paths, adapters and knowledge counts.
+
+    Read from the files in about a second; the engine serving (and its precision and batching)
+    comes from a running `chatbot serve` of this data dir, or from ``--load``.
+    """
+    settings = settings_from()
+    data, served_by = _info(settings, load)
     if as_json:
-        typer.echo(json.dumps(data.to_dict(), indent=2))
+        typer.echo(json.dumps({**data, "served_by": served_by}, indent=2))
         return
-    base, knowledge = data.base_model, data.knowledge
-    where = base.remote or f"{base.device}, {base.engine} engine ({base.precision})"
-    typer.echo(f"base model       {base.name} on {where}  {base.source}")
-    if base.exact_batches is not None:
+    base, knowledge = data["base_model"], data["knowledge"]
+    if base["remote"]:
+        where = f"on {base['remote']}"
+    elif base["engine"]:
+        where = f"on {base['device']}, {base['engine']} engine ({base['precision']})"
+        where += f", served at {served_by}" if served_by else ""
+    else:
+        where = "(not loaded: `chatbot serve` runs it; `chatbot info --load` loads it here to name its engine)"
+    typer.echo(f"base model       {base['name']} {where}  {base['source']}")
+    if base["exact_batches"] is not None:
         batching = (
             "exact: an answer never depends on the requests decoded beside it"
-            if base.exact_batches
+            if base["exact_batches"]
             else "fast: an answer may differ in its last bits when other requests share its batch (exact_batches)"
         )
         typer.echo(f"batching         {batching}")
-    typer.echo(f"embedding model  {data.embedding_model.folder}")
-    for key, value in data.paths.items():
+    typer.echo(f"embedding model  {data['embedding_model']['folder']}")
+    for key, value in data["paths"].items():
         typer.echo(f"{key:<16} {value}")
-    typer.echo(f"knowledge        {knowledge.documents} documents, {knowledge.chunks} chunks")
-    if knowledge.pending:
-        typer.secho(f"  the next sync reads every file again: {knowledge.pending}", fg=typer.colors.YELLOW)
-    for path, reason in knowledge.errors.items():
+    typer.echo(f"knowledge        {knowledge['documents']} documents, {knowledge['chunks']} chunks")
+    if knowledge["pending"]:
+        typer.secho(f"  the next sync reads every file again: {knowledge['pending']}", fg=typer.colors.YELLOW)
+    for path, reason in knowledge["errors"].items():
         typer.secho(f"  error {path}: {reason}", fg=typer.colors.RED)
-    for adapter in data.adapters:
-        typer.echo(f"adapter          {adapter.name}: {adapter.status}  {adapter.description}")
+    for adapter in data["adapters"]:
+        typer.echo(f"adapter          {adapter['name']}: {adapter['status']}  {adapter['description']}")
+
+
+def _info(settings, load: bool) -> tuple[dict, str | None]:  # noqa: ANN001 - Settings
+    """``chatbot info``'s data, and the URL of the server it came from (None: the files, or ``--load``)."""
+    if load:
+        return open_chatbot(settings).info().to_dict(), None
+    from chatbot.app.on_disk import describe_on_disk
+    from chatbot.server.discovery import running_server
+
+    data = describe_on_disk(settings).to_dict()
+    server = running_server(settings.data_dir)
+    if server is None:
+        return data, None
+    import httpx
+
+    from chatbot.cli.served import ServerRefused, server_info
+
+    try:
+        served = server_info(server, settings)
+    except (ServerRefused, httpx.HTTPError, ValueError) as exc:
+        typer.secho(f"the server at {server.url} did not say how it runs: {exc}", fg=typer.colors.YELLOW, err=True)
+        return data, None
+    for key, value in served["base_model"].items():  # its paths are left out; the files' stand
+        if value is not None:
+            data["base_model"][key] = value
+    data["knowledge"], data["adapters"] = served["knowledge"], served["adapters"]
+    return data, server.url

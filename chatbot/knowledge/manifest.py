@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,22 @@ class FileRecord:
     chunks: int
     indexed_at: float | None
     error: str | None
+
+
+RECIPE_META = "recipe"  # the index's recipe as the last sync left it (chatbot.knowledge.recipe)
+
+
+def indexed_counts(records: Iterable[FileRecord]) -> tuple[int, int, dict[str, str]]:
+    """Documents indexed, their chunks, and the error of each file that has one."""
+    documents = chunks = 0
+    errors = {}
+    for record in records:
+        if record.indexed_at:
+            documents += 1
+            chunks += record.chunks
+        if record.error:
+            errors[record.path] = record.error
+    return documents, chunks, errors
 
 
 class Manifest(SqliteFile):

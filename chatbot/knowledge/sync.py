@@ -30,7 +30,7 @@ from chatbot.digest import file_sha256
 from chatbot.knowledge.chunking import Chunker
 from chatbot.knowledge.keywords import KeywordIndex
 from chatbot.knowledge.loaders import LoadError, LoadLimits, Page, load_file
-from chatbot.knowledge.manifest import FileRecord, Manifest
+from chatbot.knowledge.manifest import RECIPE_META, FileRecord, Manifest, indexed_counts
 from chatbot.knowledge.recipe import Recipe, changes, make_recipe
 from chatbot.knowledge.scan import scan_folder
 from chatbot.knowledge.store import collection_recipe, made_by_this_model, record_recipe, stored_chunks
@@ -197,6 +197,8 @@ class KnowledgeSync:
             if reread:  # only now: an interrupted re-read is redone (its finished files cost a read)
                 record_recipe(self.store, self.recipe.to_json())
             self.manifest.set_meta("last_sync", str(time.time()))
+            # a copy the CLI reads without opening Chroma (chatbot.app.on_disk)
+            self.manifest.set_meta(RECIPE_META, collection_recipe(self.store) or "")
         report.seconds = time.perf_counter() - started
         return report
 
@@ -360,12 +362,13 @@ class KnowledgeSync:
         """Counts, files, errors and the sync's state (the watcher is the app's to add); the chunk
         count is the manifest's, which every sync keeps equal to the index's records."""
         files = sorted(self.manifest.all().values(), key=lambda record: record.path)
+        documents, chunks, errors = indexed_counts(files)
         last = self.manifest.get_meta("last_sync")
         return KnowledgeStatus(
-            documents=sum(1 for record in files if record.indexed_at),
-            chunks=sum(record.chunks for record in files if record.indexed_at),
+            documents=documents,
+            chunks=chunks,
             last_sync=float(last) if last else None,
             files=files,
-            errors={record.path: record.error for record in files if record.error},
+            errors=errors,
             sync=replace(self.state),
         )

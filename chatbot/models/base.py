@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import sys
@@ -14,10 +13,15 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from chatbot.config import EMBEDDED
-from chatbot.digest import files_digest
 from chatbot.models.device import resolve_device, resolve_dtype
-from chatbot.models.embedded import ModelNotFoundError, smollm2_gguf
+from chatbot.models.embedded import ModelNotFoundError
+from chatbot.models.shapes import BaseShapes, shapes_of
+from chatbot.models.sources import (  # noqa: F401 - re-exported
+    display_name,
+    gguf_cache_folder,
+    resolve_model_source,
+    weights_fingerprint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,35 +42,10 @@ class BaseModel:
         """A short hash of the weights files, so adapters can name the exact base they fit."""
         return weights_fingerprint(self.folder)
 
-
-def weights_fingerprint(folder: Path) -> str:
-    """sha256 over the names and bytes of the safetensors files in ``folder`` (first 16 hex)."""
-    return files_digest(sorted(folder.glob("*.safetensors")))[:16]
-
-
-def resolve_model_source(base_model: str) -> Path:
-    """Turn the ``base_model`` setting into a model folder or a ``.gguf`` file on disk."""
-    if base_model == EMBEDDED:
-        return smollm2_gguf()
-    path = Path(base_model).expanduser()
-    if not path.exists():
-        raise ModelNotFoundError(f"base_model: {path} does not exist (a model folder or a .gguf file)")
-    if path.is_dir() and not (path / "config.json").is_file():
-        ggufs = sorted(path.glob("*.gguf"))
-        if len(ggufs) != 1:
-            raise ModelNotFoundError(
-                f"base_model: {path} has no config.json and {len(ggufs)} .gguf files (need exactly one)"
-            )
-        return ggufs[0]
-    if path.is_file() and path.suffix != ".gguf":
-        raise ModelNotFoundError(f"base_model: {path} is a file but not a .gguf file")
-    return path
-
-
-def _gguf_cache_folder(gguf: Path, cache_dir: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    return cache_dir / "models" / f"{gguf.stem}-{key}"
+    @cached_property
+    def shapes(self) -> BaseShapes:
+        """Its architecture and layer shapes, which an adapter must fit."""
+        return shapes_of(self.model)
 
 
 _convert_lock = threading.Lock()
@@ -78,7 +57,7 @@ def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
     transformers marks GGUF-loaded models as quantised (not trainable, not savable), so the
     weights are copied into a model built from the same config and saved as safetensors.
     """
-    target = _gguf_cache_folder(gguf, cache_dir)
+    target = gguf_cache_folder(gguf, cache_dir)
     with _convert_lock:
         if (target / "config.json").is_file():
             return target
@@ -133,7 +112,7 @@ def load_base_model(
         tokenizer.pad_token = tokenizer.eos_token
     if quantize == "int8" and torch_device.type != "cpu":
         raise ValueError("quantize = 'int8' is for CPUs; on a GPU use dtype float16 or bfloat16 instead")
-    name = _display_name(base_model, source)
+    name = display_name(base_model, source)
     if not weights:
         return BaseModel(_skeleton(folder), tokenizer, name, folder, torch_device, torch_dtype)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype).to(torch_device)
@@ -144,10 +123,6 @@ def load_base_model(
         quantize_int8(model)
 
     return BaseModel(model, tokenizer, name, folder, torch_device, torch_dtype)
-
-
-def _display_name(base_model: str, source: Path) -> str:
-    return "SmolLM2-135M-Instruct" if base_model == EMBEDDED else source.stem if source.is_file() else source.name
 
 
 def _skeleton(folder: Path) -> PreTrainedModel:

@@ -2,58 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
 from langchain_huggingface import HuggingFaceEmbeddings
 
-from chatbot.config import EMBEDDED
-from chatbot.digest import files_digest
 from chatbot.models.device import resolve_device, resolve_dtype
-from chatbot.models.embedded import ModelNotFoundError, minilm_folder
-
-
-def resolve_embedding_folder(embedding_model: str) -> Path:
-    """Turn the ``embedding_model`` setting into a sentence-transformers folder."""
-    if embedding_model == EMBEDDED:
-        return minilm_folder()
-    path = Path(embedding_model).expanduser()
-    if not (path / "config.json").is_file():
-        raise ModelNotFoundError(
-            f"embedding_model: {path} is not a sentence-transformers model folder (no config.json)"
-        )
-    return path
-
-
-def embedding_fingerprint(folder: Path) -> str:
-    """A short hash of the configs and weights of every module the model loads (a Dense layer
-    included): two indexes' vectors are comparable only when it is equal."""
-    files: list[Path] = []
-    for module in [""] + _module_folders(folder):
-        place = folder / module
-        files += sorted(place.glob("*.json"))
-        files += sorted(place.glob("*.safetensors")) or sorted(place.glob("*.bin"))
-    stamps = tuple((str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
-    return _digest(stamps)
-
-
-def _module_folders(folder: Path) -> list[str]:
-    try:
-        modules = json.loads((folder / "modules.json").read_text())
-        return sorted({str(module["path"]) for module in modules if module.get("path")})
-    except (OSError, ValueError, TypeError, KeyError):
-        return []  # a plain transformers folder: one module, the folder itself
-
-
-@cache
-def _digest(stamps: tuple[tuple[str, int, int], ...]) -> str:
-    # keyed on size and mtime, so a sync re-hashes the weights only when a file was replaced
-    return files_digest([Path(name) for name, _, _ in stamps])[:16]
+from chatbot.models.sources import embedding_fingerprint, resolve_embedding_folder  # noqa: F401 - re-exported
 
 
 def load_embeddings(

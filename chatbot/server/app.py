@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot.app.service import Chatbot
 from chatbot.config import Settings
+from chatbot.server.discovery import ServerRecord, local_url, new_instance_id, remove_record, write_record
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ def _gradio_login_check(api: FastAPI) -> Callable[[Request], bool]:
     return logged_in
 
 
-def create_app(bot: Chatbot) -> FastAPI:
+def create_app(bot: Chatbot, instance: str | None = None) -> FastAPI:
     """The ASGI app for ``bot`` (the knowledge folder is synced before this is called)."""
     import gradio as gr
 
@@ -155,7 +158,8 @@ def create_app(bot: Chatbot) -> FastAPI:
     @api.get("/health")
     def health() -> dict:
         status = bot.status()
-        return {"status": "ok", "documents": status.documents, "chunks": status.chunks, **bot.engine_load()}
+        body = {"status": "ok", "documents": status.documents, "chunks": status.chunks, **bot.engine_load()}
+        return {**body, "instance": instance} if instance else body
 
     if s.ui_auth and not s.api_credentials:
         log.warning("ui_auth is set but api_key is not: the /v1 API is open to anyone who can reach the server")
@@ -233,7 +237,8 @@ def run(settings: Settings) -> None:
     bot.chain  # noqa: B018
     bot.watch()
     bot.watch_adapters()
-    app = create_app(bot)
+    record = ServerRecord(local_url(settings.host, settings.port), os.getpid(), new_instance_id())
+    app = create_app(bot, record.instance)
     print(
         f"hybrid-chatbot ready in {time.perf_counter() - started:.1f}s: "
         f"http://{settings.host}:{settings.port}/ ({bot.status().chunks} chunks)",
@@ -247,18 +252,27 @@ def run(settings: Settings) -> None:
         # after SIGTERM, requests still open after this long are cancelled
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)),
     )
+    # once it listens, `chatbot ask` and `chatbot info` of this data dir use it instead of loading the model
     try:
-        _Server(config, bot).run()
+        _Server(config, bot, lambda: write_record(settings.data_dir, record)).run()
     finally:
+        remove_record(settings.data_dir, record)
         bot.close()
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, which on the first SIGTERM/SIGINT also ends every open answer at once."""
+    """uvicorn's server, which says when it listens, and on the first SIGTERM/SIGINT also ends every
+    open answer at once."""
 
-    def __init__(self, config: uvicorn.Config, bot: Chatbot) -> None:
+    def __init__(self, config: uvicorn.Config, bot: Chatbot, on_listening: Callable[[], object]) -> None:
         super().__init__(config)
         self.bot = bot
+        self.on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.on_listening()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.bot.stop_generating()

@@ -125,6 +125,16 @@ def create_router(bot: Chatbot) -> APIRouter:
         ]
         return {"object": "list", "data": data}
 
+    @router.get("/info")
+    def info() -> dict[str, Any]:
+        """The engine serving, its adapters and the index's counts (``chatbot info`` asks here);
+        the server's paths stay out."""
+        data = bot.info().to_dict()
+        data.pop("paths", None)
+        data["base_model"].update(source=None, folder=None, onnx_model=None)
+        data["embedding_model"]["folder"] = None
+        return data
+
     @router.post("/chat/completions", response_model=None)
     async def chat_completions(
         body: ChatCompletionRequest, request: Request, owner: str = Depends(owner_of)
@@ -178,7 +188,8 @@ def create_router(bot: Chatbot) -> APIRouter:
         created = int(time.time())
 
         def saved(answer: Answer) -> dict[str, Any]:
-            return _save(bot, owner, body.conversation_id, answer) if saving else {}
+            record = {"record": answer.to_json()} if body.include_record else {}
+            return {**record, **(_save(bot, owner, body.conversation_id, answer) if saving else {})}
 
         if body.stream:
             drafts = bot.settings.stream_drafts if body.stream_drafts is None else body.stream_drafts

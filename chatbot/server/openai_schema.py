@@ -145,6 +145,11 @@ class ChatCompletionRequest(BaseModel):
         "citation checks let through, at its end (false). Default: the server's stream_drafts.",
     )
     store: bool = Field(True, description="Save the exchange in the caller's conversations.")
+    include_record: bool = Field(
+        False,
+        description="Add the whole answer record (as `chatbot ask --json` prints it) as `record` to the response "
+        "or the last stream chunk.",
+    )
     conversation_id: str | None = Field(
         None, pattern=r"^[0-9a-f]{32}$", description="Continue this saved conversation (its turns are the history)."
     )
