@@ -149,10 +149,15 @@ class Settings(BaseSettings):
     answerability_fit: Path | None = Field(
         None, description="A fit written by `chatbot calibrate --out` (None: the shipped one, rag/answerability.json)."
     )
-    followup_query: Literal["history", "model", "off"] = Field(
-        "history", description="How a follow-up becomes a standalone search query (see docs/configuration.md)."
+    followup_query: Literal["auto", "history", "model", "off"] = Field(
+        "auto", description="How a follow-up becomes a standalone search query (see docs/configuration.md)."
     )
     history_turns: int = Field(2, ge=0, le=20, description="Earlier exchanges the model sees in a conversation.")
+    history_content: Literal["auto", "questions", "full"] = Field(
+        "auto",
+        description="What the model sees of earlier exchanges: their questions only, or questions and answers; "
+        "auto: questions for the embedded model (it copied earlier answers), full for any other.",
+    )
 
     # Generation
     max_new_tokens: int = Field(256, ge=1, le=32768)

@@ -2,8 +2,9 @@
 
 Two layouts: JSONL with ``question``, ``answers`` (a list; empty means unanswerable, a single
 ``answer`` string is accepted too), optional ``gold_sources`` (file names or globs),
-``gold_passages`` and ``outdated_answers`` (what an older version of the documents said: an answer
-stating one is stale); and the SEC 10-Q CSV (``Question``, ``Answer``, ``Source Docs`` glob).
+``gold_passages``, ``outdated_answers`` (what an older version of the documents said: an answer
+stating one is stale) and ``conversation`` (items that share one are asked in file order, each
+with the earlier ones as its history); and the SEC 10-Q CSV (``Question``, ``Answer``, ``Source Docs`` glob).
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import csv
 import fnmatch
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 _SOURCE_NOTES = re.compile(r"\s*\(SOURCE:[^)]*\)|\n*\s*SOURCE\(S\):.*$", re.S)
@@ -29,6 +30,7 @@ class QAItem:
     gold_passages: list[str] = field(default_factory=list)
     id: str = ""
     outdated: list[str] = field(default_factory=list)  # answers of an older version of the documents
+    conversation: str = ""  # items sharing one are asked in file order, as one conversation
 
     @property
     def answerable(self) -> bool:
@@ -68,6 +70,7 @@ def _read_jsonl(path: Path) -> list[QAItem]:
                 gold_passages=[str(p) for p in row.get("gold_passages", [])],
                 id=str(row.get("id", number)),
                 outdated=[str(a) for a in row.get("outdated_answers", [])],
+                conversation=str(row.get("conversation") or ""),
             )
         )
     return items
@@ -103,3 +106,21 @@ def write_qa_jsonl(path: Path, items: Iterable[QAItem]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = (json.dumps(asdict(item), ensure_ascii=False) + "\n" for item in items)
     path.write_text("".join(lines), encoding="utf-8")
+
+
+def as_conversations(items: Sequence[QAItem], size: int) -> list[QAItem]:
+    """``items`` regrouped into conversations of ``size`` questions on different topics.
+
+    Items are dealt round-robin from their gold sources (a topic each), so the questions of one
+    conversation are about different files wherever the file has enough topics; ids are kept.
+    """
+    topics: dict[str, list[QAItem]] = {}
+    for item in items:
+        topics.setdefault(" ".join(item.gold_sources), []).append(item)
+    queues = sorted(topics.values(), key=len, reverse=True)
+    dealt: list[QAItem] = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                dealt.append(queue.pop(0))
+    return [replace(item, conversation=f"c{number // size + 1}") for number, item in enumerate(dealt)]

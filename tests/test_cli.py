@@ -58,7 +58,8 @@ def test_ask_shows_a_withheld_answer_as_declined(cli_env, monkeypatch):
     assert data["evidence"][0]["text"] in data["answer"]  # the passage that answers, quoted with its [n]
     code, output = run("ask", question)
     assert code == 0 and output.startswith(data["answer"] + "\n")
-    assert "Declined: the passages are unlikely to answer this question" in output
+    assert "Quoted instead: the passages found look unlikely to answer it (estimated " in output
+    assert data["decline_reason"].startswith("the passages are unlikely")  # the machine's reason stays
     assert "Passages considered:" in output and "Sources:" not in output
     assert data["withheld"][:40] not in output  # the model's text is not shown as an answer
 

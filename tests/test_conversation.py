@@ -4,7 +4,7 @@ import pytest
 
 from chatbot.rag.answer import Answer, SourceRef
 from chatbot.rag.chain import DONT_KNOW
-from chatbot.rag.conversation import Turn, history_messages, joined_query, usable_rewrite
+from chatbot.rag.conversation import Turn, history_messages, joined_query, refers_back, usable_rewrite
 from chatbot.server.openai_schema import ChatMessage, split_conversation
 from chatbot.ui.render import (
     answer_markdown,
@@ -49,12 +49,64 @@ def test_a_follow_up_is_searched_with_the_previous_question(make_bot, two_topics
     assert follow_up.usage["prompt_tokens"] > unseen.usage["prompt_tokens"] + 10
 
 
+def test_a_new_topic_is_searched_alone_and_the_embedded_model_sees_earlier_questions_only(make_bot, two_topics):
+    bot = make_bot(max_new_tokens=24)
+    bot.sync()
+    first = bot.ask(BIKE_QUESTION)
+    history = [Turn(first.question, first.answer)]
+    garden = "When are the greenhouse tomatoes watered?"
+    new_topic = bot.ask(garden, history=history)
+    assert new_topic.search_query is None and new_topic.retrieved == bot.ask(garden).retrieved
+    assert new_topic.retrieved[0].source == "garden.md"
+    joined = make_bot(max_new_tokens=24, followup_query="history").ask(garden, history=history)
+    assert joined.search_query == f"{BIKE_QUESTION} {garden}"  # the old rule, kept as a setting
+    # auto: the embedded model sees the earlier question, not its answer (it copied earlier answers)
+    assert bot.history_answers is False
+    full = make_bot(max_new_tokens=24, history_content="full")
+    assert full.history_answers is True
+    with_answers = full.ask(garden, history=history)
+    assert with_answers.usage["prompt_tokens"] > new_topic.usage["prompt_tokens"] + 5
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "And in winter?",
+        "What about its battery?",
+        "How long do they last?",
+        "Why?",
+        "and the next quarter",
+        "Is the same true for the greenhouse?",
+        "Which of those is cheaper?",
+    ],
+)
+def test_a_question_that_leans_on_the_previous_one_refers_back(question):
+    assert refers_back(question)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "When are the greenhouse tomatoes watered?",
+        "What does the min_relevance setting do?",
+        "How do I install the app?",
+        "Where is the chat page?",
+        "Which file types can I put in the knowledge folder?",
+        "What is the setting that controls the chunk size?",
+    ],
+)
+def test_a_question_that_stands_alone_does_not_refer_back(question):
+    assert not refers_back(question)
+
+
 def test_history_helpers():
     history = [Turn("q1", "a1 [1]."), Turn("q2", "a2 [1, 2] and more [3].")]
     messages = history_messages(history, turns=1)
     assert [m.type for m in messages] == ["human", "ai"]
     assert messages[1].content == "a2 and more."  # markers of old blocks are dropped
     assert history_messages(history, turns=0) == []
+    questions_only = history_messages(history, turns=2, answers=False)
+    assert [(m.type, m.content) for m in questions_only] == [("human", "q1"), ("human", "q2")]
     assert joined_query(history, "q3") == "q2 q3"
     assert usable_rewrite(' "What was the range in winter?" ', "And in winter?") == "What was the range in winter?"
     assert usable_rewrite("line one\nline two", "q") is None
@@ -139,7 +191,7 @@ def test_a_declined_answer_shows_why_the_withheld_text_and_the_passages_consider
         withheld="About 25,000 people <i>live</i> there.",
     )
     line = answer_markdown(answer, "Base model")
-    assert "declined: the answer states numbers or names that no passage holds: 25,000" in line
+    assert "declined: the draft answer named \u201825,000\u2019, which no passage contains" in line
     assert "2 passages considered" in line
     panel = sources_markdown(answer)
     assert "The withheld answer" in panel and "&lt;i&gt;live&lt;/i&gt;" in panel and "<i>" not in panel
@@ -148,3 +200,22 @@ def test_a_declined_answer_shows_why_the_withheld_text_and_the_passages_consider
     payload = answer.to_json()
     assert payload["abstained"] and payload["decline_reason"].startswith("the answer states")
     assert payload["withheld"].startswith("About 25,000")
+
+
+def test_a_checked_answer_shows_its_evidence_sentence_under_it_once():
+    from chatbot.rag.answer import EVIDENCE_LINE, Evidence, answer_of_reply
+
+    fed = "The herons are fed at 10:30 and again at 15:00 every day."
+    evidence = [Evidence(2, "zoo.md", None, None, fed, 1.2)]
+    blocks = [_source(1, "bread.md"), _source(2, "zoo.md", snippet=fed)]
+    answer = Answer("When are the herons fed?", "At 10:30 [2].", "base", [blocks[1]], blocks, evidence=evidence)
+    assert answer.reply == "At 10:30 [2].\n\n" + EVIDENCE_LINE.format(fed, 2)
+    assert answer_of_reply(answer.reply) == answer.answer  # what a conversation's history keeps
+    assert answer.to_json()["reply"] == answer.reply
+    copied = Answer("q", f"{fed} [2]", "base", [blocks[1]], blocks, evidence=evidence)
+    assert copied.reply == copied.answer  # the answer already says the sentence: not twice
+    declined = Answer("q", "I don't know.", "base", [], blocks, abstained=True, evidence=evidence)
+    assert declined.reply == declined.answer
+    assert Answer("q", "At 10:30.", "base").reply == "At 10:30."  # no evidence (no retrieval)
+    linked = answer_markdown(Answer("q", "At 10:30.", "base", [], blocks, evidence=evidence), "Base")
+    assert "From your documents:" in linked and "[[2]](/files/zoo.md" in linked  # its block, though not cited

@@ -46,8 +46,8 @@ def test_each_exchange_is_saved_and_a_conversation_id_continues_it_with_its_hist
     assert [(c["id"], c["turns"], c["title"]) for c in listed] == [(conversation_id, 2, QUESTION)]
     saved = call("GET", f"/v1/conversations/{conversation_id}", "key-ann").json()
     one, two = saved["messages"]
-    assert one["answer"] == first.choices[0].message.content and one["sources"][0]["source"] == GUIDE
-    assert two["answer"] == last["answer"]
+    assert one["reply"] == first.choices[0].message.content and one["sources"][0]["source"] == GUIDE
+    assert one["reply"].startswith(one["answer"]) and two["reply"] == last["answer"]  # as shown, evidence included
     # the follow-up was searched with the saved first question: the history came from the store
     assert two["search_query"] == f"{QUESTION} and how do I remove a file from it?"
     assert one["source_changes"] == {} and one["feedback"] is None
@@ -118,7 +118,7 @@ def test_feedback_rename_store_false_and_a_deleted_source_file(served, user_guid
     bot.sync()
     message = call("GET", f"/v1/conversations/{conversation_id}", "key-ann").json()["messages"][0]
     assert message["source_changes"][GUIDE] == "deleted"  # the old answer still opens, and says so
-    assert message["answer"] == reply.choices[0].message.content
+    assert message["reply"] == reply.choices[0].message.content
 
     from chatbot.cli import app
 

@@ -292,3 +292,52 @@ def test_passage_gold_is_the_page_holding_the_answers_figures(tmp_path):
     assert unknown.gold_passages == []  # no page states the figure: file-level gold stays
     assert len(risk.gold_passages) == 1 and "Risk factors" in risk.gold_passages[0]
     assert gold_page("It grew in 2023 and on March 3.", [Page("2023 March 3"), Page("2023 March 3")]) is None
+
+
+def test_questions_grouped_into_conversations_deal_different_topics():
+    from chatbot.qa import QAItem, as_conversations
+
+    items = [QAItem(f"q{n}", ["a"], [f"{topic}.md"], id=str(n)) for n, topic in enumerate("aaabbbccc")]
+    grouped = as_conversations(items, 3)
+    assert [item.id for item in grouped] == ["0", "3", "6", "1", "4", "7", "2", "5", "8"]
+    assert [item.conversation for item in grouped] == ["c1"] * 3 + ["c2"] * 3 + ["c3"] * 3
+    for number in range(3):
+        assert len({item.gold_sources[0] for item in grouped[number * 3 : number * 3 + 3]}) == 3
+
+
+def test_a_reply_that_says_an_earlier_reply_again_is_counted_as_repeated():
+    from chatbot.evaluation.runner import repeats_earlier_reply
+    from chatbot.rag.conversation import Turn
+
+    earlier = [
+        Turn("Why does the bot say I don't know?", "The bot declines when no passage scores above the floor [1].")
+    ]
+    again = "The bot declines when no passage scores above min_relevance, the floor [2]."
+    assert repeats_earlier_reply(again, "What does the min_relevance setting do?", earlier)
+    assert not repeats_earlier_reply(again, "Why does the bot say I don't know?", earlier)  # the same question
+    other = "Set min_relevance in chatbot.toml; passages scoring lower are dropped [1]."
+    assert not repeats_earlier_reply(other, "What does the min_relevance setting do?", earlier)
+    declined = [Turn("Q one?", "I don't know: no passage answers it.")]
+    assert not repeats_earlier_reply("I don't know: no passage answers it.", "Q two?", declined)
+
+
+def test_a_conversation_file_is_asked_in_order_with_its_history(make_settings, user_guide, tmp_path):
+    from chatbot.evaluation.command import EvalRequest, evaluate
+
+    questions = tmp_path / "q.jsonl"
+    rows = [
+        {"question": "How do I refresh the knowledge base?", "answers": ["chatbot sync"], "conversation": "a"},
+        {"question": "What is the boiling point of mercury?", "answers": [], "conversation": "a"},
+        {"question": "And what about its freezing point?", "answers": [], "conversation": "a"},
+        {"question": "How do I refresh the knowledge base?", "answers": ["chatbot sync"]},
+    ]
+    questions.write_text("\n".join(json.dumps(row) for row in rows))
+    request = EvalRequest(questions=questions, knowledge=user_guide, out=tmp_path / "out")
+    result = evaluate(make_settings(max_new_tokens=24), request, show_progress=False)
+    records = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
+    assert [(r["conversation"], r["turn"]) for r in records] == [("a", 0), ("a", 1), ("a", 2), (None, 0)]
+    assert records[1]["search_query"] is None  # a new topic: searched alone
+    assert records[2]["search_query"] == f"{rows[1]['question']} {rows[2]['question']}"  # it refers back
+    cell = result["summary"]["cells"]["base + retrieval"]
+    assert cell["followups"] == 2 and cell["repeated_answers"] == sum(r["repeated"] for r in records)
+    assert "replies repeating an earlier reply" in (tmp_path / "out" / "summary.md").read_text()

@@ -28,6 +28,7 @@ def test_quotes_are_whole_sentences_of_the_blocks_never_headings_markers_or_whol
         "# Opening hours\n\nThe museum opens at 9:00 [2]. Short.",
         long_sentence,
         "Tickets cost 12 euros at the door.",
+        "How much does a ticket cost at the museum door?",  # a FAQ's question: it never answers
     ]
     found = candidate_sentences(blocks)
     assert ("The museum opens at 9:00.") in [text for _, text in found]
@@ -91,3 +92,47 @@ def test_a_reply_that_says_the_blocks_do_not_answer_is_a_decline(text, declined)
     from chatbot.rag.chain import is_decline
 
     assert is_decline(text) is declined
+
+
+def test_a_sentence_hard_wrapped_over_lines_is_quoted_whole_and_list_items_stay_apart():
+    block = (
+        "## How do I refresh it?\n\nInstalling and refreshing\n"
+        "To refresh the knowledge base, drop new files into the folder, edit files there or\n"
+        "delete them, then run `chatbot sync`. The sync adds new files, and\nremoves deleted ones.\n\n"
+        "- First item of a list here.\n- Second item of the list here.\n1. A numbered step of the list."
+    )
+    texts = [text for _, text in candidate_sentences([block])]
+    assert texts[:2] == [
+        "To refresh the knowledge base, drop new files into the folder, edit files there or delete them, then run "
+        "`chatbot sync`.",
+        "The sync adds new files, and removes deleted ones.",
+    ]
+    assert "First item of a list here." in texts and "Second item of the list here." in texts
+    assert "A numbered step of the list." in texts
+    assert not any(text.startswith("Installing") for text in texts)  # a heading line is not joined to its text
+
+
+def test_every_decline_reason_reads_as_plain_words_naming_what_went_wrong():
+    from chatbot.rag import chain
+    from chatbot.rag.reasons import plain_reason
+
+    question = "How long do quokkas live in the wild?"
+    templates = {
+        chain.NOTHING_RETRIEVED: "no passage in your documents is close enough to the question about \u2018long\u2019",
+        chain.MODEL_DECLINED: "the model said the passages do not answer it",
+        chain.CONTEXT_DUMP: "the draft answer copied the passages instead of answering",
+        chain.UNFOUNDED.format("23, Perth"): "the draft answer named \u201823\u2019 and \u2018Perth\u2019, which no",
+        chain.UNSUPPORTED: "no passage says what the draft answer said",
+        chain.RESTATED: "the draft answer only repeated the question's own words",
+        chain.REPEATED: "the draft answer repeated an earlier answer of this conversation",
+        chain.UNLIKELY.format(0.123, 0.4): "look unlikely to answer it (estimated 12% likely, below the 40% needed)",
+        chain.EMPTY: "the model wrote nothing",
+    }
+    said = {reason: plain_reason(reason, question) for reason in templates}
+    for reason, expected in templates.items():
+        assert expected in said[reason] and said[reason] != reason, reason
+    assert len(set(said.values())) == len(templates)  # each reason its own sentence
+    assert "quokkas" in said[chain.NOTHING_RETRIEVED] and "wild" in said[chain.NOTHING_RETRIEVED]
+    many = plain_reason(chain.UNFOUNDED.format("1, 2, 3, 4, 5, 6"), question)
+    assert "and 2 more" in many
+    assert plain_reason(None, question) is None

@@ -19,10 +19,10 @@ from chatbot.app.runtime import (
     load_limits_for,
     local_runtime,
 )
-from chatbot.config import Settings
+from chatbot.config import EMBEDDED, Settings
 from chatbot.engine.generation import Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
-from chatbot.rag.answer import Answer
+from chatbot.rag.answer import Answer, answer_of_reply
 from chatbot.rag.answerability import Answerability, AnswerabilityFitError
 from chatbot.rag.answerability import load as load_answerability
 from chatbot.rag.answerability import read as read_answerability
@@ -251,8 +251,11 @@ class Chatbot:
         question = self._checked_text(question, "question").strip()
         if not question:
             raise InputError("the question is empty", param="messages")
-        history = [
-            Turn(self._checked_text(turn.question, "history"), self._checked_text(turn.answer, "history"))
+        history = [  # a client sends back the replies it was shown: their evidence lines are not the answers
+            Turn(
+                self._checked_text(turn.question, "history"),
+                answer_of_reply(self._checked_text(turn.answer, "history")),
+            )
             for turn in history
         ]
         if system_prompt is not None:
@@ -270,10 +273,19 @@ class Chatbot:
             generation={**domain.generation, **generation},
             history=history,
             history_turns=self.settings.history_turns,
+            history_answers=self.history_answers,
             followup_query=self.settings.followup_query,
             cancelled=cancelled,
             answerability=self._adapter_fit(domain),
         )
+
+    @property
+    def history_answers(self) -> bool:
+        """Whether the model sees earlier answers (``history_content``; auto: not the embedded model)."""
+        content = self.settings.history_content
+        if content == "auto":
+            return bool(self.settings.generation_url) or self.settings.base_model != EMBEDDED
+        return content == "full"
 
     def _adapter_fit(self, domain: Domain) -> Answerability | None:
         """The adapter's own answerability fit (read once per version of the file), or None: the app's.

@@ -238,6 +238,10 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Folder for results.json, summary.md, report.html.")] = Path("eval-results"),
     max_new_tokens: Annotated[int, typer.Option(help="Answer length limit.")] = 128,
     retrieval_only: Annotated[bool, typer.Option(help="Only measure retrieval (no answers).")] = False,
+    conversations: Annotated[
+        int,
+        typer.Option(help="Ask the questions as conversations of this many, on different topics (0: each alone)."),
+    ] = 0,
     progress: Annotated[
         bool | None, typer.Option("--progress/--no-progress", help="Progress bar (default: on a terminal).")
     ] = None,
@@ -261,6 +265,7 @@ def evaluate(
         out=out,
         max_new_tokens=max_new_tokens,
         retrieval_only=retrieval_only,
+        conversations=conversations,
     )
     try:
         show = progress if progress is not None else not as_json and sys.stderr.isatty()

@@ -37,11 +37,13 @@ def _line(source: SourceRef) -> str:
 
 
 def print_answer(answer: Answer) -> None:
-    """The answer, then why it was declined and the passages considered, or the cited sources."""
-    typer.echo(answer.answer)
+    """The reply (the answer and its evidence line), then why it was declined and the passages
+    considered, or the cited sources."""
+    typer.echo(answer.reply)
     if answer.abstained:
-        if answer.decline_reason:
-            typer.secho(f"\nDeclined: {answer.decline_reason}", fg=typer.colors.YELLOW)
+        if answer.why:
+            label = "Quoted instead" if answer.quoted else "Declined"
+            typer.secho(f"\n{label}: {answer.why}", fg=typer.colors.YELLOW)
         if answer.withheld:
             typer.echo("(the withheld answer is in `ask --json`, field `withheld`)")
         if answer.retrieved:

@@ -12,6 +12,7 @@ from chatbot.config import Settings
 from chatbot.evaluation.datasets import load_questions
 from chatbot.evaluation.report import write_reports
 from chatbot.evaluation.runner import cells, run_eval, scope_misses, summarize
+from chatbot.qa import as_conversations
 
 
 @dataclass
@@ -30,6 +31,7 @@ class EvalRequest:
     max_new_tokens: int = 128
     retrieval_only: bool = False
     seed: int = 0
+    conversations: int = 0  # > 1: ask the questions as conversations of that many (qa.as_conversations)
 
 
 def eval_settings(settings: Settings, knowledge: Path, max_new_tokens: int, seed: int) -> Settings:
@@ -80,6 +82,8 @@ def evaluate(settings: Settings, request: EvalRequest, show_progress: bool = Tru
     )
     if not items:
         raise ValueError(f"no questions selected from {request.questions}")
+    if request.conversations > 1:
+        items = as_conversations(items, request.conversations)
     bot = Chatbot(eval_settings(settings, knowledge, request.max_new_tokens, request.seed))
     if not request.retrieval_only:
         bot.load()

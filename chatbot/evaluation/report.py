@@ -13,6 +13,7 @@ CELL_METRICS = {
     "answer_f1": "answer token F1",
     "answer_contains": "answer contains gold",
     "gold_to_user": "gold reaches the user: the shown answer or quote holds a gold answer",
+    "gold_passage_shown": "gold passage shown: the answer or quote cites a block holding the gold passage",
     "quoted": "quotes shown: a declined answer quoting the best passage sentence",
     "citation_precision": "citation precision",
     "citation_coverage": "citation coverage",
@@ -23,6 +24,8 @@ CELL_METRICS = {
     "declined_unanswerable": "declined, unanswerable (higher is better)",
     "declined_answerable": "declined, answerable (lower is better)",
     "wrong_shown": "answers shown that are wrong: unanswerable, or without the gold answer (lower is better)",
+    "followups": "questions asked after others in their conversation",
+    "repeated_answers": "replies repeating an earlier reply of their conversation (lower is better)",
     "seconds_per_question": "seconds per question",
 }
 

@@ -20,6 +20,8 @@ from chatbot.evaluation.metrics import (
 from chatbot.knowledge.chunking import top_folder
 from chatbot.qa import QAItem
 from chatbot.rag.chain import CONTEXT_DUMP, is_decline
+from chatbot.rag.conversation import Turn
+from chatbot.text import content_words, strip_markers
 
 if TYPE_CHECKING:
     from chatbot.app.service import Chatbot
@@ -68,10 +70,20 @@ def retrieval_record(
     return record, chunks
 
 
-def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], chunks: dict[str, str]) -> dict:
-    """Ask one question in one cell; the record holds the answer and every per-question metric."""
+def score_answer(
+    bot: Chatbot,
+    item: QAItem,
+    cell: Cell,
+    files: Sequence[str],
+    chunks: dict[str, str],
+    history: Sequence[Turn] = (),
+) -> dict:
+    """Ask one question in one cell (after ``history``, the earlier turns of its conversation); the
+    record holds the answer and every per-question metric."""
     started = time.perf_counter()
-    answer = bot.ask(item.question, adapter=cell.adapter, use_retrieval=cell.use_retrieval, temperature=0.0)
+    answer = bot.ask(
+        item.question, adapter=cell.adapter, use_retrieval=cell.use_retrieval, history=history, temperature=0.0
+    )
     seconds = time.perf_counter() - started
     gold_files = item.gold_files(files)
     citations = [
@@ -89,6 +101,10 @@ def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], c
     ]
     declined = answer.abstained or is_decline(answer.answer)
     model_answer = "" if answer.quoted else answer.answer  # a quote is the passage's text, not the model's
+    shown_gold = (not declined or answer.quoted) and any(  # the answer or quote cites a gold block
+        is_gold_chunk(chunks.get(source.chunk_id or "", source.snippet), source.source, gold_files, item.gold_passages)
+        for source in answer.sources
+    )
     gold_in_blocks = any(
         is_gold_chunk(chunks.get(block.chunk_id or "", block.snippet), block.source, gold_files, item.gold_passages)
         for block in answer.retrieved
@@ -110,6 +126,7 @@ def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], c
         "contains": contains_answer(model_answer, item.answers) if item.answerable else None,
         "quoted": answer.quoted,
         "gold_to_user": contains_answer(answer.answer, item.answers) if item.answerable else None,
+        "gold_passage_shown": shown_gold if item.answerable and (gold_files or item.gold_passages) else None,
         "stale": contains_answer(answer.answer, item.outdated) if item.outdated else None,
         "retrieved": [source.source for source in answer.retrieved],
         "citations": citations,
@@ -118,7 +135,30 @@ def score_answer(bot: Chatbot, item: QAItem, cell: Cell, files: Sequence[str], c
         "gold_in_blocks": gold_in_blocks,  # a block the answer was given holds the gold passage
         "answerability": answer.answerability,
         "signals": answer.signals,
+        "conversation": item.conversation or None,
+        "turn": len(history),
+        "search_query": answer.search_query,
+        "repeated": not declined and repeats_earlier_reply(answer.answer, item.question, history),
     }
+
+
+REPEAT_OVERLAP = 0.6  # a shared share of content words above which a reply is the earlier one again
+
+
+def repeats_earlier_reply(reply: str, question: str, history: Sequence[Turn]) -> bool:
+    """Whether ``reply`` (an answer or a quote) says again what an earlier reply of the conversation
+    said, to another question: the same text, or ``REPEAT_OVERLAP`` of their content words shared.
+
+    Looser than the chain's own check (rag/vacuous.py, 0.9), so the report sees what that check lets by.
+    """
+    words = content_words(strip_markers(reply))
+    for turn in history:
+        if content_words(turn.question) == content_words(question) or is_decline(turn.answer):
+            continue
+        old = content_words(strip_markers(turn.answer))
+        if words and len(words & old) / max(len(words | old), 1) >= REPEAT_OVERLAP:
+            return True
+    return False
 
 
 def scope_misses(scope: dict[str, Any] | None, files: Sequence[str]) -> list[str]:
@@ -148,6 +188,7 @@ def run_eval(
     per-question records and the retrieval records."""
     retrieval: dict[str, dict] = {}
     records: list[dict] = []
+    histories: dict[tuple[str, str], list[Turn]] = {}  # (cell, conversation) -> its turns so far
     for item in items:
         scope = None
         for cell in chosen:
@@ -157,7 +198,11 @@ def run_eval(
         retrieval[item.id], chunks = retrieval_record(bot, item, scope, files)
         if not retrieval_only:
             for cell in chosen:
-                records.append(score_answer(bot, item, cell, files, chunks))
+                history = histories.setdefault((cell.name, item.conversation), []) if item.conversation else []
+                record = score_answer(bot, item, cell, files, chunks, list(history))
+                records.append(record)
+                if item.conversation:
+                    history.append(Turn(item.question, record["answer"]))
                 if progress:
                     progress(1)
         elif progress:
@@ -190,11 +235,15 @@ def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequen
         unanswerable = [r for r in rows if not r["answerable"]]
         cited = [c for r in rows for c in r["citations"]]
         shown = [r for r in rows if not r["declined"]]
+        followups = sum(1 for r in rows if r.get("turn"))
         summary["cells"][cell] = {
             "questions": len(rows),
             "answer_f1": mean([r["f1"] for r in answerable]),
             "answer_contains": mean([float(r["contains"]) for r in answerable]),
             "gold_to_user": mean([float(r.get("gold_to_user", r["contains"])) for r in answerable]),
+            "gold_passage_shown": mean(
+                [float(r["gold_passage_shown"]) for r in answerable if r.get("gold_passage_shown") is not None]
+            ),
             "quoted": mean([float(r.get("quoted", False)) for r in rows]),
             "citation_precision": mean([float(c["gold"]) for c in cited]),
             "citation_coverage": mean([float(any(c["gold"] for c in r["citations"])) for r in answerable]),
@@ -207,5 +256,8 @@ def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequen
             "wrong_shown": mean([float(not (r["answerable"] and r["contains"])) for r in shown]),
             "seconds_per_question": mean([r["seconds"] for r in rows]),
             "decline_reasons": dict(Counter(_reason_kind(r.get("decline_reason")) for r in rows if r["declined"])),
+            # conversations only: the questions asked after others, and the replies that repeat an earlier one
+            "followups": followups or None,
+            "repeated_answers": sum(1 for r in rows if r.get("repeated")) if followups else None,
         }
     return summary

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from langchain_core.documents import Document
 
+from chatbot.rag.reasons import plain_reason
 from chatbot.vocabulary import BASE_ADAPTER, AdapterId
 
 SNIPPET_CHARS = 300
@@ -66,6 +67,9 @@ def focus_snippet(content: str, quote: str | None = None, limit: int = SNIPPET_C
     return ("…" if start else "") + text[start:end].strip() + ("…" if end < len(text) else "")
 
 
+EVIDENCE_LINE = "From your documents: \u201c{}\u201d [{}]"  # under a checked answer, its evidence sentence
+
+
 @dataclass
 class Evidence:
     """A sentence of retrieved block ``n``, quoted verbatim because it best answers the question."""
@@ -102,6 +106,23 @@ class Answer:
     quoted: bool = False  # the reply quotes the evidence instead of an answer the checks withheld
 
     @property
+    def reply(self) -> str:
+        """What a person is shown (the page, ``chatbot ask``, the API's ``content``): the answer, and
+        under an answer that passed the checks its best evidence sentence, quoted with its block,
+        unless the answer already says that sentence. A decline's quote is its answer already."""
+        if self.abstained or self.quoted or not self.evidence:
+            return self.answer
+        best = self.evidence[0]
+        if " ".join(best.text.lower().split()) in " ".join(self.answer.lower().split()):
+            return self.answer
+        return f"{self.answer}\n\n{EVIDENCE_LINE.format(best.text, best.n)}"
+
+    @property
+    def why(self) -> str | None:
+        """Why it was declined or quoted, in plain words (``decline_reason`` is the machine's)."""
+        return plain_reason(self.decline_reason, self.question)
+
+    @property
     def unsupported(self) -> list[int]:
         """Cited block numbers that the citation check flagged."""
         return [source.n for source in self.sources if source.supported is False]
@@ -128,6 +149,7 @@ class Answer:
             "used_retrieval": self.used_retrieval,
             "abstained": self.abstained,
             "decline_reason": self.decline_reason,
+            "why": self.why,
             "withheld": self.withheld,
             "model_citations": self.model_citations,
             "usage": self.usage,
@@ -138,7 +160,13 @@ class Answer:
             "truncated": self.truncated,
             "evidence": [asdict(quote) for quote in self.evidence],
             "quoted": self.quoted,
+            "reply": self.reply,
         }
+
+
+def answer_of_reply(reply: str) -> str:
+    """The answer part of a shown reply (its evidence line removed), for a conversation's history."""
+    return reply.split("\n\n" + EVIDENCE_LINE.split("\u201c")[0], 1)[0]
 
 
 def last_answer(events: Iterable[str | Answer]) -> Answer:

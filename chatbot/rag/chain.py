@@ -30,6 +30,7 @@ from chatbot.rag.conversation import (
     conversation_text,
     history_messages,
     joined_query,
+    refers_back,
     usable_rewrite,
 )
 from chatbot.rag.evidence import Embed, best_quotes
@@ -74,7 +75,8 @@ class ChainRequest:
     generation: dict[str, Any] = field(default_factory=dict)  # GenerationParams overrides
     history: list[Turn] = field(default_factory=list)  # earlier exchanges, oldest first
     history_turns: int = 2  # how many of them the model sees
-    followup_query: str = "history"  # how a follow-up becomes standalone: "history", "model" or "off"
+    history_answers: bool = True  # whether it sees their answers too, or their questions only
+    followup_query: str = "auto"  # how a follow-up becomes standalone: "auto", "history", "model" or "off"
     search_query: str | None = None  # the standalone query (None: the chain makes one, see standalone_query)
     cancelled: threading.Event | None = None  # set it (any thread) to stop generating: the reader went away
     answerability: Answerability | None = None  # the adapter's own fit (None: the chain's)
@@ -138,8 +140,9 @@ class RagChain:
     def standalone_query(self, request: ChainRequest) -> str | None:
         """The search query of a follow-up (None for a first question, or with ``followup_query`` "off").
 
-        "model": the model's rewrite (condensed from the conversation), else, like "history", the
-        last question joined to this one.
+        "history": the last question joined to this one; "auto": the same, only when this one
+        refers back (a new topic is searched alone); "model": the model's rewrite (condensed from
+        the conversation), else as "auto".
         """
         if not request.history or request.followup_query == "off":
             return None
@@ -147,7 +150,9 @@ class RagChain:
             rewrite = self.condense(request.history, request.question, request.history_turns)
             if rewrite:
                 return rewrite
-        return joined_query(request.history, request.question)
+        if request.followup_query == "history" or refers_back(request.question):
+            return joined_query(request.history, request.question)
+        return None
 
     def stream(self, request: ChainRequest) -> Iterator[str | Answer]:
         """Yield answer text pieces as they are generated, then the finished :class:`Answer`."""
@@ -178,7 +183,7 @@ class RagChain:
             "question": request.question,
             "system_prompt": request.system_prompt,
             "blocks": blocks,
-            "history": history_messages(request.history, request.history_turns),
+            "history": history_messages(request.history, request.history_turns, request.history_answers),
         }
         # The model's stream is read directly, not through an LCEL pipeline's stream: a closed
         # pipeline stream drains its upstream to the end (LangChain's tracing), which made an

@@ -14,6 +14,7 @@ beyond noise on the tuning set, so they are not used.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from chatbot.text import content_words, sentences, strip_markers
 Embed = Callable[[list[str]], list[list[float]]]  # texts -> normalised vectors (embed_documents)
 
 MIN_CHARS, MAX_CHARS = 20, 400  # a quote is a sentence, never a heading or a whole block
+LABEL_WORDS = 8  # an unpunctuated line shorter than this is a heading or label, not a sentence
 MAX_SENTENCES = 60  # per question: the first sentences of the blocks in rank order, bounded
 COSINE, OVERLAP = 1.0, 0.5
 
@@ -35,13 +37,42 @@ class Quote:
     score: float
 
 
+WRAPPED_LINE = 50  # a line at least this long, not ending a sentence, was wrapped (a heading is shorter)
+_NEW_BLOCK = re.compile(r"\s*(?:[#>|*+-]\s|\d+[.)]\s)")  # a heading, list item, table row or quote starts
+
+
+def unwrap(text: str) -> str:
+    """``text`` with its paragraphs' hard line breaks made spaces, so a sentence is never cut at one.
+
+    A break is joined when the line before it is long (a wrapped paragraph's lines are; a heading
+    or a short label is not) and the next line starts no heading, list item or table row.
+    """
+    lines = text.split("\n")
+    out = [lines[0]]
+    for line in lines[1:]:
+        previous = out[-1].rstrip()
+        if line.strip() and len(previous) >= WRAPPED_LINE and not _NEW_BLOCK.match(line):
+            out[-1] = previous + " " + line.strip()
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def quotable(text: str) -> bool:
+    """Whether ``text`` can be quoted: a sentence of bounded length with two content words, never a
+    question (a FAQ's heading restates what was asked) nor a short label without a full stop."""
+    if not MIN_CHARS <= len(text) <= MAX_CHARS or len(content_words(text)) < 2 or text.endswith("?"):
+        return False
+    return text.endswith((".", "!", ")", "\u201d", '"', ":", ";")) or len(text.split()) >= LABEL_WORDS
+
+
 def candidate_sentences(blocks: Sequence[str]) -> list[tuple[int, str]]:
     """(block number, sentence) of every quotable sentence, blocks in rank order, at most ``MAX_SENTENCES``."""
     found: list[tuple[int, str]] = []
     for number, block in enumerate(blocks, 1):
-        for sentence, _ in sentences(block):
+        for sentence, _ in sentences(unwrap(block)):
             text = " ".join(strip_markers(sentence).split()).lstrip("#>-*| ").strip()
-            if MIN_CHARS <= len(text) <= MAX_CHARS and len(content_words(text)) >= 2:
+            if quotable(text):
                 found.append((number, text))
                 if len(found) >= MAX_SENTENCES:
                     return found

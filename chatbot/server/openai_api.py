@@ -51,7 +51,11 @@ def _citations(answer: Answer) -> list[dict[str, Any]]:
 
 def _verdict(answer: Answer) -> dict[str, Any]:
     """Extras of a finished answer beside OpenAI's fields: whether it is a decline, and why."""
-    extras: dict[str, Any] = {"declined": answer.abstained, "decline_reason": answer.decline_reason}
+    extras: dict[str, Any] = {
+        "declined": answer.abstained,
+        "decline_reason": answer.decline_reason,  # the machine's; `why` says it in plain words
+        "why": answer.why,
+    }
     if answer.answerability is not None:  # P(the passages answer the question), rag/answerability.py
         extras["answerability"] = answer.answerability
     if answer.abstained:
@@ -215,7 +219,7 @@ def create_router(bot: Chatbot) -> APIRouter:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": answer.answer},
+                    "message": {"role": "assistant", "content": answer.reply},
                     "finish_reason": finish_reason(answer),
                 }
             ],
@@ -290,12 +294,13 @@ def _sse(
         for event in events:
             if isinstance(event, Answer):
                 # the finished answer may differ from the raw stream (attributed markers, echo trimmed)
-                tail = event.answer[len(streamed) :] if event.answer.startswith(streamed) else ""
+                reply = event.reply  # the answer as the page shows it, its evidence line included
+                tail = reply[len(streamed) :] if reply.startswith(streamed) else ""
                 if tail:
                     yield chunk({"content": tail})
                 extras = {**_verdict(event), **saved(event)}
                 finish = finish_reason(event)
-                yield chunk({}, finish, citations=_citations(event), answer=event.answer, usage=_usage(event), **extras)
+                yield chunk({}, finish, citations=_citations(event), answer=reply, usage=_usage(event), **extras)
             elif drafts:
                 streamed += event
                 yield chunk({"content": event})

@@ -57,7 +57,8 @@ def answer_markdown(answer: Answer, domain_label: str, changes: dict[str, str] |
     seconds = answer.timings.get("total_s")
     facts = [f"answered by **{domain_label}**"]
     if answer.abstained:
-        facts.append("declined" + (f": {html.escape(answer.decline_reason)}" if answer.decline_reason else ""))
+        label = "quoted instead" if answer.quoted else "declined"
+        facts.append(label + (f": {html.escape(answer.why)}" if answer.why else ""))
         if answer.retrieved:
             facts.append(f"{len(answer.retrieved)} passages considered")
     elif answer.used_retrieval:
@@ -78,7 +79,10 @@ def answer_markdown(answer: Answer, domain_label: str, changes: dict[str, str] |
         if files:
             facts.append(f"⚠️ {kind} since: " + ", ".join(html.escape(name) for name in files))
     gone = frozenset(name for name, change in changes.items() if change == "deleted")
-    return f"{link_citations(answer.answer, answer.sources, gone)}\n\n<sub>{' · '.join(facts)}</sub>"
+    cited_numbers = {source.n for source in answer.sources}
+    # the evidence line's [n] links to its block too, cited or not
+    linked = [*answer.sources, *(block for block in answer.retrieved if block.n not in cited_numbers)]
+    return f"{link_citations(answer.reply, linked, gone)}\n\n<sub>{' · '.join(facts)}</sub>"
 
 
 def highlighted(source: SourceRef) -> str:
@@ -130,7 +134,7 @@ def sources_markdown(answer: Answer, changes: dict[str, str] | None = None) -> s
     if not answer.retrieved:
         return "_Nothing in the knowledge base was relevant._"
     if answer.abstained:
-        parts = [f"_Declined: {html.escape(answer.decline_reason or 'no answer in these passages')}._"]
+        parts = [f"_Declined: {html.escape(answer.why or 'no answer in these passages')}._"]
         if answer.withheld:
             withheld = html.escape(answer.withheld)
             parts.append(f"<details><summary>The withheld answer</summary>\n\n{withheld}\n\n</details>")

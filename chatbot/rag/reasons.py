@@ -1,0 +1,53 @@
+"""Why an answer was declined or quoted, in words a reader understands.
+
+The chain records a machine-readable reason (``Answer.decline_reason``, one of the templates in
+:mod:`chatbot.rag.chain`, kept as it is in the API). The page, ``chatbot ask`` and the API's
+``why`` show this sentence instead: what the draft answer did, named, and what the reader can do.
+"""
+
+from __future__ import annotations
+
+import re
+
+from chatbot.text import content_words
+
+_MAX_NAMES = 4
+
+
+def _quoted(items: list[str]) -> str:
+    shown = [f"\u2018{item}\u2019" for item in items[:_MAX_NAMES]]
+    more = f" and {len(items) - _MAX_NAMES} more" if len(items) > _MAX_NAMES else ""
+    return (", ".join(shown[:-1]) + " and " + shown[-1] if len(shown) > 1 else shown[0]) + more
+
+
+def plain_reason(reason: str | None, question: str) -> str | None:
+    """The reader's sentence for ``reason`` (None for an answer that was not declined)."""
+    if reason is None:
+        return None
+    if reason.startswith("no passage of the knowledge base matched"):
+        words = sorted(content_words(question), key=question.lower().find)
+        about = f" about {_quoted(words)}" if words else ""
+        return f"no passage in your documents is close enough to the question{about} (min_relevance)"
+    if reason.startswith("the answer states numbers or names that no passage holds: "):
+        names = [name.strip() for name in reason.split(": ", 1)[1].split(", ") if name.strip()]
+        if names:
+            return f"the draft answer named {_quoted(names)}, which no passage contains"
+    if reason.startswith("no passage supports what the answer says"):
+        return "no passage says what the draft answer said"
+    if reason.startswith("the model pasted the passages back"):
+        return "the draft answer copied the passages instead of answering"
+    if reason.startswith("the draft answer only restated the question"):
+        return "the draft answer only repeated the question's own words"
+    if reason.startswith("the draft answer repeated an earlier answer"):
+        return "the draft answer repeated an earlier answer of this conversation, not this question's"
+    if reason.startswith("the model found no answer in the passages"):
+        return "the model said the passages do not answer it"
+    if reason.startswith("the model gave no answer"):
+        return "the model wrote nothing"
+    found = re.search(r"answerability ([\d.]+) < ([\d.]+)", reason)
+    if found:
+        return (
+            f"the passages found look unlikely to answer it (estimated {float(found.group(1)):.0%} likely, "
+            f"below the {float(found.group(2)):.0%} needed)"
+        )
+    return reason
