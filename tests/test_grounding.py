@@ -95,6 +95,39 @@ def test_on_the_script_built_labelled_set_the_check_meets_its_targets_and_beats_
     assert check["recall"] > overlap["recall"] + 0.3, (check, overlap)
 
 
+@pytest.mark.skipif(not SQUAD.exists(), reason="needs ../shared/data/squad2 (public data, not in the repo)")
+def test_on_the_labelled_answers_each_new_unsupported_shape_is_caught_and_right_answers_pass():
+    from chatbot.evaluation.citation_set import ANSWER_KINDS, answer_flags, build_answer_pairs, per_kind, score_kinds
+
+    pairs = build_answer_pairs(SQUAD, questions=150)
+    kinds = score_kinds(pairs, answer_flags)
+    assert set(kinds) == set(ANSWER_KINDS)
+    for kind, figures in kinds.items():
+        assert figures["pairs"] >= 100 and figures["precision"] >= 0.9 and figures["recall"] >= 0.9, (kind, figures)
+    judged = per_kind(pairs, answer_flags)  # the hard positives: right answers the checks must let through
+    for kind in ("after a turn on another question", "same question asked again"):
+        right, total = map(int, judged[kind].split("/"))
+        assert right == total, (kind, judged[kind])
+
+
+def test_an_answer_that_repeats_the_questions_words_around_its_fact_is_supported():
+    worded = "When did Watt finish the development of his improvements to Newcomen's engine?"
+    said = "Watt finished the development of his improvements to Newcomen's engine in 1775 [1]."
+    assert judge(said, "The engine work was completed in 1775.", worded).supported  # names and words of the question
+    assert not judge(said, "The engine work was completed in 1780.", worded).supported
+    assert not judge(said, "The engine work was completed in 1775.").supported  # without the question: unsupported
+    block = "Watt's improvements were completed in 1775, after ten years of work on the engine."
+    question = "When did Watt finish his improvements to the engine?"
+    assert judge("Watt finished his improvements to the engine in 1775 [1].", block, question).supported
+    assert not judge("Watt finished his improvements to the engine in 1780 [1].", block, question).supported
+    assert not judge("Watt finished his improvements to the engine in Glasgow [1].", block, question).supported
+    from chatbot.rag.vacuous import adds_nothing
+
+    echo = "Watt finished his improvements to the engine [1]."  # the question told back: the answer checks catch it
+    assert adds_nothing(echo, question, [block])
+    assert not adds_nothing("Watt finished his improvements to the engine in 1775 [1].", question, [block])
+
+
 def test_list_numbering_is_not_a_claimed_number():
     block = "Create a folder adapters/<domain>/ with the PEFT files. Add a domain.toml manifest."
     answer = "1. Create a folder adapters/<domain>/ with the PEFT files [1].\n2. Add a domain.toml manifest [1]."

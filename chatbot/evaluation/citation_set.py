@@ -9,6 +9,13 @@ another article or of the same one (a block about another entity), negated, the 
 back, and the article's heading pasted back. "Positive" in the figures means *unsupported*: the
 check's job is to flag them.
 
+A second set (:func:`build_answer_pairs`) holds whole answers in a conversation, for the
+answer-level checks (:func:`answer_flags`: the citation check, then ``rag/vacuous.py``): answers
+that restate the question, that add only words no block holds, and an earlier answer of the
+conversation given again for another question of the same paragraph; beside answers that must
+pass them (the sentence after an earlier turn on another question, the same question asked
+again, the question's words with the short answer).
+
     python -m chatbot.evaluation.citation_set ../shared/data/squad2/dev-v2.0.json
 """
 
@@ -24,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from chatbot.rag.grounding import SUPPORTED, judge, share_in
+from chatbot.rag.vacuous import adds_nothing, repeats_earlier
 from chatbot.text import content_words, sentences
 
 HELD_OUT_ARTICLES = 3  # the eval's articles (the file's last three) are left out
@@ -41,6 +49,7 @@ class Pair:
     supported: bool
     kind: str
     question: str = ""
+    earlier: tuple[tuple[str, str], ...] = ()  # earlier (question, answer) turns of the conversation
 
 
 def _answer_sentence(context: str, start: int) -> str | None:
@@ -188,6 +197,116 @@ def build_pairs(squad: Path, questions: int = 150, seed: int = 0) -> list[Pair]:
     return pairs
 
 
+_RESTATEMENTS = (
+    "The answer is that {}.",
+    "The passage answers the question of {}.",
+    "{}, as the question asks and the context says.",
+)
+ANSWER_KINDS = ("question restated", "only words no block holds", "earlier answer repeated")
+
+
+def _statement(question: str) -> str:
+    """The question as a clause: its question mark gone, its first letter lowered."""
+    text = question.strip().rstrip("?").strip()
+    return text[:1].lower() + text[1:]
+
+
+def _foreign_words(block: str, question: str, pool: list[str], rng: random.Random, count: int = 3) -> str | None:
+    """``count`` content words of other articles that neither the block nor the question holds."""
+    known = content_words(block) | content_words(question)
+    words = [word for word in rng.sample(pool, min(len(pool), 200)) if word not in known]
+    return " ".join(words[:count]) if len(words) >= count else None
+
+
+def build_answer_pairs(squad: Path, questions: int = 150, seed: int = 0) -> list[Pair]:
+    """Labelled whole answers for the answer-level checks (held-out articles excluded)."""
+    data = json.loads(squad.read_text(encoding="utf-8"))["data"][:-HELD_OUT_ARTICLES]
+    rng = random.Random(seed + 1)
+    pool = sorted({w for a in data[:20] for p in a["paragraphs"] for w in content_words(p["context"]) if len(w) > 4})
+    sources = _questions(data)
+    by_paragraph: dict[str, list[_Source]] = {}
+    for source in sources:
+        by_paragraph.setdefault(source.context, []).append(source)
+    rng.shuffle(sources)
+    pairs: list[Pair] = []
+    for source in sources[:questions]:
+        answer = source.qa["answers"][0]
+        sentence = _answer_sentence(source.context, answer["answer_start"])
+        if not sentence or len(sentence) > 400:
+            continue
+        question, context = source.qa["question"].strip(), source.context
+        siblings = [
+            (other.qa["question"].strip(), other_sentence)
+            for other in by_paragraph[context]
+            if other.qa["question"].strip() != question
+            and (other_sentence := _answer_sentence(context, other.qa["answers"][0]["answer_start"]))
+            and other_sentence != sentence
+        ]
+        unrelated = rng.choice(sources)
+        unrelated_turn = (unrelated.qa["question"].strip(), unrelated.qa["answers"][0]["text"].strip() + ".")
+        short = answer["text"].strip().rstrip(".")
+        supported = [
+            Pair(sentence, context, True, "after a turn on another question", question, (unrelated_turn,)),
+            Pair(sentence, context, True, "same question asked again", question, ((question, sentence),)),
+            Pair(
+                f"{_statement(question).capitalize()}: {short}.",
+                context,
+                True,
+                "question words and the answer",
+                question,
+            ),
+        ]
+        negatives = [
+            Pair(rng.choice(_RESTATEMENTS).format(_statement(question)), context, False, "question restated", question),
+        ]
+        if foreign := _foreign_words(context, question, pool, rng):
+            text = f"{_statement(question).capitalize()}: {foreign}."
+            negatives.append(Pair(text, context, False, "only words no block holds", question))
+        if siblings:
+            other_question, other_sentence = rng.choice(siblings)
+            negatives.append(
+                Pair(
+                    other_sentence,
+                    context,
+                    False,
+                    "earlier answer repeated",
+                    question,
+                    ((other_question, other_sentence),),
+                )
+            )
+        pairs += supported + negatives
+    return pairs
+
+
+def answer_flags(pair: Pair) -> bool:
+    """The app's checks of a whole answer: the citation check, then a restated question or an
+    answer adding nothing a block holds, then an earlier answer of the conversation repeated."""
+    return (
+        check_flags(pair)
+        or adds_nothing(pair.sentence, pair.question, [pair.block])
+        or repeats_earlier(pair.sentence, pair.question, list(pair.earlier))
+    )
+
+
+def score_kinds(pairs: list[Pair], flags: Callable[[Pair], bool]) -> dict[str, dict[str, float]]:
+    """Per unsupported kind: recall (its pairs flagged) and precision (among its pairs and the
+    supported pairs of the same questions, the flagged ones that are unsupported)."""
+    flagged = {id(pair): flags(pair) for pair in pairs}
+    result = {}
+    for kind in sorted({pair.kind for pair in pairs if not pair.supported}):
+        negatives = [pair for pair in pairs if pair.kind == kind]
+        asked = {pair.question for pair in negatives}
+        positives = [pair for pair in pairs if pair.supported and pair.question in asked]
+        caught = sum(flagged[id(pair)] for pair in negatives)
+        false_alarms = sum(flagged[id(pair)] for pair in positives)
+        result[kind] = {
+            "precision": round(caught / max(1, caught + false_alarms), 3),
+            "recall": round(caught / max(1, len(negatives)), 3),
+            "pairs": len(negatives),
+        }
+    return result
+
+
 def _other_article(sentence: str, data: list[dict], own: int, rng: random.Random) -> str | None:
     """The paragraph most like ``sentence`` among four other articles: a block about another entity."""
     others = [i for i in range(len(data)) if i != own]
@@ -240,6 +359,10 @@ def main() -> None:
         args.out.write_text("".join(json.dumps(asdict(pair)) + "\n" for pair in pairs), encoding="utf-8")
     print(json.dumps({"check": score(pairs, check_flags), "word overlap": score(pairs, overlap_flags)}, indent=2))
     print(json.dumps(per_kind(pairs, check_flags), indent=2))
+    answers = build_answer_pairs(args.squad, args.questions)
+    print(json.dumps({"answer checks": score(answers, answer_flags)}, indent=2))
+    print(json.dumps(score_kinds(answers, answer_flags), indent=2))
+    print(json.dumps(per_kind(answers, answer_flags), indent=2))
 
 
 if __name__ == "__main__":

@@ -208,15 +208,16 @@ def judge(sentence: str, block: str, question: str = "") -> Verdict:
     stated = stated_values(block)
     if any(not matches(number, stated) for number in figures(claim)):
         reasons.append("number")
-    block_words = _words(block)
-    if any(not (_words(name) <= block_words) for name in names(claim)):
+    known_words = _words(block) | _words(question)  # a name the question itself gives is not made up
+    if any(not (_words(name) <= known_words) for name in names(claim)):
         reasons.append("name")
     words = content_words(claim)
     share = share_in(claim, block)
     if question and _echoes(claim, question):
         reasons.append("echo")
     if len(words) >= MIN_CONTENT_WORDS:
-        if share < SUPPORTED:
+        # the question's own words, repeated around an answer, are not claims the block must hold
+        if share < SUPPORTED and (not question or not _informative(claim, block, question)):
             reasons.append("words")
         if _NEGATION.search(claim) and not _NEGATION.search(_closest_sentence(claim, block)):
             reasons.append("negation")
@@ -228,6 +229,17 @@ def _is_heading(claim: str, block: str) -> bool:
     headings = " ".join(line for line in block.splitlines() if line.lstrip().startswith("#"))
     words = _stems(claim)
     return bool(words) and words <= _stems(headings)
+
+
+def _informative(claim: str, block: str, question: str) -> bool:
+    """The claim is the question's words plus words the block holds (at least one of them)."""
+    words, asked, held = _stems(claim), _stems(question), _stems(block)
+    new = words - asked
+    return (
+        bool(new & held)
+        and len(new & held) / len(new) >= SUPPORTED
+        and share_in(claim, block + " " + question) >= SUPPORTED
+    )
 
 
 def _echoes(claim: str, question: str) -> bool:
