@@ -3,7 +3,9 @@
 import os as _os
 import warnings as _warnings
 
-# Nothing in this package may reach a model hub or a telemetry endpoint at run time.
+# Nothing in this package may reach a model hub or a telemetry endpoint at run time, except to fetch
+# a base model the settings name by its hub id (chatbot.models.hub), unless the user set offline mode.
+HUB_OFFLINE_BY_USER = _os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 for _key, _value in {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",

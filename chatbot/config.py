@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     cache_dir: Path | None = Field(None, description="Converted models; default DATA_DIR/cache.")
 
     # Models
-    base_model: str = Field(EMBEDDED, description="'embedded', a model folder or a .gguf file.")
+    base_model: str = Field(
+        EMBEDDED, description="'embedded', a model folder, a .gguf file, or a hub id (owner/name[@revision])."
+    )
     embedding_model: str = Field(EMBEDDED, description="'embedded' or a sentence-transformers folder.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(

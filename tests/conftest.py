@@ -134,7 +134,7 @@ def tiny_llama(**config: object):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4}
-    return LlamaForCausalLM(LlamaConfig(**sizes, num_key_value_heads=2, vocab_size=256, **config))
+    return LlamaForCausalLM(LlamaConfig(**{**sizes, "num_key_value_heads": 2, "vocab_size": 256, **config}))
 
 
 @pytest.fixture(scope="module")

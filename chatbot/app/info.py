@@ -80,6 +80,7 @@ class BaseModelInfo:
     precision: str | None = None  # what the engine computes in: the ONNX model's weights, or the torch dtype
     exact_batches: bool | None = None  # a request's tokens never depend on the requests decoded beside it
     remote: str | None = None  # the generation server's URL
+    revision: str | None = None  # the hub commit of a base model fetched by its hub id
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,12 @@ def describe(bot: Chatbot, load_model: bool = True) -> AppInfo:
     """The :class:`AppInfo` of ``bot``; ``load_model=False`` leaves the chat model unloaded (no adapters then)."""
     from chatbot.models.base import resolve_model_source
     from chatbot.models.embeddings import resolve_embedding_folder
+    from chatbot.models.hub import revision_of
 
     s = bot.settings
     status = bot.status()
-    base = BaseModelInfo(setting=s.base_model, source=str(resolve_model_source(s.base_model)))
+    cache = s.models_cache_dir.resolve()
+    base = BaseModelInfo(setting=s.base_model, source=str(resolve_model_source(s.base_model, cache)))
     adapters: list[AdapterSummary] = []
     if load_model and bot.remote:
         base = replace(base, engine="remote", remote=s.generation_url, name=s.generation_base_model)
@@ -151,6 +154,7 @@ def describe(bot: Chatbot, load_model: bool = True) -> AppInfo:
             onnx_model=str(onnx_dir) if onnx_dir else None,
             name=loaded.name,
             folder=str(loaded.folder),
+            revision=revision_of(loaded.folder),
             device=str(loaded.device),
             dtype=str(loaded.dtype).removeprefix("torch."),
             quantize=s.quantize,

@@ -25,6 +25,7 @@ from chatbot.app.info import (
 )
 from chatbot.config import Settings
 from chatbot.knowledge.manifest import RECIPE_META, Manifest, indexed_counts
+from chatbot.models.hub import parse_hub_id, revision_of
 from chatbot.models.shapes import BaseShapes, shapes_from_folder
 from chatbot.models.sources import (
     display_name,
@@ -50,14 +51,17 @@ class BaseOnDisk:
     def shapes(self) -> tuple[BaseShapes, str]:
         """Its layer shapes and weights fingerprint (:class:`NotOnDisk` before the first conversion)."""
         if self.folder is None:
-            raise NotOnDisk(f"{self.source.name} is converted on the first start; until then the model must load")
+            raise NotOnDisk(f"{self.name} is converted or fetched on the first start; until then the model must load")
         return shapes_from_folder(self.folder), weights_fingerprint(self.folder)
 
 
 def base_on_disk(settings: Settings) -> BaseOnDisk:
     """The configured base model's name, source and the folder the engines load."""
-    source = resolve_model_source(settings.base_model)
     folder = model_folder_on_disk(settings.base_model, settings.models_cache_dir.resolve())
+    if parse_hub_id(settings.base_model):  # fetched on the first start: until then it is only a name
+        source = folder or Path(settings.base_model)
+    else:
+        source = resolve_model_source(settings.base_model)
     return BaseOnDisk(display_name(settings.base_model, source), source, folder)
 
 
@@ -112,6 +116,7 @@ def describe_on_disk(settings: Settings) -> AppInfo:
             source=str(base.source),
             name=base.name,
             folder=str(base.folder) if base.folder else None,
+            revision=revision_of(base.folder) if base.folder else None,
             remote=s.generation_url,
         ),
         embedding_model=EmbeddingInfo(s.embedding_model, str(resolve_embedding_folder(s.embedding_model))),

@@ -186,7 +186,8 @@ def info(
         where += f", served at {served_by}" if served_by else ""
     else:
         where = "(not loaded: `chatbot serve` runs it; `chatbot info --load` loads it here to name its engine)"
-    typer.echo(f"base model       {base['name']} {where}  {base['source']}")
+    revision = f" @ {base['revision'][:12]}" if base.get("revision") else ""
+    typer.echo(f"base model       {base['name']}{revision} {where}  {base['source']}")
     if base["exact_batches"] is not None:
         batching = (
             "exact: an answer never depends on the requests decoded beside it"

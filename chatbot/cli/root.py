@@ -8,12 +8,24 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from chatbot.config import ConfigError, Settings, load_settings
+from chatbot.models.embedded import ModelNotFoundError
 
 if TYPE_CHECKING:
     from chatbot.app.service import Chatbot
     from chatbot.knowledge.sync import SyncReport
 
-app = typer.Typer(
+class _App(typer.Typer):
+    """The Typer app; a model that cannot be found or fetched is a message naming the setting, exit 2."""
+
+    def __call__(self, *args: object, **kwargs: object) -> object:
+        try:
+            return super().__call__(*args, **kwargs)
+        except ModelNotFoundError as exc:
+            typer.secho(str(exc), fg=typer.colors.RED, err=True)
+            raise SystemExit(2) from exc
+
+
+app = _App(
     help="Chat with your own documents in your domain's voice.",
     no_args_is_help=True,
     add_completion=False,

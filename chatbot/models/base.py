@@ -101,7 +101,7 @@ def load_base_model(
     ``weights=False``: the model's layers without their weights (on torch's meta device), for an
     engine that runs converted weights and needs only the shapes, the tokenizer and the config.
     """
-    source = resolve_model_source(base_model)
+    source = resolve_model_source(base_model, cache_dir)
     folder = convert_gguf(source, cache_dir) if source.suffix == ".gguf" else source
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)

@@ -14,6 +14,7 @@ from pathlib import Path
 from chatbot.config import EMBEDDED
 from chatbot.digest import files_digest
 from chatbot.models.embedded import ModelNotFoundError, minilm_folder, smollm2_gguf
+from chatbot.models.hub import cached_snapshot, fetch, parse_hub_id
 
 
 def weights_fingerprint(folder: Path) -> str:
@@ -21,13 +22,17 @@ def weights_fingerprint(folder: Path) -> str:
     return files_digest(sorted(folder.glob("*.safetensors")))[:16]
 
 
-def resolve_model_source(base_model: str) -> Path:
-    """Turn the ``base_model`` setting into a model folder or a ``.gguf`` file on disk."""
+def resolve_model_source(base_model: str, cache_dir: Path | None = None) -> Path:
+    """Turn the ``base_model`` setting into a model folder or a ``.gguf`` file on disk; a hub id
+    (``owner/name[@revision]``) is fetched into ``cache_dir`` once (:mod:`chatbot.models.hub`)."""
     if base_model == EMBEDDED:
         return smollm2_gguf()
     path = Path(base_model).expanduser()
+    if not path.exists() and cache_dir is not None and parse_hub_id(base_model):
+        return fetch(base_model, cache_dir)
     if not path.exists():
-        raise ModelNotFoundError(f"base_model: {path} does not exist (a model folder or a .gguf file)")
+        hint = ", or a hub id such as Qwen/Qwen2.5-1.5B-Instruct" if parse_hub_id(base_model) is None else ""
+        raise ModelNotFoundError(f"base_model: {path} does not exist (a model folder or a .gguf file{hint})")
     if path.is_dir() and not (path / "config.json").is_file():
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) != 1:
@@ -48,7 +53,10 @@ def gguf_cache_folder(gguf: Path, cache_dir: Path) -> Path:
 
 
 def model_folder_on_disk(base_model: str, cache_dir: Path) -> Path | None:
-    """The folder the engines load for ``base_model``; None for a GGUF file not converted yet."""
+    """The folder the engines load for ``base_model``; None for a GGUF file not converted yet or a
+    hub id not fetched yet (nothing is converted or fetched here)."""
+    if parse_hub_id(base_model):
+        return cached_snapshot(base_model, cache_dir)
     source = resolve_model_source(base_model)
     if source.suffix != ".gguf":
         return source
@@ -58,7 +66,11 @@ def model_folder_on_disk(base_model: str, cache_dir: Path) -> Path | None:
 
 def display_name(base_model: str, source: Path) -> str:
     """The name a person sees for the base model of ``source``."""
-    return "SmolLM2-135M-Instruct" if base_model == EMBEDDED else source.stem if source.is_file() else source.name
+    if base_model == EMBEDDED:
+        return "SmolLM2-135M-Instruct"
+    if parse_hub_id(base_model):
+        return base_model
+    return source.stem if source.is_file() else source.name
 
 
 def resolve_embedding_folder(embedding_model: str) -> Path:
