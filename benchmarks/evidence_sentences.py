@@ -6,8 +6,10 @@ For each answerable question, the paragraphs of its articles are ranked by the e
 (the top 4 are the blocks, as retrieval would hand them over) and their sentences scored by
 ``chatbot.rag.evidence``. Prints, for the held-out set (the evaluation's last 3 articles) and a
 tuning set (the 3 articles before them), the share of questions whose best sentence, and whose
-best two, hold a gold answer, for the shipped weights and the scorers they are built from,
-beside passage recall@4. The CPU's flags are printed too.
+best two, hold a gold answer, for the scorers: the embedding model's cosine, question-word
+overlap, both, and both with the evidence scorer's LoRA merged into the embedding model (the
+shipped scorer; ``chatbot/training/evidence_scorer.py``, trained on the other articles), beside
+passage recall@4. The CPU's flags are printed too.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ def questions(path: Path, articles: list[dict], count: int, seed: int) -> tuple[
 
 
 def measure(paragraphs, items, embed, scorers) -> dict[str, float]:
+    """``scorers``: name -> ((cosine, overlap) weights, the embed function scoring sentences); the
+    paragraphs are always ranked by the plain embedding model, as retrieval ranks them."""
     from chatbot.rag import evidence
 
     vectors = embed(paragraphs)
@@ -52,11 +56,11 @@ def measure(paragraphs, items, embed, scorers) -> dict[str, float]:
         gold = [normalise(answer) for answer in answers]
         recall += any(g in normalise(block) for g in gold for block in blocks)
         candidates = evidence.candidate_sentences(blocks)
-        for name, weights in scorers.items():
+        for name, (weights, scorer) in scorers.items():
             saved = (evidence.COSINE, evidence.OVERLAP)
             evidence.COSINE, evidence.OVERLAP = weights
             try:
-                quotes = evidence.score_sentences(question, candidates, embed)
+                quotes = evidence.score_sentences(question, candidates, scorer)
             finally:
                 evidence.COSINE, evidence.OVERLAP = saved
             for k in (1, 2):
@@ -74,27 +78,39 @@ def main() -> None:
     parser.add_argument("--squad", type=Path, required=True)
     parser.add_argument("--questions", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lora", type=Path, default=None, help="the evidence scorer's LoRA (default: the shipped)")
     args = parser.parse_args()
+    if args.lora is None:
+        from chatbot.models.embeddings import EVIDENCE_LORA
 
-    from chatbot.models.embeddings import load_embeddings
+        args.lora = EVIDENCE_LORA
+
+    from chatbot.models.embeddings import LazyEmbeddings
     from chatbot.rag import evidence
 
-    embedder = load_embeddings("embedded", "cpu", "float32")
-    cache: dict[str, list[float]] = {}
+    def cached(embedder: LazyEmbeddings):  # noqa: ANN202
+        cache: dict[str, list[float]] = {}
 
-    def embed(texts: list[str]) -> list[list[float]]:
-        missing = [text for text in dict.fromkeys(texts) if text not in cache]
-        if missing:
-            cache.update(zip(missing, embedder.embed_documents(missing), strict=True))
-        return [cache[text] for text in texts]
+        def embed(texts: list[str]) -> list[list[float]]:
+            missing = [text for text in dict.fromkeys(texts) if text not in cache]
+            if missing:
+                cache.update(zip(missing, embedder.embed_documents(missing), strict=True))
+            return [cache[text] for text in texts]
 
+        return embed
+
+    embed = cached(LazyEmbeddings("embedded", "cpu", "float32"))
+    tuned = cached(LazyEmbeddings("embedded", "cpu", "float32", args.lora)) if args.lora.is_file() else None
     shipped = (evidence.COSINE, evidence.OVERLAP)
     scorers = {
-        "cosine": (1.0, 0.0),
-        "overlap": (0.0, 1.0),
-        "cosine + overlap (shipped)": shipped,
-        "cosine + overlap, equal weights": (1.0, 1.0),
+        "cosine": ((1.0, 0.0), embed),
+        "overlap": ((0.0, 1.0), embed),
+        "cosine + overlap": (shipped, embed),
+        "cosine + overlap, equal weights": ((1.0, 1.0), embed),
     }
+    if tuned is not None:
+        scorers["scorer LoRA: cosine"] = ((1.0, 0.0), tuned)
+        scorers["scorer LoRA: cosine + overlap (shipped)"] = (shipped, tuned)
     data = json.loads(args.squad.read_text(encoding="utf-8"))["data"]
     sets = {"held-out (eval's last 3 articles)": data[-3:], "tuning (the 3 before)": data[-6:-3]}
     print(f"CPU flags: {cpu_flags()}")
@@ -103,7 +119,7 @@ def main() -> None:
         paragraphs, items = questions(args.squad, articles, args.questions, args.seed)
         print(f"\n{label}: {len(paragraphs)} paragraphs, {len(items)} questions")
         for name, value in measure(paragraphs, items, embed, scorers).items():
-            print(f"  {name:<36} {value:.3f}")
+            print(f"  {name:<44} {value:.3f}")
 
 
 if __name__ == "__main__":

@@ -136,3 +136,69 @@ def test_every_decline_reason_reads_as_plain_words_naming_what_went_wrong():
     many = plain_reason(chain.UNFOUNDED.format("1, 2, 3, 4, 5, 6"), question)
     assert "and 2 more" in many
     assert plain_reason(None, question) is None
+
+
+def test_a_lora_merged_into_linear_layers_adds_its_scaled_product(tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from chatbot.models.embeddings import merge_lora
+
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4), torch.nn.Linear(4, 3))
+    before = [layer.weight.detach().clone() for layer in model]
+    a, b = torch.randn(2, 6), torch.randn(4, 2)
+    save_file({"0.lora_A.weight": a, "0.lora_B.weight": b}, str(tmp_path / "lora.safetensors"))
+    (tmp_path / "lora.json").write_text(json.dumps({"rank": 2, "alpha": 4}))
+    assert merge_lora(model, tmp_path / "lora.safetensors") == 1
+    assert torch.allclose(model[0].weight, before[0] + b @ a * 2.0)
+    assert torch.equal(model[1].weight, before[1])  # a layer the LoRA does not name is untouched
+
+
+BRIDGE = [
+    "The bridge crosses the river at its widest point.",
+    "It was designed by Anna Kowalski in 1931.",
+    "The bridge carries four lanes of traffic.",
+    "Tolls on the bridge were abolished in 1960.",
+]
+TREATY = [
+    "The treaty was signed in Paris.",
+    "It ended the war between the two kingdoms.",
+    "The treaty was written in French and Latin.",
+    "Both kings attended the signing of the treaty.",
+]
+HERONS = [
+    "The herons live at the north pond of the zoo.",
+    "Visitors may watch the herons from the boardwalk.",
+    "The herons are fed at 10:30 and again at 15:00 every day.",
+    "Their nests are in the tall reeds.",
+]
+
+
+def test_the_evidence_scorer_is_the_embedded_model_with_its_lora_and_only_for_that_model(make_settings):
+    from chatbot.app.runtime import embeddings_for, evidence_embeddings_for
+    from chatbot.models.embeddings import EVIDENCE_LORA
+    from chatbot.models.sources import resolve_embedding_folder
+
+    settings = make_settings()
+    scorer = evidence_embeddings_for(settings)
+    assert EVIDENCE_LORA.is_file() and scorer.lora == EVIDENCE_LORA and scorer is not embeddings_for(settings)
+    cases = [  # (question, the sentences of a passage, the one that answers)
+        ("Who designed the bridge?", BRIDGE, 1),
+        ("What did the treaty end?", TREATY, 1),
+        ("When are the herons fed?", HERONS, 2),
+    ]
+
+    def picks(embeddings) -> list[int]:  # noqa: ANN001
+        chosen = []
+        for question, sentences, _ in cases:
+            vectors = embeddings.embed_documents([question, *sentences])
+            scores = [sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:]]
+            chosen.append(scores.index(max(scores)))
+        return chosen
+
+    assert picks(scorer) == [answer for _, _, answer in cases]  # by cosine alone, no word overlap
+    assert picks(embeddings_for(settings)) != [answer for _, _, answer in cases]  # the plain model misses some
+    other = make_settings(embedding_model=str(resolve_embedding_folder("embedded")))  # any other model: no LoRA
+    assert evidence_embeddings_for(other) is embeddings_for(other) and embeddings_for(other).lora is None

@@ -85,11 +85,22 @@ def local_runtime(settings: Settings) -> tuple[Generator, AdapterRegistry]:
     )
 
 
+def evidence_embeddings_for(settings: Settings) -> LazyEmbeddings:
+    """What scores evidence sentences: with the embedded embedding model, it with the shipped
+    evidence-scorer LoRA merged (trained for that model only); with any other, the model itself."""
+    from chatbot.config import EMBEDDED
+    from chatbot.models.embeddings import EVIDENCE_LORA
+
+    if settings.embedding_model != EMBEDDED or not EVIDENCE_LORA.is_file():
+        return embeddings_for(settings)
+    return _embeddings(settings.embedding_model, settings.device, settings.embedding_dtype, EVIDENCE_LORA)
+
+
 @cache
-def _embeddings(embedding_model: str, device: str, dtype: str) -> LazyEmbeddings:
+def _embeddings(embedding_model: str, device: str, dtype: str, lora: Path | None = None) -> LazyEmbeddings:
     from chatbot.models.embeddings import LazyEmbeddings
 
-    return LazyEmbeddings(embedding_model, device, dtype)
+    return LazyEmbeddings(embedding_model, device, dtype, lora)
 
 
 @cache

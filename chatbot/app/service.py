@@ -16,6 +16,7 @@ from chatbot.app.runtime import (
     chunker_for,
     embedding_fingerprint_for,
     embeddings_for,
+    evidence_embeddings_for,
     load_limits_for,
     local_runtime,
 )
@@ -49,6 +50,11 @@ class Chatbot:
     @cached_property
     def embeddings(self):  # noqa: ANN201
         return embeddings_for(self.settings)
+
+    @cached_property
+    def evidence_embeddings(self):  # noqa: ANN201
+        """What scores the evidence sentences (the embedding model, with the evidence scorer's LoRA)."""
+        return evidence_embeddings_for(self.settings)
 
     @cached_property
     def store(self):  # noqa: ANN201
@@ -162,7 +168,8 @@ class Chatbot:
     @cached_property
     def _runtime(self) -> tuple[Generator, AdapterRegistry]:
         runtime = local_runtime(self.settings)
-        self.embeddings.run_on(runtime[0].engine.call)  # all torch work on one thread (see BatchEngine.call)
+        for embeddings in {id(e): e for e in (self.embeddings, self.evidence_embeddings)}.values():
+            embeddings.run_on(runtime[0].engine.call)  # all torch work on one thread (see BatchEngine.call)
         return runtime
 
     def load(self) -> None:
@@ -229,7 +236,7 @@ class Chatbot:
             decline_unsupported=s.decline_unsupported,
             answerability=load_answerability(s.answerability_fit),
             answerability_threshold=s.answerability_threshold,
-            evidence=self.embeddings.embed_documents if s.quote_evidence else None,
+            evidence=self.evidence_embeddings.embed_documents if s.quote_evidence else None,
         )
 
     def request(

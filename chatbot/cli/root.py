@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from chatbot.app.service import Chatbot
     from chatbot.knowledge.sync import SyncReport
 
+
 class _App(typer.Typer):
     """The Typer app; a model that cannot be found or fetched is a message naming the setting, exit 2."""
 

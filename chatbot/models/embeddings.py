@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import torch
 from langchain_core.embeddings import Embeddings
 from langchain_huggingface import HuggingFaceEmbeddings
 
@@ -33,13 +36,44 @@ def load_embeddings(
     )
 
 
-class LazyEmbeddings(Embeddings):
-    """Loads the embedding model on the first text to embed, so a no-op sync never loads it."""
+EVIDENCE_LORA = Path(__file__).with_name("evidence_lora.safetensors")  # chatbot/training/evidence_scorer.py
 
-    def __init__(self, embedding_model: str, device: str = "auto", dtype: str = "auto") -> None:
+
+def merge_lora(model: torch.nn.Module, weights: Path) -> int:
+    """Add a LoRA's ``B @ A * alpha / r`` into the linear layers of ``model`` it was trained on
+    (its record beside the weights gives ``rank`` and ``alpha``); returns how many layers changed."""
+    from safetensors.torch import load_file
+
+    record = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
+    scale = record["alpha"] / record["rank"]
+    tensors = load_file(str(weights))
+    modules = dict(model.named_modules())
+    merged = 0
+    for name, a in tensors.items():
+        if ".lora_A." not in name:
+            continue
+        target = name.split(".lora_A.")[0]
+        b = tensors[name.replace(".lora_A.", ".lora_B.")]
+        layer = modules[target]
+        with torch.no_grad():
+            layer.weight += (b.float() @ a.float() * scale).to(layer.weight.dtype)
+        merged += 1
+    return merged
+
+
+class LazyEmbeddings(Embeddings):
+    """Loads the embedding model on the first text to embed, so a no-op sync never loads it.
+
+    With ``lora`` (the evidence scorer) that LoRA is merged into the model's weights once loaded.
+    """
+
+    def __init__(
+        self, embedding_model: str, device: str = "auto", dtype: str = "auto", lora: Path | None = None
+    ) -> None:
         self.embedding_model = embedding_model
         self.device = device
         self.dtype = dtype
+        self.lora = lora
         self.run: Callable[[Callable[[], Any]], Any] = _inline  # where the torch work runs (see ``run_on``)
         self._model: HuggingFaceEmbeddings | None = None
         self._lock = threading.Lock()
@@ -48,7 +82,10 @@ class LazyEmbeddings(Embeddings):
     def model(self) -> HuggingFaceEmbeddings:
         with self._lock:
             if self._model is None:
-                self._model = load_embeddings(self.embedding_model, self.device, self.dtype)
+                model = load_embeddings(self.embedding_model, self.device, self.dtype)
+                if self.lora is not None:
+                    merge_lora(model._client[0].auto_model, self.lora)  # noqa: SLF001 - its SentenceTransformer
+                self._model = model
             return self._model
 
     def run_on(self, runner: Callable[[Callable[[], Any]], Any]) -> None:
