@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from chatbot.cli.root import JsonFlag, app, fail, open_chatbot, print_report, settings_from
+
+if TYPE_CHECKING:
+    from chatbot.config import Settings
+    from chatbot.rag.answer import Answer
+    from chatbot.server.discovery import ServerRecord
 
 
 @app.command()
@@ -100,7 +105,7 @@ def ask(
             typer.secho(f"(answered by the server at {server.url})", dim=True, err=True)
 
 
-def _ask_server(server, settings, question: str, terminal: bool, **options):  # noqa: ANN001, ANN202
+def _ask_server(server: ServerRecord, settings: Settings, question: str, terminal: bool, **options: Any) -> Answer:
     """The answer from the running server; its refusals exit 1 with the server's message."""
     import httpx
 
@@ -207,7 +212,7 @@ def info(
         typer.echo(f"adapter          {adapter['name']}: {adapter['status']}  {adapter['description']}")
 
 
-def _info(settings, load: bool) -> tuple[dict, str | None]:  # noqa: ANN001 - Settings
+def _info(settings: Settings, load: bool) -> tuple[dict[str, Any], str | None]:
     """``chatbot info``'s data, and the URL of the server it came from (None: the files, or ``--load``)."""
     if load:
         return open_chatbot(settings).info().to_dict(), None
