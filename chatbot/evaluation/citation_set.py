@@ -26,7 +26,7 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -153,6 +153,15 @@ def _questions(data: list[dict]) -> list[_Source]:
     return found
 
 
+def _answered(sources: list[_Source]) -> Iterator[tuple[_Source, dict, str]]:
+    """Each source with its first answer and the sentence holding it (sources without one left out)."""
+    for source in sources:
+        answer = source.qa["answers"][0]
+        sentence = _answer_sentence(source.context, answer["answer_start"])
+        if sentence and len(sentence) <= 400:
+            yield source, answer, sentence
+
+
 def _hard_negatives(
     sentence: str, source: _Source, data: list[dict], names: list[str], rng: random.Random
 ) -> list[tuple[str, str | None, str]]:
@@ -179,11 +188,7 @@ def build_pairs(squad: Path, questions: int = 150, seed: int = 0) -> list[Pair]:
     sources = _questions(data)
     rng.shuffle(sources)
     pairs: list[Pair] = []
-    for source in sources[:questions]:
-        answer = source.qa["answers"][0]
-        sentence = _answer_sentence(source.context, answer["answer_start"])
-        if not sentence or len(sentence) > 400:
-            continue
+    for source, answer, sentence in _answered(sources[:questions]):
         question, context = source.qa["question"].strip(), source.context
         supported = [("verbatim", sentence)]
         clause = _clause(sentence, answer["text"])
@@ -229,11 +234,7 @@ def build_answer_pairs(squad: Path, questions: int = 150, seed: int = 0) -> list
         by_paragraph.setdefault(source.context, []).append(source)
     rng.shuffle(sources)
     pairs: list[Pair] = []
-    for source in sources[:questions]:
-        answer = source.qa["answers"][0]
-        sentence = _answer_sentence(source.context, answer["answer_start"])
-        if not sentence or len(sentence) > 400:
-            continue
+    for source, answer, sentence in _answered(sources[:questions]):
         question, context = source.qa["question"].strip(), source.context
         siblings = [
             (other.qa["question"].strip(), other_sentence)
