@@ -164,6 +164,10 @@ def test_summary_and_reports(tmp_path):
     quote = {**record, "declined": True, "contains": False, "quoted": True, "gold_to_user": True}
     quoted_cell = summarize([quote, unanswerable], retrieval, items, 4)["cells"]["base + retrieval"]
     assert quoted_cell["answer_contains"] == 0.0 and quoted_cell["gold_to_user"] == 1.0  # the quote carried it
+    # a shown answer without the gold whose evidence line holds it: it reaches the user, not the answer
+    line = {**record, "contains": False, "gold_to_user": True, "gold_in_answer_or_quote": False}
+    line_cell = summarize([line, unanswerable], retrieval, items, 4)["cells"]["base + retrieval"]
+    assert line_cell["gold_to_user"] == 1.0 and line_cell["gold_in_answer_or_quote"] == 0.0
     assert quoted_cell["quoted"] == 0.5 and quoted_cell["wrong_shown"] is None  # a quote is not a shown answer
     assert cell["decline_reasons"] == {"the model pasted the passages back instead of answering": 1}
     unlikely = [  # one reason, whatever its figures
@@ -175,8 +179,8 @@ def test_summary_and_reports(tmp_path):
     paths = write_reports(tmp_path, "demo", {}, summary, [record, unanswerable])
     report = paths["markdown"].read_text()
     assert "| citation precision | 0.500 |" in report and "pasted the passages back instead of answering (1)" in report
-    assert paths["html"].read_text().count("data:image/png;base64,") == 13  # a chart per metric
-    assert "| gold reaches the user: the shown answer or quote holds a gold answer | 1.000 |" in report
+    assert paths["html"].read_text().count("data:image/png;base64,") == 14  # a chart per metric
+    assert "| gold reaches the user: the reply as shown (an answer with its evidence line, or a quote) holds it | 1.000 |" in report
     assert json.loads(paths["json"].read_text())["summary"] == summary
 
 
@@ -336,6 +340,7 @@ def test_a_conversation_file_is_asked_in_order_with_its_history(make_settings, u
     result = evaluate(make_settings(max_new_tokens=24), request, show_progress=False)
     records = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
     assert [(r["conversation"], r["turn"]) for r in records] == [("a", 0), ("a", 1), ("a", 2), (None, 0)]
+    assert all(r["reply"].startswith(r["answer"]) for r in records)  # the reply as shown, evidence line included
     assert records[1]["search_query"] is None  # a new topic: searched alone
     assert records[2]["search_query"] == f"{rows[1]['question']} {rows[2]['question']}"  # it refers back
     cell = result["summary"]["cells"]["base + retrieval"]

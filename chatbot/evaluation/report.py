@@ -12,7 +12,8 @@ from typing import Any
 CELL_METRICS = {
     "answer_f1": "answer token F1",
     "answer_contains": "answer contains gold",
-    "gold_to_user": "gold reaches the user: the shown answer or quote holds a gold answer",
+    "gold_to_user": "gold reaches the user: the reply as shown (an answer with its evidence line, or a quote) holds it",
+    "gold_in_answer_or_quote": "gold in the answer, or in the quote shown instead (no evidence line counted)",
     "gold_passage_shown": "gold passage shown: the answer or quote cites a block holding the gold passage",
     "quoted": "quotes shown: a declined answer quoting the best passage sentence",
     "citation_precision": "citation precision",

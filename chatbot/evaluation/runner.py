@@ -125,7 +125,9 @@ def score_answer(
         "f1": best_f1(model_answer, item.answers) if item.answerable else None,
         "contains": contains_answer(model_answer, item.answers) if item.answerable else None,
         "quoted": answer.quoted,
-        "gold_to_user": contains_answer(answer.answer, item.answers) if item.answerable else None,
+        "reply": answer.reply,  # as shown: the answer with its evidence line, or the quote instead
+        "gold_to_user": contains_answer(answer.reply, item.answers) if item.answerable else None,
+        "gold_in_answer_or_quote": contains_answer(answer.answer, item.answers) if item.answerable else None,
         "gold_passage_shown": shown_gold if item.answerable and (gold_files or item.gold_passages) else None,
         "stale": contains_answer(answer.answer, item.outdated) if item.outdated else None,
         "retrieved": [source.source for source in answer.retrieved],
@@ -241,6 +243,9 @@ def summarize(records: Sequence[dict], retrieval: dict[str, dict], items: Sequen
             "answer_f1": mean([r["f1"] for r in answerable]),
             "answer_contains": mean([float(r["contains"]) for r in answerable]),
             "gold_to_user": mean([float(r.get("gold_to_user", r["contains"])) for r in answerable]),
+            "gold_in_answer_or_quote": mean(
+                [float(r.get("gold_in_answer_or_quote", r.get("gold_to_user", r["contains"]))) for r in answerable]
+            ),
             "gold_passage_shown": mean(
                 [float(r["gold_passage_shown"]) for r in answerable if r.get("gold_passage_shown") is not None]
             ),
