@@ -61,20 +61,16 @@ def ask(
     settings = settings_from()
     terminal = not as_json and sys.stdout.isatty()
     server = None if local else running_server(settings.data_dir)
+    sampling = {
+        "use_retrieval": not no_retrieval,
+        "temperature": temperature,
+        "top_p": top_p,
+        "seed": seed,
+        "stop": stop or None,
+    }
     if server is not None:
-        answer = _ask_server(
-            server,
-            settings,
-            question,
-            terminal,
-            model=adapter,
-            use_retrieval=not no_retrieval,
-            max_tokens=max_new_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            stop=stop or None,
-        )
+        options = {"model": adapter, "max_tokens": max_new_tokens, **sampling}  # the API's names
+        answer = _ask_server(server, settings, question, terminal, **options)
     else:
         from chatbot.adapters.domains import UnknownAdapterError
 
@@ -83,16 +79,7 @@ def ask(
         if not no_retrieval and not no_sync:
             bot.sync(show_progress=not as_json and sys.stderr.isatty())  # a no-op when nothing changed
         try:
-            events = bot.stream(
-                question,
-                adapter=adapter,
-                use_retrieval=not no_retrieval,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed,
-                stop=stop or None,
-            )
+            events = bot.stream(question, adapter=adapter, max_new_tokens=max_new_tokens, **sampling)
             answer = final_answer(events, terminal=terminal)
         except (UnknownAdapterError, ValueError) as exc:
             raise fail(str(exc)) from exc

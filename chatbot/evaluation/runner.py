@@ -21,7 +21,8 @@ from chatbot.knowledge.chunking import top_folder
 from chatbot.qa import QAItem
 from chatbot.rag.chain import CONTEXT_DUMP, is_decline
 from chatbot.rag.conversation import Turn
-from chatbot.text import content_words, strip_markers
+from chatbot.rag.vacuous import repeats_earlier
+from chatbot.text import strip_markers
 
 if TYPE_CHECKING:
     from chatbot.app.service import Chatbot
@@ -144,23 +145,14 @@ def score_answer(
     }
 
 
-REPEAT_OVERLAP = 0.6  # a shared share of content words above which a reply is the earlier one again
+REPEAT_OVERLAP = 0.6  # looser than the chain's own check (rag/vacuous.py, 0.9): the report sees what it lets by
 
 
 def repeats_earlier_reply(reply: str, question: str, history: Sequence[Turn]) -> bool:
     """Whether ``reply`` (an answer or a quote) says again what an earlier reply of the conversation
-    said, to another question: the same text, or ``REPEAT_OVERLAP`` of their content words shared.
-
-    Looser than the chain's own check (rag/vacuous.py, 0.9), so the report sees what that check lets by.
-    """
-    words = content_words(strip_markers(reply))
-    for turn in history:
-        if content_words(turn.question) == content_words(question) or is_decline(turn.answer):
-            continue
-        old = content_words(strip_markers(turn.answer))
-        if words and len(words & old) / max(len(words | old), 1) >= REPEAT_OVERLAP:
-            return True
-    return False
+    (not a decline) said, to another question: the chain's repeat check at ``REPEAT_OVERLAP``."""
+    earlier = [(turn.question, strip_markers(turn.answer)) for turn in history if not is_decline(turn.answer)]
+    return repeats_earlier(strip_markers(reply), question, earlier, overlap=REPEAT_OVERLAP)
 
 
 def scope_misses(scope: dict[str, Any] | None, files: Sequence[str]) -> list[str]:

@@ -12,6 +12,17 @@ import re
 from chatbot.text import content_words
 
 _MAX_NAMES = 4
+# the opening of each fixed reason of chatbot.rag.chain, and what a reader is told instead
+_FIXED = {
+    "no passage supports what the answer says": "no passage says what the draft answer said",
+    "the model pasted the passages back": "the draft answer copied the passages instead of answering",
+    "the draft answer only restated the question": "the draft answer only repeated the question's own words",
+    "the draft answer repeated an earlier answer": (
+        "the draft answer repeated an earlier answer of this conversation, not this question's"
+    ),
+    "the model found no answer in the passages": "the model said the passages do not answer it",
+    "the model gave no answer": "the model wrote nothing",
+}
 
 
 def _quoted(items: list[str]) -> str:
@@ -32,18 +43,9 @@ def plain_reason(reason: str | None, question: str) -> str | None:
         names = [name.strip() for name in reason.split(": ", 1)[1].split(", ") if name.strip()]
         if names:
             return f"the draft answer named {_quoted(names)}, which no passage contains"
-    if reason.startswith("no passage supports what the answer says"):
-        return "no passage says what the draft answer said"
-    if reason.startswith("the model pasted the passages back"):
-        return "the draft answer copied the passages instead of answering"
-    if reason.startswith("the draft answer only restated the question"):
-        return "the draft answer only repeated the question's own words"
-    if reason.startswith("the draft answer repeated an earlier answer"):
-        return "the draft answer repeated an earlier answer of this conversation, not this question's"
-    if reason.startswith("the model found no answer in the passages"):
-        return "the model said the passages do not answer it"
-    if reason.startswith("the model gave no answer"):
-        return "the model wrote nothing"
+    for opening, sentence in _FIXED.items():
+        if reason.startswith(opening):
+            return sentence
     found = re.search(r"answerability ([\d.]+) < ([\d.]+)", reason)
     if found:
         return (

@@ -43,8 +43,14 @@ def _key(text: str) -> str:
     return " ".join(strip_markers(text).lower().split())
 
 
-def repeats_earlier(answer: str, question: str, earlier: Sequence[tuple[str, str]]) -> bool:
-    """True when ``answer`` is an earlier (question, answer) pair's answer again, for another question.
+REPEAT_OVERLAP = 0.9  # the share of content words two answers share when one repeats the other
+
+
+def repeats_earlier(
+    answer: str, question: str, earlier: Sequence[tuple[str, str]], overlap: float = REPEAT_OVERLAP
+) -> bool:
+    """True when ``answer`` is an earlier (question, answer) pair's answer again, for another question:
+    the same text, or ``overlap`` of their content words shared.
 
     The same question asked again may get the same answer; a new question may not.
     """
@@ -55,7 +61,7 @@ def repeats_earlier(answer: str, question: str, earlier: Sequence[tuple[str, str
             continue
         old_words = content_words(old_answer)
         same = key == _key(old_answer)
-        overlap = len(words & old_words) / max(len(words | old_words), 1)
-        if key and (same or overlap >= 0.9):
+        shared = len(words & old_words) / max(len(words | old_words), 1)
+        if key and (same or shared >= overlap):
             return True
     return False
