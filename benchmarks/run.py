@@ -396,8 +396,8 @@ def compare_llama_server(bot, args, figures: dict, adapters: list[str], adapter:
     """The app's loads through llama.cpp's server (same prompts, same adapters) and the ratios."""
     import torch
 
-    from chatbot.models.base import convert_gguf
     from chatbot.models.embedded import smollm2_gguf
+    from chatbot.models.gguf import convert_gguf
 
     template = bot.generator.tokenizer.apply_chat_template
     served = {name: bot.adapters.get(name).folder for name in adapters if name != "base"}

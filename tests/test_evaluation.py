@@ -180,7 +180,8 @@ def test_summary_and_reports(tmp_path):
     report = paths["markdown"].read_text()
     assert "| citation precision | 0.500 |" in report and "pasted the passages back instead of answering (1)" in report
     assert paths["html"].read_text().count("data:image/png;base64,") == 14  # a chart per metric
-    assert "| gold reaches the user: the reply as shown (an answer with its evidence line, or a quote) holds it | 1.000 |" in report
+    shown = "the reply as shown (an answer with its evidence line, or a quote) holds it"
+    assert f"| gold reaches the user: {shown} | 1.000 |" in report
     assert json.loads(paths["json"].read_text())["summary"] == summary
 
 

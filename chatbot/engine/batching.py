@@ -9,11 +9,13 @@ Finished, cancelled or failed rows leave the batch without disturbing the others
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 
 import torch
 from transformers import DynamicCache
@@ -27,6 +29,13 @@ from chatbot.vocabulary import BASE_ADAPTER, AdapterId
 log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 256  # prompt tokens prefilled between two decode steps
+
+
+@cache
+def _cache_argument(model_class: type) -> str:
+    """The name the model's forward takes its KV cache by: ``cache`` (transformers >= 5.2x, where
+    ``past_key_values`` is deprecated) or ``past_key_values`` (earlier 5.x)."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -134,9 +143,10 @@ class BatchEngine(EngineWorker):
             prefill.request._finish()
             self.cancelled_total += 1
 
-    def _forward(self, input_ids: torch.Tensor, adapters: list[str], **kwargs: object):  # noqa: ANN202
+    def _forward(self, input_ids: torch.Tensor, adapters: list[str], cache: object, **kwargs: object):  # noqa: ANN202
         model = self._model()
         routing = self.routing.forward_kwargs(model, adapters, int(input_ids.shape[1]))
+        kwargs[_cache_argument(type(getattr(model, "get_base_model", lambda: model)()))] = cache
         return model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **routing, **kwargs)
 
     def _prefill_chunk(self) -> None:
@@ -179,7 +189,7 @@ class BatchEngine(EngineWorker):
         end = prefill.bounds.pop(0)
         ids = torch.tensor([request.prompt[prefill.done : end]], device=self.device)
         positions = torch.arange(prefill.done, end, device=self.device)[None]
-        output = self._forward(ids, [request.adapter], past_key_values=prefill.cache, position_ids=positions)
+        output = self._forward(ids, [request.adapter], cache=prefill.cache, position_ids=positions)
         prefill.done = end
         if end == split:
             self.prefixes.put(request.adapter, tuple(request.prompt[:split]), snapshot(prefill.cache))
@@ -228,7 +238,7 @@ class BatchEngine(EngineWorker):
                 output = self._forward(
                     torch.tensor([[row.next_token] for row in rows], device=self.device),
                     [row.request.adapter for row in rows],
-                    past_key_values=self._batch.cache,
+                    cache=self._batch.cache,
                     attention_mask=mask if len(rows) > 1 else None,
                     position_ids=torch.tensor([[row.position] for row in rows], device=self.device),
                 )

@@ -1,11 +1,8 @@
-"""Load the base causal language model offline, converting GGUF files once to safetensors."""
+"""Load the base causal language model offline (a GGUF file is converted once: ``models.gguf``)."""
 
 from __future__ import annotations
 
 import logging
-import shutil
-import sys
-import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,10 +12,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from chatbot.models.device import resolve_device, resolve_dtype
 from chatbot.models.embedded import ModelNotFoundError
+from chatbot.models.gguf import convert_gguf
 from chatbot.models.shapes import BaseShapes, shapes_of
 from chatbot.models.sources import (  # noqa: F401 - re-exported
     display_name,
-    gguf_cache_folder,
     resolve_model_source,
     weights_fingerprint,
 )
@@ -46,45 +43,6 @@ class BaseModel:
     def shapes(self) -> BaseShapes:
         """Its architecture and layer shapes, which an adapter must fit."""
         return shapes_of(self.model)
-
-
-_convert_lock = threading.Lock()
-
-
-def convert_gguf(gguf: Path, cache_dir: Path) -> Path:
-    """Dequantise a GGUF file into a plain safetensors model folder, once; return the folder.
-
-    transformers marks GGUF-loaded models as quantised (not trainable, not savable), so the
-    weights are copied into a model built from the same config and saved as safetensors.
-    """
-    target = gguf_cache_folder(gguf, cache_dir)
-    with _convert_lock:
-        if (target / "config.json").is_file():
-            return target
-        size_mb = gguf.stat().st_size / 1e6
-        print(  # the one slow step of a first start: say what it is, once
-            f"first start: de-quantising {gguf.name} ({size_mb:,.0f} MB) into a model folder, once "
-            f"(the embedded model takes about 5 s here); later starts load {target}",
-            file=sys.stderr,
-            flush=True,
-        )
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        config = quantised.config
-        for attribute in ("quantization_config", "_pre_quantization_dtype"):
-            if hasattr(config, attribute):
-                delattr(config, attribute)
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(quantised.state_dict())
-        plain.generation_config.eos_token_id = tokenizer.eos_token_id
-        plain.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        plain.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)  # a crash before this line leaves no half-written cache
-        return target
 
 
 def load_base_model(

@@ -20,3 +20,17 @@ def replace_linears(model: torch.nn.Module, make: Callable[[torch.nn.Linear], to
                 replaced += 1
     model.config.tie_word_embeddings = False  # so nothing re-ties the head to the embeddings
     return replaced
+
+
+def block_linear_names(model: torch.nn.Module) -> list[str]:
+    """The short names of the linear layers inside the decoder's blocks (LoRA's natural targets).
+
+    ``q_proj`` ... ``down_proj`` on Llama-shaped models; ``qkv_proj`` and ``gate_up_proj`` on Phi-3.
+    """
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and ".layers." in name
+        }
+    )

@@ -46,7 +46,7 @@ def resolve_model_source(base_model: str, cache_dir: Path | None = None) -> Path
 
 
 def gguf_cache_folder(gguf: Path, cache_dir: Path) -> Path:
-    """Where :func:`chatbot.models.base.convert_gguf` writes the model folder of ``gguf``."""
+    """Where :func:`chatbot.models.gguf.convert_gguf` writes the model folder of ``gguf``."""
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     return cache_dir / "models" / f"{gguf.stem}-{key}"

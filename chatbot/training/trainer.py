@@ -28,11 +28,10 @@ from transformers import get_cosine_schedule_with_warmup, set_seed
 from chatbot.files import replacing
 from chatbot.models.base import BaseModel
 from chatbot.models.device import cpu_has_bf16
+from chatbot.models.linears import block_linear_names
 from chatbot.training.examples import Messages, supervised_tokens, tokenize
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
@@ -42,7 +41,7 @@ class TrainConfig:
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.0  # LoRA dropout nearly halves CPU training speed; early stopping guards overfitting
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    target_modules: list[str] = field(default_factory=list)  # empty: every linear layer of the blocks
     learning_rate: float = 2e-4
     epochs: float = 3.0
     batch_size: int = 4
@@ -180,7 +179,7 @@ def train_adapter(
             r=config.rank,
             lora_alpha=config.alpha,
             lora_dropout=config.dropout,
-            target_modules=list(config.target_modules),
+            target_modules=list(config.target_modules) or block_linear_names(base.model),
             task_type="CAUSAL_LM",
         ),
     )

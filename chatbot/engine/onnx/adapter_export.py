@@ -68,33 +68,60 @@ def export_adapter(folder: Path, model_dir: Path, name: str) -> Path:
     return target
 
 
+# Fused projections (Phi-3) that the builder splits into one LoRA branch per part, in output order.
+_FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def _placed(layer: str, module: str, part: str, value, by_key: dict) -> list[tuple[str, object]] | None:
+    """(model input, array) pairs for one PEFT tensor (A: in x r, B: r x out); None if none fits.
+
+    A fused module's A goes to each part's branch; its B is cut along the output axis by the
+    parts' widths, so each branch computes its slice of ``x @ A @ B``.
+    """
+    name = by_key.get((layer, module, part))
+    if name is not None:
+        return [(name, value)]
+    parts = [by_key.get((layer, piece, part)) for piece in _FUSED.get(module, ())]
+    if not parts or None in parts:
+        return None
+    if part == "lora_A":
+        return [(name, value) for name in parts]
+    widths = [by_key["_width", name] for name in parts]
+    if sum(widths) != value.shape[1]:
+        raise ConversionError(f"layer {layer} {module}: B has {value.shape[1]} outputs, the model's parts {widths}")
+    edges = [sum(widths[:index]) for index in range(len(widths) + 1)]
+    return [(name, value[:, start:end]) for name, start, end in zip(parts, edges, edges[1:], strict=False)]
+
+
 def _adapter_params(weights: Path, inputs: dict[str, tuple[int, int]], scaling: float) -> dict:
     """PEFT's A (r x in) and B (out x r) as the model's inputs: transposed, B times the scaling."""
     import numpy as np
     from safetensors import safe_open
 
-    by_key = {}
-    for name in inputs:
+    by_key: dict = {}
+    for name, (_rows, columns) in inputs.items():
         match = LORA_PARAM.search(name)
         if match:
             by_key[match.groups()] = name
+            by_key["_width", name] = columns
     params: dict[str, np.ndarray] = {}
     unplaced: list[str] = []
     with safe_open(str(weights), framework="np") as handle:
         for tensor in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
             match = _PEFT_TENSOR.search(tensor)
-            name = by_key.get(match.groups()) if match else None
-            if name is None:
+            value = np.asarray(handle.get_tensor(tensor), dtype=np.float32).T if match else None
+            placed = _placed(*match.groups(), value, by_key) if match else None
+            if placed is None:
                 unplaced.append(tensor)
                 continue
-            value = np.asarray(handle.get_tensor(tensor), dtype=np.float32).T
-            if match.group(3) == "lora_B":
-                value = value * np.float32(scaling)
-            rows, columns = inputs[name]
-            fixed = rows if match.group(3) == "lora_A" else columns
-            if value.shape[0 if match.group(3) == "lora_A" else 1] != fixed:
-                raise ConversionError(f"{tensor} has shape {list(value.shape[::-1])}, which the model cannot take")
-            params[name] = np.ascontiguousarray(value)
+            part = match.group(3)
+            for name, piece in placed:
+                rows, columns = inputs[name]
+                fixed = rows if part == "lora_A" else columns
+                if piece.shape[0 if part == "lora_A" else 1] != fixed:
+                    raise ConversionError(f"{tensor} has shape {list(value.shape[::-1])}, which the model cannot take")
+                piece = piece * np.float32(scaling) if part == "lora_B" else piece
+                params[name] = np.ascontiguousarray(piece)
     if unplaced:
         shown = ", ".join(unplaced[:3]) + (" ..." if len(unplaced) > 3 else "")
         raise ConversionError(f"{len(unplaced)} tensors have no LoRA input in the converted model ({shown})")

@@ -93,7 +93,7 @@ def _run_builder(base_folder: Path, adapter: Path, output: Path, precision: str,
     command = [
         sys.executable,
         "-m",
-        "onnxruntime_genai.models.builder",
+        "chatbot.engine.onnx.builder",
         "-i",
         str(base_folder),
         "-o",
