@@ -136,6 +136,14 @@ class Settings(BaseSettings):
         description="Pick the retrieved sentence that best answers each question (the answer's evidence); a "
         "declined answer quotes it instead of a bare 'I don't know' (docs/evaluation.md, 'Evidence sentences').",
     )
+    evidence_agreement: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Show the model's answer only when its evidence sentence holds at least this share of the "
+        "content words the answer adds to the question; otherwise quote the sentence (None: 0.5 for the embedded "
+        "model, 0 (off) for any other; docs/evaluation.md, 'Answers that agree with their evidence').",
+    )
     decline_unsupported: bool = Field(
         True,
         description="Answer 'I don't know' instead of an answer that is a paste of the passages, states a "

@@ -232,3 +232,33 @@ def test_a_restated_question_or_a_repeated_earlier_answer_is_withheld_and_the_pa
     repeated = finish(said, earlier)
     assert repeated.abstained and repeated.decline_reason == REPEATED and repeated.withheld == said
     assert not finish(said, [Turn(question, said)]).abstained  # the same question again may get the same answer
+
+
+GUIDE_QUESTIONS = [
+    "How do I refresh the knowledge base?",
+    "Which file types can I put in the knowledge folder?",
+    "What does the min_relevance setting do?",
+    "How do I train an adapter?",
+]
+
+
+def test_a_shown_answer_holds_what_its_evidence_sentence_holds_or_the_sentence_is_quoted(make_bot, user_guide):
+    from chatbot.rag.chain import DISAGREES
+    from chatbot.rag.vacuous import evidence_agreement
+
+    strict = make_bot(evidence_agreement=1.0)  # every word an answer adds must be in its evidence sentence
+    strict.sync()
+    loose = make_bot(evidence_agreement=0.0)
+    outcomes = []
+    for question in GUIDE_QUESTIONS:
+        answer = strict.ask(question)
+        best = answer.evidence[0].text
+        if not answer.abstained:
+            assert evidence_agreement(answer.answer, question, best) == 1.0
+            outcomes.append("shown")
+        elif answer.decline_reason == DISAGREES:
+            assert answer.quoted and best in answer.answer
+            assert evidence_agreement(answer.withheld, question, best) < 1.0
+            assert loose.ask(question).answer == answer.withheld  # the same draft, shown without the check
+            outcomes.append("withheld")
+    assert "withheld" in outcomes, outcomes  # the check acted on the user guide's first questions

@@ -64,6 +64,8 @@ def test_a_new_topic_is_searched_alone_and_the_embedded_model_sees_earlier_quest
     assert bot.history_answers is False
     full = make_bot(max_new_tokens=24, history_content="full")
     assert full.history_answers is True
+    assert bot.evidence_agreement == 0.5 and full.evidence_agreement == 0.5  # both the embedded model
+    assert make_bot(base_model="/models/any-folder").evidence_agreement == 0.0  # a larger model paraphrases
     with_answers = full.ask(garden, history=history)
     assert with_answers.usage["prompt_tokens"] > new_topic.usage["prompt_tokens"] + 5
 

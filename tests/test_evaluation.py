@@ -32,6 +32,10 @@ def test_answer_metrics_follow_squad():
     assert contains_answer("It was founded in 1867 by ...", ["1867"])
     assert not contains_answer("It was founded in 18670.", ["1867"])  # whole tokens only
     assert not contains_answer("anything", [])
+    # a quote's curly marks are punctuation too: gold at the edge of a quoted sentence is found
+    quoted = "From your documents: \u201cWarsaw University of Technology is the second school.\u201d [1]"
+    assert contains_answer(quoted, ["Warsaw University of Technology"]) and contains_answer(quoted, ["second school"])
+    assert not contains_answer(quoted, ["University of Warsaw"]) and not contains_answer(quoted, ["Warsa"])
 
 
 def test_retrieval_metrics():

@@ -65,6 +65,18 @@ def test_an_answer_that_only_restates_the_question_adds_nothing():
     assert not adds_nothing("Because the checks withhold the answer [1].", question, GUIDE)
 
 
+def test_an_answer_agrees_with_its_evidence_when_the_sentence_holds_what_it_adds():
+    from chatbot.rag.vacuous import evidence_agreement
+
+    question = "When are the herons at Millbrook pond fed?"
+    evidence = "The herons are fed at seven in the morning by the warden."
+    assert evidence_agreement("They are fed at seven in the morning [1].", question, evidence) == 1.0
+    assert evidence_agreement("The herons are fed [1].", question, evidence) == 1.0  # adds nothing: not this check's
+    # hard negatives: a plausible span from elsewhere, and half right
+    assert evidence_agreement("They are fed at noon by the keeper [2].", question, evidence) == 0.0
+    assert evidence_agreement("At seven, by the volunteers.", question, evidence) == 0.5
+
+
 def test_an_earlier_answer_repeated_for_a_new_question_is_caught_but_not_for_the_same_question():
     from chatbot.rag.vacuous import repeats_earlier
 
@@ -127,6 +139,7 @@ def test_every_decline_reason_reads_as_plain_words_naming_what_went_wrong():
         chain.REPEATED: "the draft answer repeated an earlier answer of this conversation",
         chain.UNLIKELY.format(0.123, 0.4): "look unlikely to answer it (estimated 12% likely, below the 40% needed)",
         chain.EMPTY: "the model wrote nothing",
+        chain.DISAGREES: "the draft answer said something the passage quoted below does not",
     }
     said = {reason: plain_reason(reason, question) for reason in templates}
     for reason, expected in templates.items():

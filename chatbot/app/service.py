@@ -237,6 +237,7 @@ class Chatbot:
             answerability=load_answerability(s.answerability_fit),
             answerability_threshold=s.answerability_threshold,
             evidence=self.evidence_embeddings.embed_documents if s.quote_evidence else None,
+            evidence_agreement=self.evidence_agreement,
         )
 
     def request(
@@ -285,6 +286,15 @@ class Chatbot:
             cancelled=cancelled,
             answerability=self._adapter_fit(domain),
         )
+
+    @property
+    def evidence_agreement(self) -> float:
+        """The share of an answer's new words its evidence sentence must hold (auto: 0.5 for the
+        embedded model, which copies plausible but wrong spans; off for others, which paraphrase)."""
+        chosen = self.settings.evidence_agreement
+        if chosen is None:
+            return 0.0 if self.settings.generation_url or self.settings.base_model != EMBEDDED else 0.5
+        return chosen
 
     @property
     def history_answers(self) -> bool:

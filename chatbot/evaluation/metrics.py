@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
@@ -14,8 +15,12 @@ PASSAGE_MATCH = 0.8  # share of a chunk's content words found in the gold passag
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
+    """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces. Unicode
+    punctuation goes too (SQuAD's script drops ASCII only): a quote's curly marks would otherwise
+    hide a gold answer at its edge."""
+    text = "".join(
+        ch for ch in text.lower() if ch not in string.punctuation and not unicodedata.category(ch).startswith("P")
+    )
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 

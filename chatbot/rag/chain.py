@@ -37,7 +37,7 @@ from chatbot.rag.evidence import Embed, best_quotes
 from chatbot.rag.grounding import check_citations, judge, unfounded_specifics
 from chatbot.rag.prompting import PLAIN_PROMPT, RAG_PROMPT, fit_blocks, format_blocks
 from chatbot.rag.tidy import is_context_dump, tidy
-from chatbot.rag.vacuous import adds_nothing, repeats_earlier
+from chatbot.rag.vacuous import adds_nothing, evidence_agreement, repeats_earlier
 from chatbot.vocabulary import BASE_ADAPTER, AdapterId, GenerationStats, ModelCall
 
 DONT_KNOW = "I don't know. The knowledge base has nothing relevant to this question."
@@ -54,6 +54,7 @@ RESTATED = "the draft answer only restated the question: it said nothing the pas
 REPEATED = "the draft answer repeated an earlier answer of this conversation"
 UNLIKELY = "the passages are unlikely to answer this question (answerability {:.3f} < {:.3f})"
 EMPTY = "the model gave no answer"
+DISAGREES = "the draft answer says what the passage that best answers the question does not"
 ECHO_STOPS = ("\nQuestion:", "\nContext:")  # the model starting the prompt's next turn: it stops generating there
 _ECHO = re.compile(r"\n\s*(?:Question|Context):")  # the same with space between, cut after the fact
 _DECLINE = re.compile(
@@ -100,10 +101,14 @@ class RagChain:
         answerability: Answerability | None = None,
         answerability_threshold: float | None = None,
         evidence: Embed | None = None,
+        evidence_agreement: float = 0.0,
     ) -> None:
-        """``evidence``: the embedding function that picks the quoted sentences (None: no quotes)."""
+        """``evidence``: the embedding function that picks the quoted sentences (None: no quotes);
+        ``evidence_agreement``: the share of an answer's new content words its evidence sentence must
+        hold for the answer to be shown (0: no such check)."""
         self.retriever = retriever
         self.evidence = evidence
+        self.evidence_agreement = evidence_agreement
         self.llm = llm
         self.context_tokens = context_tokens  # budget of the numbered blocks in the prompt
         self.decline_unsupported = decline_unsupported  # withhold answers the passages do not back
@@ -272,12 +277,19 @@ class RagChain:
                 answer.decline_reason = UNLIKELY.format(answer.answerability, threshold)
         answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}
         if blocks and self.evidence is not None:
-            self._quote(answer, blocks, texts)
+            answer.evidence = self._evidence(answer.question, blocks, texts)
+            best = answer.evidence[0].text if answer.evidence else None
+            if best and not answer.abstained and self.decline_unsupported and self.evidence_agreement > 0:
+                if evidence_agreement(text, question, best) < self.evidence_agreement:
+                    answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
+                    answer.abstained, answer.decline_reason = True, DISAGREES
+            self._quote(answer, blocks)
         return answer
 
-    def _quote(self, answer: Answer, blocks: list[Document], texts: list[str]) -> None:
-        """Attach the best evidence sentence; a decline shows it instead of a bare "I don't know"."""
-        answer.evidence = [
+    def _evidence(self, question: str, blocks: list[Document], texts: list[str]) -> list[Evidence]:
+        """The sentence of ``blocks`` that best answers ``question`` (none without a candidate)."""
+        assert self.evidence is not None
+        return [
             Evidence(
                 quote.n,
                 str(blocks[quote.n - 1].metadata.get("source", "")),
@@ -286,8 +298,12 @@ class RagChain:
                 quote.text,
                 quote.score,
             )
-            for quote in best_quotes(answer.question, texts, self.evidence)
+            for quote in best_quotes(question, texts, self.evidence)
         ]
+
+    @staticmethod
+    def _quote(answer: Answer, blocks: list[Document]) -> None:
+        """A declined answer shows its best evidence sentence instead of a bare "I don't know"."""
         if not answer.abstained or not answer.evidence:
             return
         best = answer.evidence[0]

@@ -22,6 +22,9 @@ _FIXED = {
     ),
     "the model found no answer in the passages": "the model said the passages do not answer it",
     "the model gave no answer": "the model wrote nothing",
+    "the draft answer says what the passage that best answers": (
+        "the draft answer said something the passage quoted below does not"
+    ),
 }
 
 

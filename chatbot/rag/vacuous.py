@@ -39,6 +39,17 @@ def adds_nothing(answer: str, question: str, blocks: Sequence[str]) -> bool:
     return not (new & known)
 
 
+_PRONOUNS = frozenset("they them he him his she her hers theirs".split())  # stand for the question's words
+
+
+def evidence_agreement(answer: str, question: str, evidence: str) -> float:
+    """The share of what ``answer`` adds to ``question`` (its content words beyond the question's)
+    that the evidence sentence holds; 1.0 when it adds nothing."""
+    ignored = {_stem(word) for word in META_WORDS | _PRONOUNS}
+    new = _stems(strip_markers(answer)) - _stems(question) - ignored
+    return len(new & _stems(evidence)) / len(new) if new else 1.0
+
+
 def _key(text: str) -> str:
     return " ".join(strip_markers(text).lower().split())
 

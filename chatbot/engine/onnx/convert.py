@@ -21,9 +21,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from chatbot.engine.onnx.quantize import quantize_matmuls
+
 log = logging.getLogger(__name__)
 
-CONVERT_VERSION = 3  # bump when the graph surgery below changes: old caches are rebuilt
+CONVERT_VERSION = 4  # bump when the graph surgery below changes: old caches are rebuilt
 PLAIN_FILE = "model_plain.onnx"  # the same graph without LoRA branches, for batches of base rows
 PRECISIONS = ("int4", "int8", "fp32")
 ADAPTER_SUFFIX = ".onnx_adapter"
@@ -247,9 +249,18 @@ def convert_model(
     _say(progress, f"converting {base_folder.name} to ONNX ({precision}), once (about a minute)")
     _stand_in_adapter(work / "stand-in", base_folder, targets)
     _say(progress, "running the onnxruntime-genai model builder")
-    _run_builder(base_folder, work / "stand-in", staging, precision, work)
+    # The builder writes fp32 one tensor at a time; its own int4/int8 pass holds the whole fp32
+    # graph in memory (5.6 GB at 0.5B), so the weights are quantised here instead (``quantize``).
+    _run_builder(base_folder, work / "stand-in", staging, "fp32", work)
     _say(progress, "making the LoRA weights inputs")
     count = _free_lora_weights(staging / "model.onnx")
+    if precision != "fp32":
+        _say(progress, f"quantising the weights to {precision}, one at a time")
+        quantized = work / "quantized"
+        quantized.mkdir()
+        quantize_matmuls(staging / "model.onnx", quantized / "model.onnx", int(precision[3:]), _LORA_NODE)
+        for name in ("model.onnx", "model.onnx.data"):
+            (quantized / name).replace(staging / name)
     _without_lora(staging / "model.onnx", staging / PLAIN_FILE)
     _say(progress, f"{count} LoRA inputs; done")
     shutil.rmtree(work)
