@@ -279,10 +279,10 @@ class RagChain:
         if blocks and self.evidence is not None:
             answer.evidence = self._evidence(answer.question, blocks, texts)
             best = answer.evidence[0].text if answer.evidence else None
-            if best and not answer.abstained and self.decline_unsupported and self.evidence_agreement > 0:
-                if evidence_agreement(text, question, best) < self.evidence_agreement:
-                    answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
-                    answer.abstained, answer.decline_reason = True, DISAGREES
+            checked = best and not answer.abstained and self.decline_unsupported and self.evidence_agreement > 0
+            if checked and evidence_agreement(text, question, best) < self.evidence_agreement:
+                answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
+                answer.abstained, answer.decline_reason = True, DISAGREES
             self._quote(answer, blocks)
         return answer
 
