@@ -121,6 +121,12 @@ def _global_threads(threads: int) -> None:
             _threads_set = True
 
 
+# The graph without LoRA branches makes base rows' steps ~20 % faster but is a second session with
+# its own copy of the packed weights: kept while that copy is small (the embedded model: +0.2 GB);
+# above it, memory wins (a 3B model served at 9.9 GB with both sessions; docs/performance.md).
+PLAIN_GRAPH_MAX_BYTES = 1 << 30
+
+
 class Decoder:
     """Sessions on the converted model: run one chunk for a range of the pool's rows."""
 
@@ -135,9 +141,13 @@ class Decoder:
         _global_threads(threads)
         options.use_per_session_threads = False
         plain = model_dir / PLAIN_FILE
+        weights = model_dir / (MODEL_FILE + ".data")
+        small = not weights.is_file() or weights.stat().st_size <= PLAIN_GRAPH_MAX_BYTES
         self.session = ort.InferenceSession(str(model_dir / MODEL_FILE), options, providers=["CPUExecutionProvider"])
         self.plain = (
-            ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"]) if plain.is_file() else None
+            ort.InferenceSession(str(plain), options, providers=["CPUExecutionProvider"])
+            if plain.is_file() and small
+            else None
         )
         config = json.loads((model_dir / "genai_config.json").read_text())["model"]["decoder"]
         self.pool = KVPool(config["num_hidden_layers"], config["num_key_value_heads"], config["head_size"], max_rows)
