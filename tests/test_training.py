@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from safetensors import safe_open
 
 from chatbot.qa import read_qa
@@ -222,3 +223,24 @@ def test_a_resumed_command_trains_on_the_examples_the_stopped_run_built(
     assert result.steps == 4 and [entry["step"] for entry in result.history if "eval_loss" in entry] == [0, 2, 4]
     assert not saved.exists() and not (settings.data_dir / "training" / "pirate.checkpoint.pt").exists()
     assert json.loads((folder / "training.json").read_text())["data"]["recipe"] == "chat"
+
+
+def test_gradient_checkpointing_trains_the_same_weights(tmp_path):
+    """Recomputing activations in the backward pass changes memory, not the result."""
+    from chatbot.models.base import load_base_model
+    from chatbot.training.trainer import TrainConfig, train_adapter
+    from tests.conftest import MODEL_CACHE
+    from tests.models import tiny_model
+
+    tokenizer = load_base_model("embedded", MODEL_CACHE, "cpu", "float32", weights=False).tokenizer
+    folder = tiny_model("qwen2", tmp_path / "qwen2", tokenizer)
+    states = []
+    for checkpointing in (False, True):
+        base = load_base_model(str(folder), tmp_path, "cpu", "float32")
+        config = TrainConfig(max_steps=2, batch_size=2, eval_every=2, gradient_checkpointing=checkpointing)
+        result = train_adapter(base, PIRATE, config)
+        assert result.model.base_model.model.is_gradient_checkpointing is checkpointing
+        states.append({k: v.detach().clone() for k, v in result.model.named_parameters() if "lora_" in k})
+    assert states[0].keys() == states[1].keys() and states[0]
+    assert all(torch.allclose(states[0][k], states[1][k], atol=1e-6) for k in states[0])
+    assert any(v.abs().max() > 0 for k, v in states[1].items() if "lora_B" in k)  # it did train

@@ -54,6 +54,9 @@ class TrainConfig:
     warmup_steps: int = 5
     seed: int = 0
     max_steps: int = -1  # a hard cap, for smoke tests
+    # recompute each block's activations in the backward pass instead of keeping them: less memory,
+    # ~30 % more compute; None: on for bases above CHECKPOINT_PARAMETERS
+    gradient_checkpointing: bool | None = None
 
 
 @dataclass
@@ -95,6 +98,15 @@ def split(
     validation = [examples[i] for i in order[:count]]
     train = [examples[i] for i in order[count:]]
     return train, validation
+
+
+CHECKPOINT_PARAMETERS = 1_000_000_000
+
+
+def _checkpointing(config: TrainConfig, model: torch.nn.Module) -> bool:
+    if config.gradient_checkpointing is not None:
+        return config.gradient_checkpointing
+    return sum(p.numel() for p in model.parameters()) > CHECKPOINT_PARAMETERS
 
 
 def _autocast(device: torch.device) -> torch.autocast:
@@ -183,6 +195,9 @@ def train_adapter(
             task_type="CAUSAL_LM",
         ),
     )
+    if _checkpointing(config, base.model):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
