@@ -52,8 +52,8 @@ def ask(
 
     When a `chatbot serve` of the same data dir is running, it answers (its model is loaded, and its
     watcher keeps the index current); otherwise the model loads here and a quick sync runs first.
-    The sampling options override the adapter's ``[generation]`` settings for this answer, as a
-    request's do on the API.
+    The sampling options override the generation settings of the adapter's domain.toml for this
+    answer, as a request's do on the API.
     """
     from chatbot.cli.answer_text import final_answer, print_answer
     from chatbot.server.discovery import running_server
