@@ -6,7 +6,9 @@ beside each of them. Those branches' weights then become graph inputs with a lea
 (``[rows, in, rank]``, ``[rows, rank, out]``), so one run serves rows on different adapters
 (:mod:`chatbot.engine.onnx.runtime`); an adapter is a file of those inputs
 (``onnxruntime.AdapterFormat``), of any rank. The logits are computed for the last position
-only (a prompt's other positions are never sampled).
+only (a prompt's other positions are never sampled). The builder always writes fp32 (it streams
+tensors to disk); int4 and int8 come from :mod:`chatbot.engine.onnx.quantize`, one weight at a
+time, with the same bytes as the builder's own quantisation and a fraction of its memory.
 """
 
 from __future__ import annotations
