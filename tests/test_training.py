@@ -239,7 +239,7 @@ def test_gradient_checkpointing_trains_the_same_weights(tmp_path):
         base = load_base_model(str(folder), tmp_path, "cpu", "float32")
         config = TrainConfig(max_steps=2, batch_size=2, eval_every=2, gradient_checkpointing=checkpointing)
         result = train_adapter(base, PIRATE, config)
-        assert result.model.base_model.model.is_gradient_checkpointing is checkpointing
+        assert result.model.base_model.model.is_activation_checkpointing is checkpointing
         states.append({k: v.detach().clone() for k, v in result.model.named_parameters() if "lora_" in k})
     assert states[0].keys() == states[1].keys() and states[0]
     assert all(torch.allclose(states[0][k], states[1][k], atol=1e-6) for k in states[0])
