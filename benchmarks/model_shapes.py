@@ -18,34 +18,30 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / ".chatbot" / "bench-models"
 
+_QWEN25 = {  # what Qwen2.5's sizes share
+    "architectures": ["Qwen2ForCausalLM"],
+    "model_type": "qwen2",
+    "vocab_size": 151936,
+    "tie_word_embeddings": True,
+    "rope_theta": 1000000.0,
+    "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6,
+    "num_key_value_heads": 2,
+}
 SHAPES: dict[str, dict] = {
     "qwen2.5-0.5b": {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        **_QWEN25,
         "hidden_size": 896,
         "intermediate_size": 4864,
         "num_hidden_layers": 24,
         "num_attention_heads": 14,
-        "num_key_value_heads": 2,
-        "vocab_size": 151936,
-        "tie_word_embeddings": True,
-        "rope_theta": 1000000.0,
-        "max_position_embeddings": 32768,
-        "rms_norm_eps": 1e-6,
     },
     "qwen2.5-1.5b": {
-        "architectures": ["Qwen2ForCausalLM"],
-        "model_type": "qwen2",
+        **_QWEN25,
         "hidden_size": 1536,
         "intermediate_size": 8960,
         "num_hidden_layers": 28,
         "num_attention_heads": 12,
-        "num_key_value_heads": 2,
-        "vocab_size": 151936,
-        "tie_word_embeddings": True,
-        "rope_theta": 1000000.0,
-        "max_position_embeddings": 32768,
-        "rms_norm_eps": 1e-6,
     },
     "llama-3.2-3b": {
         "architectures": ["LlamaForCausalLM"],

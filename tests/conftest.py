@@ -129,6 +129,14 @@ def other_lora_folder(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="session")
+def embedded_tokenizer():
+    """The embedded model's tokenizer (no weights loaded): the vocabulary of the tiny test models."""
+    from chatbot.models.base import load_base_model
+
+    return load_base_model("embedded", MODEL_CACHE, "cpu", "float32", weights=False).tokenizer
+
+
 def tiny_llama(**config: object):
     """A randomly initialised two-layer Llama (another architecture's shapes, fast to run)."""
     from transformers import LlamaConfig, LlamaForCausalLM

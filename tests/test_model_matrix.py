@@ -14,7 +14,6 @@ from safetensors import safe_open
 from typer.testing import CliRunner
 
 from chatbot.models.base import load_base_model
-from tests.conftest import MODEL_CACHE
 from tests.models import ARCHITECTURES, tiny_model
 
 pytest.importorskip("onnxruntime_genai")
@@ -31,11 +30,6 @@ TRAINING = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_base_model("embedded", MODEL_CACHE, "cpu", "float32", weights=False).tokenizer
-
-
 def _last_logits(model, ids: list[int]) -> np.ndarray:
     with torch.no_grad():
         return model(torch.tensor([ids])).logits[0, -1].float().numpy()
@@ -43,7 +37,7 @@ def _last_logits(model, ids: list[int]) -> np.ndarray:
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_an_architecture_trains_converts_routes_and_answers_with_a_citation(
-    architecture, tokenizer, tmp_path, knowledge, make_settings, monkeypatch
+    architecture, embedded_tokenizer, tmp_path, knowledge, make_settings, monkeypatch
 ):
     from peft import LoraConfig, PeftModel, get_peft_model
 
@@ -56,7 +50,7 @@ def test_an_architecture_trains_converts_routes_and_answers_with_a_citation(
     from chatbot.training.trainer import TrainConfig
     from tests.test_onnx_engine import decoder_logits
 
-    folder = tiny_model(architecture, tmp_path / architecture, tokenizer)
+    folder = tiny_model(architecture, tmp_path / architecture, embedded_tokenizer)
     cache, adapters = tmp_path / "cache", tmp_path / "adapters"
     settings = make_settings(base_model=str(folder), cache_dir=cache, adapters_dir=adapters)
     data = tmp_path / "pirate.jsonl"
@@ -76,7 +70,7 @@ def test_an_architecture_trains_converts_routes_and_answers_with_a_citation(
     other = load_base_model(str(folder), cache, "cpu", "float32").model
     config = LoraConfig(r=4, lora_alpha=32, target_modules=targets, init_lora_weights=False)
     get_peft_model(other, config).save_pretrained(lora)
-    ids = tokenizer("The balance sheet of a company shows its assets", add_special_tokens=False)["input_ids"]
+    ids = embedded_tokenizer("The balance sheet of a company shows its assets", add_special_tokens=False)["input_ids"]
     plain = _last_logits(base.model, ids)
     tuned = _last_logits(PeftModel.from_pretrained(base.model, str(lora)).eval(), ids)
     assert np.abs(tuned - plain).max() > 0.1  # the adapter really changes the model

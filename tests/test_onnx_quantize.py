@@ -8,7 +8,6 @@ from chatbot.engine.onnx import convert
 from chatbot.engine.onnx.quantize import quantize_matmuls
 from chatbot.engine.onnx.runtime import Decoder
 from chatbot.models.base import load_base_model
-from tests.conftest import MODEL_CACHE
 from tests.models import tiny_model
 from tests.test_onnx_engine import decoder_logits
 
@@ -20,10 +19,9 @@ def _initializers(path):
 
 
 @pytest.mark.parametrize(("architecture", "precision"), [("llama", "int8"), ("phi3", "int4")])
-def test_streamed_quantisation_equals_the_builders_own(architecture, precision, tmp_path):
+def test_streamed_quantisation_equals_the_builders_own(architecture, precision, embedded_tokenizer, tmp_path):
     """Llama here ties its output layer to the embeddings; Phi-3 has fused projections."""
-    tokenizer = load_base_model("embedded", MODEL_CACHE, "cpu", "float32", weights=False).tokenizer
-    folder = tiny_model(architecture, tmp_path / architecture, tokenizer)
+    folder = tiny_model(architecture, tmp_path / architecture, embedded_tokenizer)
     skeleton = load_base_model(str(folder), tmp_path, "cpu", "float32", weights=False)
     targets = convert.linear_targets(skeleton.model)
     convert._stand_in_adapter(tmp_path / "stand-in", folder, targets)
@@ -45,6 +43,6 @@ def test_streamed_quantisation_equals_the_builders_own(architecture, precision, 
     (ours / "genai_config.json").write_bytes((builders / "genai_config.json").read_bytes())
     for path in (builders, ours):  # the same logits from both, as the app runs them
         convert._free_lora_weights(path / "model.onnx")
-    ids = tokenizer("The balance sheet of a company shows its assets", add_special_tokens=False)["input_ids"]
+    ids = embedded_tokenizer("The balance sheet of a company shows its assets", add_special_tokens=False)["input_ids"]
     logits = [decoder_logits(Decoder(path, threads=2, max_rows=2), [(ids, "base")])[0] for path in (builders, ours)]
     assert np.array_equal(logits[0], logits[1])

@@ -225,15 +225,13 @@ def test_a_resumed_command_trains_on_the_examples_the_stopped_run_built(
     assert json.loads((folder / "training.json").read_text())["data"]["recipe"] == "chat"
 
 
-def test_gradient_checkpointing_trains_the_same_weights(tmp_path):
+def test_gradient_checkpointing_trains_the_same_weights(embedded_tokenizer, tmp_path):
     """Recomputing activations in the backward pass changes memory, not the result."""
     from chatbot.models.base import load_base_model
     from chatbot.training.trainer import TrainConfig, train_adapter
-    from tests.conftest import MODEL_CACHE
     from tests.models import tiny_model
 
-    tokenizer = load_base_model("embedded", MODEL_CACHE, "cpu", "float32", weights=False).tokenizer
-    folder = tiny_model("qwen2", tmp_path / "qwen2", tokenizer)
+    folder = tiny_model("qwen2", tmp_path / "qwen2", embedded_tokenizer)
     states = []
     for checkpointing in (False, True):
         base = load_base_model(str(folder), tmp_path, "cpu", "float32")

@@ -293,7 +293,7 @@ class Chatbot:
         embedded model, which copies plausible but wrong spans; off for others, which paraphrase)."""
         chosen = self.settings.evidence_agreement
         if chosen is None:
-            return 0.0 if self.settings.generation_url or self.settings.base_model != EMBEDDED else 0.5
+            return 0.5 if self._embedded_answers else 0.0
         return chosen
 
     @property
@@ -301,8 +301,13 @@ class Chatbot:
         """Whether the model sees earlier answers (``history_content``; auto: not the embedded model)."""
         content = self.settings.history_content
         if content == "auto":
-            return bool(self.settings.generation_url) or self.settings.base_model != EMBEDDED
+            return not self._embedded_answers
         return content == "full"
+
+    @property
+    def _embedded_answers(self) -> bool:
+        """Whether the embedded model writes the answers (the "auto" settings are sized for it)."""
+        return not self.settings.generation_url and self.settings.base_model == EMBEDDED
 
     def _adapter_fit(self, domain: Domain) -> Answerability | None:
         """The adapter's own answerability fit (read once per version of the file), or None: the app's.

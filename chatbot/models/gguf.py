@@ -111,20 +111,17 @@ def _write_weights(
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])
     names = get_gguf_hf_weights_map(skeleton, processor)
     known = set(skeleton.state_dict())
-    shards: list[dict[str, torch.Tensor]] = [{}]
+    shard: dict[str, torch.Tensor] = {}  # the tensors not yet written
+    files: list[str] = []
     weight_map: dict[str, str] = {}
-    sizes = [0]
-    total = 0
+    pending = total = 0
 
     def flush() -> None:
-        index = len(shards)
-        name = f"model-{index:05d}.safetensors"
-        save_file(shards[-1], str(folder / name), metadata={"format": "pt"})
-        for key in shards[-1]:
-            weight_map[key] = name
-        shards[-1] = {}
-        shards.append({})
-        sizes.append(0)
+        name = f"model-{len(files) + 1:05d}.safetensors"
+        save_file(shard, str(folder / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, name))
+        files.append(name)
+        shard.clear()
 
     for tensor in tqdm(reader.tensors, desc=f"de-quantising {gguf.name}", unit="tensor"):
         extra: dict[str, Any] = {"config": parsed["config"], "tensors": {}}
@@ -141,14 +138,14 @@ def _write_weights(
             if key not in known:
                 continue
             value = value.to(dtype).contiguous()
-            shards[-1][key] = value
-            sizes[-1] += value.numel() * value.element_size()
-            total += value.numel() * value.element_size()
-            if sizes[-1] >= shard_bytes:
+            shard[key] = value
+            pending += value.nbytes
+            total += value.nbytes
+            if pending >= shard_bytes:
                 flush()
-    if shards[-1]:
+                pending = 0
+    if shard:
         flush()
-    files = sorted(set(weight_map.values()))
     if len(files) == 1:  # one shard: the plain single-file layout
         (folder / files[0]).rename(folder / "model.safetensors")
         weight_map = dict.fromkeys(weight_map, "model.safetensors")

@@ -22,15 +22,18 @@ def replace_linears(model: torch.nn.Module, make: Callable[[torch.nn.Linear], to
     return replaced
 
 
+def block_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    """Every linear layer inside the decoder's blocks, by its full module name."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and ".layers." in name
+    }
+
+
 def block_linear_names(model: torch.nn.Module) -> list[str]:
     """The short names of the linear layers inside the decoder's blocks (LoRA's natural targets).
 
     ``q_proj`` ... ``down_proj`` on Llama-shaped models; ``qkv_proj`` and ``gate_up_proj`` on Phi-3.
     """
-    return sorted(
-        {
-            name.rsplit(".", 1)[-1]
-            for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and ".layers." in name
-        }
-    )
+    return sorted({name.rsplit(".", 1)[-1] for name in block_linears(model)})

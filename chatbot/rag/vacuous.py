@@ -32,21 +32,25 @@ def _stems(text: str) -> set[str]:
     return {_stem(word) for word in content_words(text)}
 
 
+_META_STEMS = frozenset(_stem(word) for word in META_WORDS)
+_PRONOUN_STEMS = frozenset(_stem(word) for word in "they them he him his she her hers theirs".split())
+
+
+def _added(answer: str, question: str) -> set[str]:
+    """The stems of the content words ``answer`` has beyond ``question``'s (words about answering aside)."""
+    return _stems(strip_markers(answer)) - _stems(question) - _META_STEMS
+
+
 def adds_nothing(answer: str, question: str, blocks: Sequence[str]) -> bool:
     """True when the answer holds no content word of any block that the question does not already hold."""
-    new = _stems(strip_markers(answer)) - _stems(question) - {_stem(word) for word in META_WORDS}
     known = set().union(*(_stems(block) for block in blocks)) if blocks else set()
-    return not (new & known)
-
-
-_PRONOUNS = frozenset("they them he him his she her hers theirs".split())  # stand for the question's words
+    return not (_added(answer, question) & known)
 
 
 def evidence_agreement(answer: str, question: str, evidence: str) -> float:
-    """The share of what ``answer`` adds to ``question`` (its content words beyond the question's)
-    that the evidence sentence holds; 1.0 when it adds nothing."""
-    ignored = {_stem(word) for word in META_WORDS | _PRONOUNS}
-    new = _stems(strip_markers(answer)) - _stems(question) - ignored
+    """The share of what ``answer`` adds to ``question`` that the evidence sentence holds (pronouns,
+    which stand for the question's words, aside); 1.0 when it adds nothing."""
+    new = _added(answer, question) - _PRONOUN_STEMS
     return len(new & _stems(evidence)) / len(new) if new else 1.0
 
 

@@ -72,7 +72,9 @@ def export_adapter(folder: Path, model_dir: Path, name: str) -> Path:
 _FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 
 
-def _placed(layer: str, module: str, part: str, value, by_key: dict) -> list[tuple[str, object]] | None:
+def _placed(
+    layer: str, module: str, part: str, value, by_key: dict, inputs: dict[str, tuple[int, int]]
+) -> list[tuple[str, object]] | None:
     """(model input, array) pairs for one PEFT tensor (A: in x r, B: r x out); None if none fits.
 
     A fused module's A goes to each part's branch; its B is cut along the output axis by the
@@ -86,7 +88,7 @@ def _placed(layer: str, module: str, part: str, value, by_key: dict) -> list[tup
         return None
     if part == "lora_A":
         return [(name, value) for name in parts]
-    widths = [by_key["_width", name] for name in parts]
+    widths = [inputs[name][1] for name in parts]
     if sum(widths) != value.shape[1]:
         raise ConversionError(f"layer {layer} {module}: B has {value.shape[1]} outputs, the model's parts {widths}")
     edges = [sum(widths[:index]) for index in range(len(widths) + 1)]
@@ -98,19 +100,18 @@ def _adapter_params(weights: Path, inputs: dict[str, tuple[int, int]], scaling: 
     import numpy as np
     from safetensors import safe_open
 
-    by_key: dict = {}
-    for name, (_rows, columns) in inputs.items():
+    by_key = {}
+    for name in inputs:
         match = LORA_PARAM.search(name)
         if match:
             by_key[match.groups()] = name
-            by_key["_width", name] = columns
     params: dict[str, np.ndarray] = {}
     unplaced: list[str] = []
     with safe_open(str(weights), framework="np") as handle:
         for tensor in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
             match = _PEFT_TENSOR.search(tensor)
             value = np.asarray(handle.get_tensor(tensor), dtype=np.float32).T if match else None
-            placed = _placed(*match.groups(), value, by_key) if match else None
+            placed = _placed(*match.groups(), value, by_key, inputs) if match else None
             if placed is None:
                 unplaced.append(tensor)
                 continue

@@ -46,8 +46,8 @@ def patch() -> None:
             full = by_type["full_attention"]
             sliding = by_type.get("sliding_attention", full)
             self._chatbot_rope_scales = (_rescale(full), _rescale(sliding))
-            text = getattr(config, "text_config", None) or config
-            for target in (config, text) if text is not config else (config,):
+            text = getattr(config, "text_config", None)
+            for target in [config] if text is None else [config, text]:
                 target.rope_parameters = dict(full)
                 target.rope_theta = full.get("rope_theta", 10000.0)
                 target.rope_local_base_freq = sliding.get("rope_theta", 10000.0)

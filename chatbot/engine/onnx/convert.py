@@ -59,13 +59,9 @@ def model_key(fingerprint: str, precision: str) -> str:
 
 def linear_targets(model: object) -> dict[str, tuple[int, int]]:
     """Every linear layer of the decoder's blocks: full module name -> (in_features, out_features)."""
-    import torch
+    from chatbot.models.linears import block_linears
 
-    return {
-        name: (module.in_features, module.out_features)
-        for name, module in model.named_modules()  # type: ignore[attr-defined]
-        if isinstance(module, torch.nn.Linear) and ".layers." in name
-    }
+    return {name: (module.in_features, module.out_features) for name, module in block_linears(model).items()}
 
 
 def _stand_in_adapter(folder: Path, base_folder: Path, targets: dict[str, tuple[int, int]]) -> None:
