@@ -59,6 +59,7 @@ llama-server: install
 	  -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)" -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
 	  -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
 	cmake --build $(LLAMA_CPP)/build --target llama-server -j$$(nproc)
+	$(BIN)/pip install -q "sentencepiece==0.2.3"  # its model converter's (benchmarks/llama_server.py)
 
 lint: install
 	$(BIN)/ruff check chatbot tests benchmarks

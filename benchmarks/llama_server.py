@@ -58,12 +58,51 @@ def convert_adapter(adapter_dir: Path, base_hf: Path, source: Path, cache: Path)
     return target
 
 
+_CONVERT = """
+import sys
+sys.path[:0] = [{source!r}, {gguf_py!r}]
+sys.argv = {argv!r}
+import convert_hf_to_gguf
+from conversion.base import TextModel
+# llama.cpp's converter refuses a tokenizer whose pre-tokenizer hash it does not list, as the
+# embedded tokenizer's copy in the benchmark's random-weight models; that tokenizer does not
+# change speed, so it is named as SmolLM's (its origin)
+TextModel.get_vocab_base_pre = lambda self, tokenizer: "smollm"
+convert_hf_to_gguf.main()
+"""
+
+
+def convert_model(folder: Path, source: Path, cache: Path, outtype: str = "q8_0") -> Path:
+    """A transformers model folder as one GGUF file at ``outtype`` (llama.cpp's own converter),
+    once per folder and type."""
+    target = cache / f"{folder.name}.{outtype}.gguf"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    argv = ["convert_hf_to_gguf.py", "--outtype", outtype, "--outfile", str(partial), str(folder)]
+    code = _CONVERT.format(source=str(source), gguf_py=str(source / "gguf-py"), argv=argv)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"llama.cpp's converter failed on {folder}: {done.stderr[-2000:]}")
+    partial.rename(target)
+    return target
+
+
 @dataclass
 class LlamaServer:
     """A running ``llama-server``: its URL and the order of its LoRA adapters."""
 
     url: str
     adapters: list[str]
+    pid: int = 0
+    ready_s: float = 0.0  # from the command to a healthy /health, the model and adapters loaded
+
+    def peak_rss_mb(self) -> float:
+        """The server process's peak resident memory so far (Linux)."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+        return int(kib) / 1024
 
     def lora(self, adapter: str) -> list[dict[str, float]]:
         """Every adapter's scale: 1 for ``adapter``, 0 for the others (all 0 for base)."""
@@ -104,8 +143,9 @@ def serve(binary: Path, gguf: Path, loras: dict[str, Path], slots: int, threads:
         subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log) as process,
     ):
         try:
+            started = time.perf_counter()
             wait_healthy(url, process, log)
-            yield LlamaServer(url, list(loras))
+            yield LlamaServer(url, list(loras), process.pid, time.perf_counter() - started)
         finally:
             process.terminate()
 
@@ -143,6 +183,8 @@ def load(server: LlamaServer, jobs: Sequence[tuple[str, str]], tokens: int) -> d
     latencies = sorted(latency for latency, _ in results)
     return {
         "tokens_per_s": round(sum(count for _, count in results) / wall, 1),
+        "tokens": sum(count for _, count in results),
+        "wall_s": round(wall, 2),
         "p50_s": round(statistics.median(latencies), 2),
         "p95_s": round(latencies[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))], 2),
     }
@@ -177,9 +219,12 @@ def figures(
         result["rag_prefill_s"] = round(statistics.median(t["prompt_ms"] / 1000 for t in first), 3)
         turns = [server.complete(rag_turn, adapter, tokens)["timings"] for _ in range(repeats)]
         result["rag_turn_s"] = round(statistics.median((t["prompt_ms"] + t["predicted_ms"]) / 1000 for t in turns), 2)
+        result["startup_s"] = round(server.ready_s, 2)
+        result["peak_rss_mb"] = round(server.peak_rss_mb())  # one slot (2,048 tokens of cache)
     with serve(binary, gguf, loras, slots=8, threads=threads) as server:  # continuous batching, 8 slots
         server.complete(story, adapter, 4)
         for users in (1, 4, 8):
             result[f"concurrent_{users}"] = load(server, rag_jobs[:users], tokens)
         result["concurrent_8_decode_only"] = load(server, [(story, name) for _, name in rag_jobs[:8]], tokens)
+        result["peak_rss_mb_8_slots"] = round(server.peak_rss_mb())
     return result

@@ -1,6 +1,7 @@
 """Speed benchmark: the figures of the speed issue in one run, as medians over repeats.
 
     .venv/bin/python benchmarks/run.py [--repeats 3] [--out bench-results/speed.json]
+    .venv/bin/python benchmarks/run.py --model .chatbot/bench-models/qwen2.5-1.5b --quantize int8 --repeats 1
 
 Prints and writes (JSON, to compare over time): start-up time and peak RSS of a fresh server
 process (unchanged-folder sync, model and shipped adapters loaded, one answer); time to first
@@ -13,6 +14,12 @@ sentence-transformers; and, when ``llama-cpp-python`` is installed, the same GGU
 llama.cpp with the ratios; when ``make llama-server`` built llama.cpp's server, the same loads
 (batch-1 decode with and without an adapter, the RAG turn, 1/4/8 concurrent users on mixed
 adapters) through it, with the ratios (benchmarks/llama_server.py).
+
+``--model FOLDER`` runs the same loads on another base model (a random-weight one of a public
+shape from benchmarks/model_shapes.py: speed does not depend on the values) with two random LoRA
+adapters (``FOLDER-adapters``, written when missing); llama.cpp's server gets the same weights
+converted by llama.cpp's own converter to Q8_0 and the same adapters. The retrieval and embedding
+figures do not depend on the model and are left out there.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from figures import publish  # benchmarks/figures.py, next to this script
+from llama_server import convert_model, find_server
 from llama_server import figures as llama_server_figures
-from llama_server import find_server
+from model_shapes import adapters as random_adapters
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "How do I refresh the knowledge base, which file types are indexed and how are they cited?"
@@ -161,6 +169,8 @@ def concurrent(bot, adapters: list[str], users: int, max_new_tokens: int) -> dic
     latencies = [latency for latency, _ in results]
     return {
         "tokens_per_s": round(sum(tokens for _, tokens in results) / wall, 1),
+        "tokens": sum(tokens for _, tokens in results),  # answers may end before max_new_tokens
+        "wall_s": round(wall, 2),
         "p50_s": round(statistics.median(latencies), 2),
         "p95_s": round(percentile(latencies, 0.95), 2),
         "largest_batch": engine.largest_batch,
@@ -242,11 +252,15 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--quantize", choices=["none", "int8"], default="none", help="the quantize setting")
     parser.add_argument("--engine", choices=["auto", "onnx", "torch"], default="auto", help="the engine setting")
-    parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "speed.json")
+    parser.add_argument("--out", type=Path, default=None, help="default bench-results/speed[-MODEL].json")
+    parser.add_argument("--model", type=Path, help="a base model folder (default: the embedded model)")
+    parser.add_argument("--adapters", type=Path, help="its adapters (default: FOLDER-adapters, made when missing)")
     parser.add_argument(
         "--llama-server", type=Path, default=find_server(), help="a llama-server binary (default: make llama-server's)"
     )
     args = parser.parse_args()
+    if args.out is None:
+        args.out = REPO / "bench-results" / (f"speed-{args.model.name}.json" if args.model else "speed.json")
     if args.llama_cpp_job:
         print(json.dumps(llama_cpp_figures(**json.loads(args.llama_cpp_job.read_text()))))
         return
@@ -266,6 +280,7 @@ def main() -> None:
         "machine": f"{cpu}, {torch.get_num_threads()} torch threads, native bf16: {cpu_has_bf16()}, "
         f"GPU: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}",
         "cpu_flags": cpu_flags(),
+        "base_model": str(args.model or "embedded"),
     }
     with tempfile.TemporaryDirectory() as scratch:
         scratch_dir = Path(scratch)
@@ -284,6 +299,10 @@ def main() -> None:
             "quantize": args.quantize,
             "engine": args.engine,
         }
+        if args.model:
+            args.model = args.model.resolve()
+            overrides["base_model"] = str(args.model)
+            overrides["adapters_dir"] = str((args.adapters or random_adapters(args.model)).resolve())
         bot = Chatbot(load_settings(**overrides))
         bot.load()
         bot.sync()
@@ -344,11 +363,14 @@ def main() -> None:
         alternating = [run(short, 1, name).first_token_s for name in ["base", adapter] * 5]
         figures["adapter_switch_ms"] = round((statistics.median(alternating) - statistics.median(same)) * 1000, 1)
 
-        words = " ".join(path.read_text() for path in knowledge.rglob("*.md")).split()
-        figures.update(retrieval_latency(bot.embeddings, words, scratch_dir))
-        figures.update(embedding_rate(bot.embeddings, words))
+        if not args.model:  # these do not depend on the base model
+            words = " ".join(path.read_text() for path in knowledge.rglob("*.md")).split()
+            figures.update(retrieval_latency(bot.embeddings, words, scratch_dir))
+            figures.update(embedding_rate(bot.embeddings, words))
 
-        if importlib.util.find_spec("llama_cpp") is None:
+        if args.model:
+            figures["llama_cpp"] = "see llama_server (the Python binding runs the embedded model only)"
+        elif importlib.util.find_spec("llama_cpp") is None:
             figures["llama_cpp"] = "not installed (pip install llama-cpp-python to compare)"
         else:
             template = generator.tokenizer.apply_chat_template
@@ -401,11 +423,16 @@ def compare_llama_server(bot, args, figures: dict, adapters: list[str], adapter:
 
     template = bot.generator.tokenizer.apply_chat_template
     served = {name: bot.adapters.get(name).folder for name in adapters if name != "base"}
+    if args.model:
+        source = args.llama_server.parents[2] / "src"
+        gguf, base_hf = convert_model(args.model, source, args.model.parent / "gguf"), args.model
+    else:
+        gguf, base_hf = smollm2_gguf(), convert_gguf(smollm2_gguf(), REPO / ".chatbot" / "cache")
     server = llama_server_figures(
         binary=args.llama_server,
-        gguf=smollm2_gguf(),
+        gguf=gguf,
         adapter_dirs=served,
-        base_hf=convert_gguf(smollm2_gguf(), REPO / ".chatbot" / "cache"),
+        base_hf=base_hf,
         rag_turn=template(messages, add_generation_prompt=True, tokenize=False),
         rag_jobs=[
             (rag_text(bot, QUESTIONS[i % len(QUESTIONS)], adapters[i % len(adapters)]), adapters[i % len(adapters)])
@@ -429,12 +456,17 @@ def compare_llama_server(bot, args, figures: dict, adapters: list[str], adapter:
                 figures["decode_tokens_per_s_base"] / server["decode_tokens_per_s_base"], 2
             ),
             "rag_turn_speedup": round(server["rag_turn_s"] / figures["ask_latency_s"], 2),
+            "rag_first_token_speedup": round(server["rag_prefill_s"] / figures["rag_prefill_first_token_s"], 2),
+            "serving_peak_rss": round(figures["server_peak_rss_mb"] / server["peak_rss_mb"], 2),
+            "startup": round(figures["startup_s"] / server["startup_s"], 2),
             **{
                 f"concurrent_{users}": round(
                     figures[f"concurrent_{users}"]["tokens_per_s"] / server[f"concurrent_{users}"]["tokens_per_s"], 2
                 )
                 for users in (1, 4, 8)
             },
+            # the same 8 turns served start to end (llama.cpp's run every turn to max_new_tokens)
+            "concurrent_8_wall": round(server["concurrent_8"]["wall_s"] / figures["concurrent_8"]["wall_s"], 2),
             "concurrent_8_decode_only": round(
                 figures["concurrent_8_decode_only"]["tokens_per_s"]
                 / server["concurrent_8_decode_only"]["tokens_per_s"],

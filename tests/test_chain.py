@@ -130,6 +130,29 @@ def test_answers_the_passages_do_not_back_are_declined_with_their_reason(fact_bo
     assert honest.sources[0].supported and honest.sources[0].cited_by == "model"
 
 
+def test_only_checked_sentences_are_shown_re_cited_where_another_block_holds_them(fact_bot):
+    from chatbot.rag.chain import UNFOUNDED, ChainRequest
+    from chatbot.vocabulary import GenerationStats
+
+    right = "The reactor runs at a core temperature of 4812 kelvin [1]."
+    mixed = _finish(fact_bot, f"{right} It was built by the Kepler council in 2051.")
+    assert not mixed.abstained and mixed.answer == right and "2051" not in mixed.reply
+    assert mixed.dropped == ["It was built by the Kepler council in 2051."] == mixed.to_json()["dropped"]
+    chain = fact_bot.chain
+    question = "How long should bread dough rise?"
+    blocks = chain.retrieve(question)[:1] + chain.retrieve("What core temperature does the Zorblax reactor run at?")[:1]
+    assert [doc.metadata["source"] for doc in blocks] == ["cooking.md", "reactor.txt"]
+    raw = "Bread dough rises best at 27 degrees Celsius for two hours [2]."  # the marker names the reactor
+    recited = chain._finish(ChainRequest(question), raw, blocks, {}, GenerationStats())
+    assert not recited.abstained and recited.answer == raw.replace("[2]", "[1]")
+    assert [(s.source, s.supported) for s in recited.sources] == [("cooking.md", True)]
+    short = _finish(fact_bot, "The answer is: 4812 kelvin.")
+    assert not short.abstained and short.answer == "The answer is: 4812 kelvin [1]."
+    made_up = _finish(fact_bot, "The answer is: 5200 kelvin.")  # nothing checked is left: the reason names it
+    assert made_up.abstained and made_up.quoted and made_up.decline_reason == UNFOUNDED.format("5200")
+    assert made_up.withheld == "The answer is: 5200 kelvin." and made_up.dropped == []
+
+
 def test_with_declining_off_the_flagged_answer_is_shown_with_its_problems(fact_bot):
     fact_bot.chain.decline_unsupported = False
     try:
@@ -245,6 +268,7 @@ GUIDE_QUESTIONS = [
 def test_a_shown_answer_holds_what_its_evidence_sentence_holds_or_the_sentence_is_quoted(make_bot, user_guide):
     from chatbot.rag.chain import DISAGREES
     from chatbot.rag.vacuous import evidence_agreement
+    from chatbot.text import sentences, strip_markers
 
     strict = make_bot(evidence_agreement=1.0)  # every word an answer adds must be in its evidence sentence
     strict.sync()
@@ -259,6 +283,7 @@ def test_a_shown_answer_holds_what_its_evidence_sentence_holds_or_the_sentence_i
         elif answer.decline_reason == DISAGREES:
             assert answer.quoted and best in answer.answer
             assert evidence_agreement(answer.withheld, question, best) < 1.0
-            assert loose.ask(question).answer == answer.withheld  # the same draft, shown without the check
+            shown = loose.ask(question).answer  # the same draft's checked sentences, shown without this check
+            assert shown and all(strip_markers(part) in strip_markers(answer.withheld) for part, _ in sentences(shown))
             outcomes.append("withheld")
     assert "withheld" in outcomes, outcomes  # the check acted on the user guide's first questions

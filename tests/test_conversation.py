@@ -168,6 +168,11 @@ def test_sources_panel_lists_cited_first_and_the_rest_as_secondary():
     answer.truncated = True  # the model was stopped at its token limit: the page says so
     assert "cut short at the token limit" in answer_markdown(answer, "Analyst")
     assert Answer.from_json(answer.to_json()).truncated  # and a saved answer keeps it
+    assert "Left out" not in panel
+    answer.dropped = ["The keeper <b>sings</b> opera."]  # a sentence no block supports: listed apart, escaped
+    panel = sources_markdown(answer)
+    assert "Left out of the answer: no passage supports them (1)" in panel and "&lt;b&gt;sings" in panel
+    assert Answer.from_json(answer.to_json()).dropped == answer.dropped
 
 
 def test_unsupported_citations_are_flagged_on_the_page():

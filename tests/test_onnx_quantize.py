@@ -46,3 +46,38 @@ def test_streamed_quantisation_equals_the_builders_own(architecture, precision, 
     ids = embedded_tokenizer("The balance sheet of a company shows its assets", add_special_tokens=False)["input_ids"]
     logits = [decoder_logits(Decoder(path, threads=2, max_rows=2), [(ids, "base")])[0] for path in (builders, ours)]
     assert np.array_equal(logits[0], logits[1])
+
+
+@pytest.mark.parametrize("architecture", ["llama", "phi3"])
+def test_a_large_embedding_table_is_stored_at_int8_and_reads_the_same_words(architecture, embedded_tokenizer, tmp_path):
+    """Llama's table is its tied output layer's matrix, Phi-3's its own: both become int8 rows."""
+    folder = tiny_model(architecture, tmp_path / architecture, embedded_tokenizer)
+    skeleton = load_base_model(str(folder), tmp_path, "cpu", "float32", weights=False)
+    convert._stand_in_adapter(tmp_path / "stand-in", folder, convert.linear_targets(skeleton.model))
+    convert._run_builder(folder, tmp_path / "stand-in", tmp_path / "fp32", "fp32", tmp_path)
+    table = skeleton.model.get_input_embeddings().weight.numel() * 4
+    runs = {}
+    for name, threshold in (("kept", table + 1), ("int8", table)):  # the threshold is inclusive
+        (tmp_path / name).mkdir()
+        quantize_matmuls(
+            tmp_path / "fp32" / "model.onnx", tmp_path / name / "model.onnx", 8, convert._LORA_NODE, threshold
+        )
+        (tmp_path / name / "genai_config.json").write_bytes((tmp_path / "fp32" / "genai_config.json").read_bytes())
+        convert._free_lora_weights(tmp_path / name / "model.onnx")
+        runs[name] = tmp_path / name
+    graphs = {name: onnx.load(str(path / "model.onnx"), load_external_data=False).graph for name, path in runs.items()}
+    shape = list(skeleton.model.get_input_embeddings().weight.shape)
+    for name, graph in graphs.items():
+        quantized = [node for node in graph.node if node.op_type == "GatherBlockQuantized"]
+        tables = [i.name for i in graph.initializer if list(i.dims) == shape and i.data_type == onnx.TensorProto.FLOAT]
+        assert (len(quantized), len(tables)) == ((1, 0) if name == "int8" else (0, 1)), (name, tables)
+    sizes = {name: (path / "model.onnx.data").stat().st_size for name, path in runs.items()}
+    assert sizes["kept"] - sizes["int8"] > 0.7 * table  # fp32 rows -> one byte per weight and a scale per 32
+
+    ids = embedded_tokenizer("The balance sheet of a company shows its assets", add_special_tokens=False)["input_ids"]
+    logits = {
+        name: decoder_logits(Decoder(path, threads=2, max_rows=2), [(ids, "base")])[0] for name, path in runs.items()
+    }
+    assert not np.array_equal(logits["kept"], logits["int8"])  # the rows did change ...
+    assert np.abs(logits["kept"] - logits["int8"]).max() < 0.02 * np.abs(logits["kept"]).max()  # ... by int8's rounding
+    assert np.argmax(logits["kept"]) == np.argmax(logits["int8"])

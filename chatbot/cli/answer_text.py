@@ -53,6 +53,8 @@ def print_answer(answer: Answer) -> None:
         return
     if answer.truncated:
         typer.secho("(cut short at the token limit)", fg=typer.colors.YELLOW)
+    if answer.dropped:
+        typer.secho(f"({len(answer.dropped)} sentence(s) that no passage supports left out)", fg=typer.colors.YELLOW)
     if answer.sources:
         typer.echo("\nSources:")
         for source in answer.sources:

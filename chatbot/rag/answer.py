@@ -104,6 +104,7 @@ class Answer:
     truncated: bool = False  # the model was stopped at its token limit: the answer may be cut short
     evidence: list[Evidence] = field(default_factory=list)  # the retrieved sentences that best answer it
     quoted: bool = False  # the reply quotes the evidence instead of an answer the checks withheld
+    dropped: list[str] = field(default_factory=list)  # answer sentences left out: no retrieved block supports them
 
     @property
     def reply(self) -> str:
@@ -160,6 +161,7 @@ class Answer:
             "truncated": self.truncated,
             "evidence": [asdict(quote) for quote in self.evidence],
             "quoted": self.quoted,
+            "dropped": self.dropped,
             "reply": self.reply,
         }
 

@@ -17,6 +17,7 @@ from langchain_core.runnables import Runnable, RunnablePassthrough
 
 from chatbot.rag.answer import Answer, Evidence, SourceRef, last_answer
 from chatbot.rag.answerability import Answerability, model_signals, signals
+from chatbot.rag.checked import keep_checked
 from chatbot.rag.citations import (
     attribute,
     cited_numbers,
@@ -221,8 +222,16 @@ class RagChain:
         text = drop_unknown_markers(tidy(raw, stats.cut_off), len(blocks))
         model_cited = cited_numbers(text, len(blocks))
         declined = is_decline(text)
+
+        def accept(sentence: str, block: str) -> bool:
+            return judge(sentence, block, question).supported
+
         if blocks and not declined:
-            text = attribute(text, texts, lambda sentence, block: judge(sentence, block, question).supported)[0]
+            text = attribute(text, texts, accept)[0]
+        attributed, dropped = text, []  # the model's answer as the answerability fit saw it
+        if blocks and not declined and self.decline_unsupported:
+            checked = keep_checked(text, texts, accept, question)
+            text, dropped = checked.text, checked.dropped
         claims = claims_by_block(text, len(blocks))
         verdicts = check_citations(claims, texts, question)
         sources = []
@@ -250,39 +259,39 @@ class RagChain:
             model_citations=len(model_cited),
             search_query=request.search_query,
             truncated=stats.ended_by == "length",  # a loop was cut: its repeats are gone, the answer is whole
+            dropped=dropped,
         )
-        unfounded = unfounded_specifics(text, texts) if blocks else []  # the answerability fit's signal, as fitted
-        invented = unfounded_specifics(text, texts, question) if unfounded else []  # the question's own words are not
+        unfounded = unfounded_specifics(attributed, texts) if blocks else []  # the answerability fit's signal
+        # the question's own words are not invented; with nothing checked left, the reason names what was
+        invented = unfounded_specifics(text or attributed, texts, question) if unfounded else []
         if blocks and not declined and self.decline_unsupported:
             reason = self.decline_reason(raw, text, texts, sources, invented)
+            if reason == EMPTY and dropped:  # every sentence it wrote was left out
+                reason = UNSUPPORTED
             earlier = [(turn.question, turn.answer) for turn in request.history]
             if reason is None and adds_nothing(text, question, texts):
                 reason = RESTATED
             elif reason is None and repeats_earlier(text, question, earlier):
                 reason = REPEATED
             if reason:
-                answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
-                answer.abstained, answer.decline_reason = True, reason
+                _withhold(answer, attributed, reason)
         if blocks:
             scores = [float(doc.metadata.get("score", 0.0)) for doc in blocks]
             model = model_signals(stats.token_logprobs, stats.first_choices)
-            answer.signals = signals(question, text, texts, scores, bool(model_cited), model, unfounded)
+            answer.signals = signals(question, attributed, texts, scores, bool(model_cited), model, unfounded)
         fit = request.answerability or self.answerability
         if answer.signals and fit is not None:
             answer.answerability = round(fit.probability(answer.signals), 4)
             threshold = self.threshold(fit)
             if not answer.abstained and answer.answerability < threshold:
-                answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
-                answer.abstained = True
-                answer.decline_reason = UNLIKELY.format(answer.answerability, threshold)
+                _withhold(answer, attributed, UNLIKELY.format(answer.answerability, threshold))
         answer.usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.new_tokens}
         if blocks and self.evidence is not None:
             answer.evidence = self._evidence(answer.question, blocks, texts)
             best = answer.evidence[0].text if answer.evidence else None
             checked = best and not answer.abstained and self.decline_unsupported and self.evidence_agreement > 0
             if checked and evidence_agreement(text, question, best) < self.evidence_agreement:
-                answer.answer, answer.withheld, answer.sources = NOT_ANSWERED, text, []
-                answer.abstained, answer.decline_reason = True, DISAGREES
+                _withhold(answer, attributed, DISAGREES)
             self._quote(answer, blocks)
         return answer
 
@@ -322,10 +331,10 @@ class RagChain:
         states), or None when it may be shown."""
         if is_context_dump(raw, blocks):
             return CONTEXT_DUMP
-        if not text.strip():
-            return EMPTY
         if unfounded:
             return UNFOUNDED.format(", ".join(dict.fromkeys(unfounded)))
+        if not text.strip():
+            return EMPTY
         if sources and not any(source.supported for source in sources):
             return UNSUPPORTED
         return None
@@ -333,3 +342,9 @@ class RagChain:
     def ask(self, request: ChainRequest) -> Answer:
         """Run the chain to the end and return the answer."""
         return last_answer(self.stream(request))
+
+
+def _withhold(answer: Answer, text: str, reason: str) -> None:
+    """Decline in the model's place: ``text`` (all it wrote) is kept as ``withheld``, for ``reason``."""
+    answer.answer, answer.withheld, answer.sources, answer.dropped = NOT_ANSWERED, text, [], []
+    answer.abstained, answer.decline_reason = True, reason

@@ -63,6 +63,8 @@ def _verdict(answer: Answer) -> dict[str, Any]:
     if answer.evidence:  # the retrieved sentence that best answers the question; content quotes it when quoted
         extras["evidence"] = [asdict(quote) for quote in answer.evidence]
         extras["quoted"] = answer.quoted
+    if answer.dropped:  # answer sentences no retrieved passage supports: not in content
+        extras["dropped"] = answer.dropped
     return extras
 
 

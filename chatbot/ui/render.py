@@ -144,6 +144,10 @@ def sources_markdown(answer: Answer, changes: dict[str, str] | None = None) -> s
         return "\n\n".join(parts)
     cited = {source.n for source in answer.sources}
     parts = [line(source) for source in answer.sources] or ["_No source was cited._"]
+    if answer.dropped:
+        left_out = "\n".join(f"- {html.escape(sentence)}" for sentence in answer.dropped)
+        summary = f"Left out of the answer: no passage supports them ({len(answer.dropped)})"
+        parts.append(f"<details><summary>{summary}</summary>\n\n{left_out}\n\n</details>")
     others = [source for source in answer.retrieved if source.n not in cited]
     if others:
         parts.append(f"<details><summary>Also retrieved, not cited ({len(others)})</summary>\n")

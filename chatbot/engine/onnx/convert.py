@@ -27,9 +27,12 @@ from chatbot.engine.onnx.quantize import quantize_matmuls
 
 log = logging.getLogger(__name__)
 
-CONVERT_VERSION = 4  # bump when the graph surgery below changes: old caches are rebuilt
+CONVERT_VERSION = 5  # bump when the graph surgery below changes: old caches are rebuilt
 PLAIN_FILE = "model_plain.onnx"  # the same graph without LoRA branches, for batches of base rows
 PRECISIONS = ("int4", "int8", "fp32")
+# From this size an int4/int8 model's embedding table is stored at int8 too (quantize.py): a 0.5B
+# Qwen's is 0.54 GB at fp32; the embedded model's (0.11 GB) stays as the builder writes it.
+EMBEDDINGS_INT8_MIN_BYTES = 256 * 2**20
 ADAPTER_SUFFIX = ".onnx_adapter"
 _RANK = "lora_rank"
 _ROWS = "lora_rows"
@@ -256,7 +259,8 @@ def convert_model(
         _say(progress, f"quantising the weights to {precision}, one at a time")
         quantized = work / "quantized"
         quantized.mkdir()
-        quantize_matmuls(staging / "model.onnx", quantized / "model.onnx", int(precision[3:]), _LORA_NODE)
+        bits = int(precision[3:])
+        quantize_matmuls(staging / "model.onnx", quantized / "model.onnx", bits, _LORA_NODE, EMBEDDINGS_INT8_MIN_BYTES)
         for name in ("model.onnx", "model.onnx.data"):
             (quantized / name).replace(staging / name)
     _without_lora(staging / "model.onnx", staging / PLAIN_FILE)
