@@ -38,6 +38,11 @@ def find_server(root: Path = DEFAULT_ROOT) -> Path | None:
     return binary if binary.is_file() else None
 
 
+def source_of(binary: Path) -> Path:
+    """The llama.cpp source tree ``make llama-server`` built ``binary`` from (its converters)."""
+    return binary.parents[2] / "src"
+
+
 def convert_adapter(adapter_dir: Path, base_hf: Path, source: Path, cache: Path) -> Path:
     """``adapter_dir`` as a GGUF LoRA file (once per adapter weights; llama.cpp's converter)."""
     weights = adapter_dir / "adapter_model.safetensors"
@@ -204,7 +209,7 @@ def figures(
 ) -> dict:
     """llama-server's figures for the loads run.py puts on the app: ``rag_turn`` is the one RAG
     prompt (with the first adapter), ``rag_jobs`` the concurrent users' (prompt, adapter) in order."""
-    source = binary.parents[2] / "src"
+    source = source_of(binary)
     cache = binary.parents[2] / "lora"
     loras = {name: convert_adapter(path, base_hf, source, cache) for name, path in adapter_dirs.items()}
     names = ["base", *loras]

@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from figures import publish  # benchmarks/figures.py, next to this script
-from llama_server import convert_model, find_server
+from llama_server import convert_model, find_server, source_of
 from llama_server import figures as llama_server_figures
 from model_shapes import adapters as random_adapters
 
@@ -424,8 +424,8 @@ def compare_llama_server(bot, args, figures: dict, adapters: list[str], adapter:
     template = bot.generator.tokenizer.apply_chat_template
     served = {name: bot.adapters.get(name).folder for name in adapters if name != "base"}
     if args.model:
-        source = args.llama_server.parents[2] / "src"
-        gguf, base_hf = convert_model(args.model, source, args.model.parent / "gguf"), args.model
+        gguf = convert_model(args.model, source_of(args.llama_server), args.model.parent / "gguf")
+        base_hf = args.model
     else:
         gguf, base_hf = smollm2_gguf(), convert_gguf(smollm2_gguf(), REPO / ".chatbot" / "cache")
     server = llama_server_figures(

@@ -226,10 +226,11 @@ class RagChain:
         def accept(sentence: str, block: str) -> bool:
             return judge(sentence, block, question).supported
 
+        checking = bool(blocks) and not declined and self.decline_unsupported
         if blocks and not declined:
             text = attribute(text, texts, accept)[0]
         attributed, dropped = text, []  # the model's answer as the answerability fit saw it
-        if blocks and not declined and self.decline_unsupported:
+        if checking:
             checked = keep_checked(text, texts, accept, question)
             text, dropped = checked.text, checked.dropped
         claims = claims_by_block(text, len(blocks))
@@ -264,10 +265,8 @@ class RagChain:
         unfounded = unfounded_specifics(attributed, texts) if blocks else []  # the answerability fit's signal
         # the question's own words are not invented; with nothing checked left, the reason names what was
         invented = unfounded_specifics(text or attributed, texts, question) if unfounded else []
-        if blocks and not declined and self.decline_unsupported:
-            reason = self.decline_reason(raw, text, texts, sources, invented)
-            if reason == EMPTY and dropped:  # every sentence it wrote was left out
-                reason = UNSUPPORTED
+        if checking:
+            reason = self.decline_reason(raw, text, texts, sources, invented, dropped)
             earlier = [(turn.question, turn.answer) for turn in request.history]
             if reason is None and adds_nothing(text, question, texts):
                 reason = RESTATED
@@ -325,16 +324,21 @@ class RagChain:
 
     @staticmethod
     def decline_reason(
-        raw: str, text: str, blocks: list[str], sources: list[SourceRef], unfounded: Sequence[str]
+        raw: str,
+        text: str,
+        blocks: list[str],
+        sources: list[SourceRef],
+        unfounded: Sequence[str],
+        dropped: Sequence[str] = (),
     ) -> str | None:
         """Why an answer from ``blocks`` should be withheld (``unfounded``: its specifics no block
-        states), or None when it may be shown."""
+        states; ``dropped``: its sentences no block supports), or None when it may be shown."""
         if is_context_dump(raw, blocks):
             return CONTEXT_DUMP
         if unfounded:
             return UNFOUNDED.format(", ".join(dict.fromkeys(unfounded)))
         if not text.strip():
-            return EMPTY
+            return UNSUPPORTED if dropped else EMPTY  # every sentence it wrote was left out, or it wrote none
         if sources and not any(source.supported for source in sources):
             return UNSUPPORTED
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from chatbot.rag.citations import cited_numbers
+from chatbot.rag.citations import cited_numbers, with_marker
 from chatbot.rag.vacuous import META_WORDS
 from chatbot.text import MIN_CONTENT_WORDS, MIN_SUPPORT, content_words, sentences, strip_markers, support
 
@@ -48,14 +48,6 @@ def supports(sentence: str, block: str, accept: Accept) -> bool:
     return bool(claims) and support(" ".join(sorted(claims)), block) == 1.0
 
 
-def _cite(sentence: str, numbers: Sequence[int]) -> str:
-    """``sentence`` with its markers replaced by one ``[n, m]`` before its final stop."""
-    bare = strip_markers(sentence).rstrip()
-    tail = bare[-1] if bare[-1:] in ".!?" else ""
-    body = bare[:-1] if tail else bare
-    return f"{body} [{', '.join(map(str, numbers))}]{tail}"
-
-
 def keep_checked(text: str, blocks: Sequence[str], accept: Accept, question: str = "") -> Checked:
     """``text`` with every shown sentence cited to blocks that support it (see the module). A lead-in
     in the question's words ("The file types you can use are:") claims nothing either."""
@@ -86,16 +78,16 @@ def keep_checked(text: str, blocks: Sequence[str], accept: Accept, question: str
             result.dropped.append(strip_markers(sentence).strip())
             kept.append(None)
         else:
-            kept.append(sentence if good == cited else _cite(sentence, good))
+            kept.append(sentence if good == cited else with_marker(strip_markers(sentence), good))
+    result.supported = any(shown and claims(shown) for shown in kept)
     out: list[str] = []
     for index, ((sentence, separator), shown) in enumerate(zip(parts, kept, strict=True)):
         if shown is None:
             continue
         if sentence.strip() and not claims(sentence):
             following = next((k for k in kept[index + 1 :] if k is None or claims(k)), "")
-            if following is None or not any(k and claims(k) for k in kept):
+            if following is None or not result.supported:
                 continue  # it led into a dropped sentence, or nothing checked is left
         out.append(shown + separator)
     result.text = "".join(out).strip()
-    result.supported = any(shown and claims(shown) for shown in kept)
     return result

@@ -41,6 +41,14 @@ def drop_unknown_markers(text: str, block_count: int) -> str:
     return _SPACED_MARKER.sub(known, text)
 
 
+def with_marker(sentence: str, numbers: Sequence[int]) -> str:
+    """``sentence`` (without markers) with ``[n, m]`` before its final stop; trailing space kept."""
+    stripped = sentence.rstrip()
+    tail = stripped[-1] if stripped[-1:] in ".!?" else ""
+    body = stripped[:-1] if tail else stripped
+    return f"{body} [{', '.join(map(str, numbers))}]{tail}" + sentence[len(stripped) :]
+
+
 def attribute(
     answer: str, blocks: Sequence[str], accept: Callable[[str, str], bool] | None = None
 ) -> tuple[str, list[int]]:
@@ -57,10 +65,7 @@ def attribute(
             scores = [support(sentence, block) for block in blocks]
             best = max(range(len(blocks)), key=scores.__getitem__)
             if scores[best] >= MIN_SUPPORT and (accept is None or accept(sentence, blocks[best])):
-                stripped = sentence.rstrip()
-                tail = stripped[-1] if stripped[-1:] in ".!?" else ""
-                body = stripped[:-1] if tail else stripped
-                sentence = f"{body} [{best + 1}]{tail}" + sentence[len(stripped) :]
+                sentence = with_marker(sentence, [best + 1])
                 if best + 1 not in added:
                     added.append(best + 1)
         out.append(sentence + separator)

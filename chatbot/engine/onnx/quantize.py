@@ -11,8 +11,8 @@ in memory at a time.
 
 A large embedding table (``embeddings_min_bytes``) is stored at int8 as well: its ``Gather``
 becomes a ``GatherBlockQuantized`` over blocks of 32 of each row, the layout and kernel of an
-8-bit ``MatMulNBits`` weight. The builder keeps it at fp32 (its quantised gather is 4-bit only),
-0.93 GB of a Qwen2.5-1.5B's serving memory; at int8 it is 0.24 GB (docs/performance.md).
+8-bit ``MatMulNBits`` weight. The builder keeps it at fp32 (its quantised gather is 4-bit only):
+0.93 GB of a Qwen2.5-1.5B's converted model on disk, 0.24 GB at int8 (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -28,12 +28,34 @@ BLOCK = 32
 ACCURACY_LEVEL = 4  # int8 activations on CPU, as the builder sets for int4 and int8
 
 
-class _Blocks:
-    """One weight's quantised blocks and scales, computed when the first of them is written."""
+class _Quantized:
+    """Quantised blocks and their scales, two initializers computed once, when the first of them
+    is written, and let go after the second."""
+
+    result: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _compute(self) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def packed(self) -> object:
+        import onnx_ir as ir
+
+        self.result = self._compute()
+        return ir.Tensor(self.result[0])
+
+    def scales(self) -> object:
+        import onnx_ir as ir
+
+        result = self.result or self._compute()
+        self.result = None  # written: let it go
+        return ir.Tensor(result[1])
+
+
+class _Blocks(_Quantized):
+    """One MatMul weight's blocks and scales."""
 
     def __init__(self, tensor: object, bits: int) -> None:
         self.tensor, self.bits = tensor, bits
-        self.result: tuple[np.ndarray, np.ndarray] | None = None
 
     def _compute(self) -> tuple[np.ndarray, np.ndarray]:
         from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
@@ -52,21 +74,8 @@ class _Blocks:
         _release(self.tensor)
         return packed, scales
 
-    def packed(self) -> object:
-        import onnx_ir as ir
 
-        self.result = self._compute()
-        return ir.Tensor(self.result[0])
-
-    def scales(self) -> object:
-        import onnx_ir as ir
-
-        result = self.result or self._compute()
-        self.result = None  # written: let it go
-        return ir.Tensor(result[1])
-
-
-class _EmbeddingBlocks:
+class _EmbeddingBlocks(_Quantized):
     """An embedding table's rows at int8 in blocks of 32 and their scales, computed a slice of
     rows at a time. ``columns(first, last)`` reads rows ``first..last`` transposed, ``[hidden, n]``
     (a tied model's output-layer matrix is already that way round)."""
@@ -77,7 +86,6 @@ class _EmbeddingBlocks:
         self, columns: Callable[[int, int], np.ndarray], rows: int, hidden: int, done: Callable[[], None]
     ) -> None:
         self.columns, self.rows, self.hidden, self.done = columns, rows, hidden, done
-        self.result: tuple[np.ndarray, np.ndarray] | None = None
         self.values: tuple[object, object] | None = None  # its initializers, once made
 
     def _compute(self) -> tuple[np.ndarray, np.ndarray]:
@@ -94,19 +102,6 @@ class _EmbeddingBlocks:
             quantize_matmul_8bits(part, fp32, part_scales, unused, BLOCK, last - first, self.hidden, True)
         self.done()
         return packed.reshape(self.rows, self.hidden), scales
-
-    def packed(self) -> object:
-        import onnx_ir as ir
-
-        self.result = self._compute()
-        return ir.Tensor(self.result[0])
-
-    def scales(self) -> object:
-        import onnx_ir as ir
-
-        result = self.result or self._compute()
-        self.result = None
-        return ir.Tensor(result[1])
 
 
 def quantize_matmuls(
@@ -192,18 +187,10 @@ def _untie(graph: object, weight: object, embeddings_min_bytes: int | None = Non
             continue
         tensor = weight.const_value  # type: ignore[attr-defined]
         rows, cols = (int(d) for d in tensor.shape)
-        gathers = [reader for reader, _ in user.outputs[0].uses()]
-        large = embeddings_min_bytes is not None and rows * cols * 4 >= embeddings_min_bytes
-        if (
-            large
-            and gathers
-            and all(_is_row_gather(gather, user.outputs[0]) for gather in gathers)
-            and rows % BLOCK == 0
-        ):
-            # the [hidden, vocabulary] matrix: its columns are the table's rows
-            blocks = _EmbeddingBlocks(partial(_columns, tensor), cols, rows, partial(_release, tensor))
-            for gather in gathers:
-                _gather_quantized(graph, gather, blocks, f"{weight.name}_embedding")  # type: ignore[attr-defined]
+        # the [hidden, vocabulary] matrix: its columns are the table's rows
+        columns = partial(_columns, tensor)
+        name = f"{weight.name}_embedding"  # type: ignore[attr-defined]
+        if _quantize_table(graph, user.outputs[0], tensor, columns, cols, rows, name, embeddings_min_bytes):
             graph.remove(user, safe=True)  # type: ignore[attr-defined]
             continue
         copy = ir.Value(
@@ -259,19 +246,38 @@ def _gather_quantized(graph: object, gather: object, blocks: _EmbeddingBlocks, n
     ir.convenience.replace_nodes_and_values(graph, gather, [gather], [replacement], outputs, replacement.outputs)
 
 
+def _quantize_table(
+    graph: object,
+    table: object,
+    tensor: object,
+    columns: Callable[[int, int], np.ndarray],
+    rows: int,
+    hidden: int,
+    name: str,
+    min_bytes: int | None,
+) -> bool:
+    """Replace the Gathers of ``table`` (``rows`` x ``hidden`` fp32, read through ``columns``) by
+    int8 ones, when it is at least ``min_bytes`` and only row Gathers read it; whether it did."""
+    gathers = [reader for reader, _ in table.uses()]  # type: ignore[attr-defined]
+    if min_bytes is None or rows * hidden * 4 < min_bytes or hidden % BLOCK or not gathers:
+        return False
+    if not all(_is_row_gather(gather, table) for gather in gathers):
+        return False
+    blocks = _EmbeddingBlocks(columns, rows, hidden, partial(_release, tensor))
+    for gather in gathers:
+        _gather_quantized(graph, gather, blocks, name)
+    return True
+
+
 def _quantize_gathers(graph: object, min_bytes: int) -> None:
     """Store each constant fp32 table of at least ``min_bytes`` that only row Gathers read at int8."""
+    import onnx_ir as ir
+
     for initializer in list(graph.initializers.values()):  # type: ignore[attr-defined]
         tensor = initializer.const_value
-        if tensor is None or len(tensor.shape) != 2 or tensor.dtype.name != "FLOAT":
+        if tensor is None or len(tensor.shape) != 2 or tensor.dtype != ir.DataType.FLOAT:
             continue
         rows, hidden = (int(d) for d in tensor.shape)
-        gathers = [reader for reader, _ in initializer.uses()]
-        if rows * hidden * 4 < min_bytes or hidden % BLOCK or not gathers:
-            continue
-        if not all(_is_row_gather(gather, initializer) for gather in gathers):
-            continue
-        blocks = _EmbeddingBlocks(partial(_rows_transposed, tensor), rows, hidden, partial(_release, tensor))
-        for gather in gathers:
-            _gather_quantized(graph, gather, blocks, f"{initializer.name}")
-        graph.initializers.pop(initializer.name)  # type: ignore[attr-defined]
+        columns = partial(_rows_transposed, tensor)
+        if _quantize_table(graph, initializer, tensor, columns, rows, hidden, initializer.name, min_bytes):
+            graph.initializers.pop(initializer.name)  # type: ignore[attr-defined]
