@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test sync browser lint clean llama-cpp llama-server
+.PHONY: install run test sync browser postgres lint clean llama-cpp llama-server
 
 $(STAMP): pyproject.toml scripts/install-torch.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,9 +31,17 @@ browser:
 	    || echo "warning: could not install chromium; browser tests will be skipped"; \
 	  else echo "warning: chromium not installed; browser tests will be skipped"; fi; }
 
+# Debian's PostgreSQL server, started by the tests on loopback (tests/postgres.py) for the shared-database tests.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; } \
+	    || echo "warning: could not install postgresql; shared-database tests will be skipped"; \
+	  else echo "warning: postgresql not installed; shared-database tests will be skipped"; fi; }
+
 # One pytest process per test module: each test loads its own engines, and one process for the
 # whole suite grew past this 24 GB machine's memory (freed models do not all give it back).
-test: install browser
+test: install browser postgres
 	@status=0; for module in tests/test_*.py; do \
 	  $(BIN)/python -m pytest "$$module" || status=1; done; exit $$status
 

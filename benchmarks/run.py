@@ -110,7 +110,7 @@ def retrieval_latency(embeddings, words: list[str], folder: Path, count: int = 1
         batch = texts[start : start + 5000]
         vectors = [[rng.gauss(0, 1) for _ in range(dim)] for _ in batch]
         store._collection.add(ids=[str(start + i) for i in range(len(batch))], embeddings=vectors, documents=batch)
-    keywords = KeywordIndex(folder / "keywords.sqlite")
+    keywords = KeywordIndex(folder / "keywords.sqlite", "bench")
     keywords.reconcile(store)
     figures = {}
     for mode, index in (("vector", None), ("hybrid", keywords)):

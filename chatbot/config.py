@@ -99,8 +99,16 @@ class Settings(BaseSettings):
     # Knowledge
     collection: str = Field("knowledge", min_length=1, max_length=60)
     chroma_url: str | None = Field(None, description="A Chroma server (chroma run) instead of the embedded store.")
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of one database for all state (conversations, feedback, the record manager, "
+        "the manifest, the keyword index, the sync lease), shared by instances; none: SQLite files in DATA_DIR.",
+    )
     record_db_url: str | None = Field(
-        None, description="SQLAlchemy URL of the record manager; share it between instances of one Chroma server."
+        None, description="SQLAlchemy URL of the record manager alone (database_url covers it)."
+    )
+    sync_lease_s: float = Field(
+        10.0, ge=2.0, le=600.0, description="Instances sharing database_url: a dead syncer's lease lapses after this."
     )
     chunk_size: int = Field(200, ge=16, le=8192, description="Chunk size in embedding tokens.")
     chunk_overlap: int = Field(30, ge=0, description="Overlap between chunks in tokens.")
@@ -278,6 +286,11 @@ class Settings(BaseSettings):
     @property
     def chroma_dir(self) -> Path:
         return self.data_dir / "chroma"
+
+    @property
+    def chats_db(self) -> Path:
+        """Saved conversations and feedback (without ``database_url``)."""
+        return self.data_dir / "chats.sqlite"
 
     @property
     def record_db(self) -> Path:

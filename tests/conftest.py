@@ -12,6 +12,8 @@ import torch
 
 from chatbot.config import Settings, load_settings
 
+pytest_plugins = ["tests.postgres"]  # the postgres server and the sqlite/postgresql `database` fixtures
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 # Converted base model, reused across test runs (git-ignored).

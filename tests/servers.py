@@ -79,3 +79,31 @@ def server_process(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def running_chroma(folder: Path, port: int | None = None) -> Iterator[str]:
+    """A real ``chroma run`` on loopback (on ``port``, else a free one), storing in ``folder``; its URL."""
+    port = port or free_port()
+    chroma = os.path.join(os.path.dirname(sys.executable), "chroma")
+    server = subprocess.Popen(
+        [chroma, "run", "--path", str(folder), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(url + "/api/v2/heartbeat", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or server.poll() is not None:
+                raise RuntimeError("chroma run did not start")
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=20)

@@ -8,6 +8,7 @@ import textwrap
 import time
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from chatbot.chats import ChatStore, ChatStoreError, ConversationNotFoundError, source_changes
 from chatbot.rag.answer import Answer, SourceRef
@@ -20,8 +21,8 @@ def answer(question: str, text: str = "It is 42 [1].", adapter: str = "base", ci
 
 
 @pytest.fixture
-def store(tmp_path):
-    chats = ChatStore(tmp_path / "chats.sqlite")
+def store(database):
+    chats = ChatStore(database)
     yield chats
     chats.close()
 
@@ -124,15 +125,49 @@ def test_titles_are_bounded_and_renaming_needs_text(store):
         store.rename("ann", conversation.id, "   ")
 
 
-def test_a_database_from_a_newer_version_is_refused_not_misread(tmp_path):
+def test_a_database_from_a_newer_version_is_refused_not_misread(database):
+    ChatStore(database).close()
+    engine = create_engine(database if isinstance(database, str) else f"sqlite:///{database}")
+    with engine.begin() as db:
+        db.execute(text("UPDATE alembic_version SET version_num = 'chats_0099' WHERE version_num = 'chats_0001'"))
+    engine.dispose()
+    with pytest.raises(ChatStoreError, match="newer version of the app"):
+        ChatStore(create_engine(database if isinstance(database, str) else f"sqlite:///{database}"))
+
+
+def test_a_chats_file_of_the_versions_before_migrations_is_kept_and_refused_when_newer(tmp_path):
     path = tmp_path / "chats.sqlite"
-    ChatStore(path).close()
+    with sqlite3.connect(path) as db:  # the schema version 1 file, as the app made it before Alembic
+        db.executescript(LEGACY_V1)
+        db.execute("INSERT INTO conversations VALUES ('c1', 'ann', 'Old talk', 'ui', 1.0, 2.0)")
+        record = json.dumps(answer("Old question?").to_json())
+        db.execute("INSERT INTO turns VALUES (1, 'c1', 0, 'Old question?', 'It is 42 [1].', 'base', ?, 1.5)", (record,))
+        db.execute("INSERT INTO feedback VALUES (1, 1, NULL, '[]', 3.0)")
+        db.execute("PRAGMA user_version = 1")
+    store = ChatStore(path)
+    (saved,) = store.turns("ann", "c1")
+    assert saved.answer.question == "Old question?" and saved.feedback.verdict == "up"
+    assert store.add_turn("ann", "c1", answer("New question?")).id == 2  # the old rows keep their ids
+    store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("chats_0001",)]
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        db.execute("PRAGMA user_version = 99")
+        db.execute("PRAGMA user_version = 99")  # a later version before migrations: refused
     with pytest.raises(ChatStoreError, match="schema version 99"):
-        ChatStore(path)
+        ChatStore(create_engine(f"sqlite:///{path}"))
+
+
+LEGACY_V1 = """
+CREATE TABLE conversations (id VARCHAR(32) NOT NULL PRIMARY KEY, owner VARCHAR(200) NOT NULL,
+    title VARCHAR(480) NOT NULL, channel VARCHAR(8) NOT NULL, created_at FLOAT NOT NULL, updated_at FLOAT NOT NULL);
+CREATE INDEX ix_conversations_owner ON conversations (owner);
+CREATE INDEX ix_conversations_updated_at ON conversations (updated_at);
+CREATE TABLE turns (id INTEGER NOT NULL PRIMARY KEY, conversation_id VARCHAR(32) NOT NULL
+    REFERENCES conversations (id) ON DELETE CASCADE, position INTEGER NOT NULL, question TEXT NOT NULL,
+    answer TEXT NOT NULL, adapter VARCHAR(200) NOT NULL, record TEXT NOT NULL, created_at FLOAT NOT NULL);
+CREATE TABLE feedback (turn_id INTEGER NOT NULL PRIMARY KEY REFERENCES turns (id) ON DELETE CASCADE,
+    verdict INTEGER NOT NULL, correction TEXT, wrong_sources TEXT NOT NULL, updated_at FLOAT NOT NULL);
+"""
 
 
 def test_source_changes_name_deleted_and_changed_files():

@@ -1,4 +1,5 @@
-"""The BM25 keyword index: it holds exactly the collection's chunks and ranks by the query's words."""
+"""The keyword index (FTS5 on SQLite, full-text search on PostgreSQL): exactly the collection's chunks,
+ranked by the query's words."""
 
 import pytest
 
@@ -25,8 +26,8 @@ def store(tmp_path, embeddings):
     return store
 
 
-def test_reconcile_makes_the_index_hold_exactly_the_collection(tmp_path, store):
-    index = KeywordIndex(tmp_path / "keywords.sqlite")
+def test_reconcile_makes_the_index_hold_exactly_the_collection(database, store):
+    index = KeywordIndex(database, "chunks")
     assert index.reconcile(store) == (3, 0)
     assert index.ids() == set(TEXTS)
     assert index.reconcile(store) == (0, 0)  # nothing to do the second time
@@ -34,12 +35,12 @@ def test_reconcile_makes_the_index_hold_exactly_the_collection(tmp_path, store):
     store.add_texts(["A new chunk about Zorblax safety drills."], ids=["d"])
     assert index.reconcile(store) == (1, 1)
     assert index.ids() == {"a", "b", "d"}
-    reopened = KeywordIndex(tmp_path / "keywords.sqlite")  # persisted, not in memory
+    reopened = KeywordIndex(database, "chunks")  # persisted, not in memory
     assert reopened.ids() == {"a", "b", "d"}
 
 
-def test_search_ranks_by_the_query_words_and_ignores_stopwords(tmp_path, store):
-    index = KeywordIndex(tmp_path / "keywords.sqlite")
+def test_search_ranks_by_the_query_words_and_ignores_stopwords(database, store):
+    index = KeywordIndex(database, "chunks")
     index.reconcile(store)
     assert index.search("Zorblax temperature", 3) == ["a"]  # an exact code only one chunk has
     assert set(index.search("reactor", 3)) == {"a", "b"}
@@ -47,3 +48,11 @@ def test_search_ranks_by_the_query_words_and_ignores_stopwords(tmp_path, store):
     assert index.search("what is the", 3) == []  # only stopwords: no match, no error
     assert index.search('"; DROP TABLE chunks; --', 3) == []  # quotes cannot break the MATCH query
     assert index.ids() == set(TEXTS)
+
+
+def test_collections_sharing_a_database_search_only_their_own_chunks(database, store):
+    mine, other = KeywordIndex(database, "chunks"), KeywordIndex(database, "other")
+    mine.reconcile(store)
+    assert other.ids() == set() and other.search("Zorblax", 3) == []
+    assert other.reconcile(store, set()) == (0, 0)  # an empty collection removes nothing of the other
+    assert mine.search("Zorblax", 3) == ["a"]

@@ -1,17 +1,14 @@
-"""The sync's manifest: what the last sync saw of each file, kept in SQLite across processes and threads."""
+"""The sync's manifest: what the last sync saw of each file, per collection, in SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
 import threading
 
-import pytest
-
 from chatbot.knowledge.manifest import Manifest
-from chatbot.knowledge.sqlite_file import SqliteFile
 
 
 def test_records_persist_and_an_error_keeps_the_last_good_index(tmp_path):
-    manifest = Manifest(tmp_path / "sub" / "manifest.sqlite")  # the folder is made
+    manifest = Manifest(tmp_path / "sub" / "manifest.sqlite", "knowledge")  # the folder is made
     manifest.record_indexed("a.md", "sha-1", 120, None, 3)
     manifest.record_indexed("b.pdf", "sha-2", 9000, 4, 11)
     good = manifest.all()["a.md"]
@@ -19,7 +16,7 @@ def test_records_persist_and_an_error_keeps_the_last_good_index(tmp_path):
     assert good.indexed_at is not None and manifest.all()["b.pdf"].pages == 4
 
     manifest.record_error("a.md", "sha-3", 130, "no text found")  # a changed copy that fails to load
-    failed = Manifest(tmp_path / "sub" / "manifest.sqlite").all()["a.md"]  # another instance: it persisted
+    failed = Manifest(tmp_path / "sub" / "manifest.sqlite", "knowledge").all()["a.md"]  # another instance: it persisted
     assert (failed.sha256, failed.size, failed.error) == ("sha-3", 130, "no text found")
     assert (failed.chunks, failed.indexed_at) == (3, good.indexed_at)  # what is indexed of it is unchanged
 
@@ -34,16 +31,16 @@ def test_records_persist_and_an_error_keeps_the_last_good_index(tmp_path):
     assert set(manifest.all()) == {"a.md", "new.txt"}
 
 
-def test_meta_values_are_set_replaced_and_missing_as_none(tmp_path):
-    manifest = Manifest(tmp_path / "manifest.sqlite")
+def test_meta_values_are_set_replaced_and_missing_as_none(database):
+    manifest = Manifest(database, "knowledge")
     assert manifest.get_meta("last_sync") is None
     manifest.set_meta("last_sync", "1.5")
     manifest.set_meta("last_sync", "2.5")
     assert manifest.get_meta("last_sync") == "2.5"
 
 
-def test_writers_on_many_threads_lose_nothing(tmp_path):
-    manifest = Manifest(tmp_path / "manifest.sqlite")
+def test_writers_on_many_threads_lose_nothing(database):
+    manifest = Manifest(database, "knowledge")
 
     def write(worker: int) -> None:
         for index in range(25):
@@ -58,12 +55,14 @@ def test_writers_on_many_threads_lose_nothing(tmp_path):
     assert len(records) == 200 and records["7/24.md"].sha256 == "7-24"
 
 
-def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
-    database = SqliteFile(tmp_path / "x.sqlite", "CREATE TABLE IF NOT EXISTS t (v INTEGER);")
-    with pytest.raises(RuntimeError), database._connect() as db:
-        db.execute("INSERT INTO t VALUES (1)")
-        raise RuntimeError("crash mid-way")
-    with database._connect() as db:
-        db.execute("INSERT INTO t VALUES (2)")
-    with database._connect() as db:
-        assert [row[0] for row in db.execute("SELECT v FROM t")] == [2]
+def test_collections_in_one_database_keep_their_own_files_and_notes(database):
+    first, second = Manifest(database, "knowledge"), Manifest(database, "other")
+    first.record_indexed("a.md", "sha-1", 10, None, 2)
+    second.record_indexed("a.md", "sha-9", 90, None, 7)
+    second.record_error("b.md", "sha-2", 5, "no text found")
+    first.set_meta("last_sync", "1.0")
+    assert set(first.all()) == {"a.md"} and first.all()["a.md"].sha256 == "sha-1"
+    assert set(second.all()) == {"a.md", "b.md"} and second.all()["a.md"].chunks == 7
+    assert second.get_meta("last_sync") is None
+    first.forget(["a.md"])
+    assert first.all() == {} and second.all()["a.md"].sha256 == "sha-9"

@@ -32,8 +32,10 @@ def test_keyword_index_follows_every_sync_and_repairs_itself(make_bot, topics):
     bot.sync()
     assert bot.keywords.ids() == _vector_ids(bot)
     with sqlite3.connect(bot.settings.data_dir / "keywords.sqlite") as db:  # as after a crash mid-update
-        db.execute("DELETE FROM chunks WHERE rowid IN (SELECT rowid FROM chunks LIMIT 2)")
-        db.execute("INSERT INTO chunks (id, text) VALUES ('ghost', 'a chunk Chroma no longer has')")
+        db.execute("DELETE FROM keyword_chunks WHERE rowid IN (SELECT rowid FROM keyword_chunks LIMIT 2)")
+        db.execute(
+            "INSERT INTO keyword_chunks (collection, id, text) VALUES ('knowledge', 'ghost', 'a chunk Chroma lost')"
+        )
     bot.sync()
     assert bot.keywords.ids() == _vector_ids(bot)
 

@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from tests.servers import running_chroma
 from tests.test_sync import indexed
 
 WORDS = "harbor lantern meadow copper violet orchard falcon glacier saddle timber prism quartz".split()
@@ -140,37 +140,11 @@ def test_sync_killed_mid_way_is_repaired_to_equal_a_clean_rebuild(
     assert bot.sync().wrote_nothing
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def chroma_server(tmp_path):
     """A real ``chroma run`` on loopback."""
-    import httpx
-
-    port = _free_port()
-    chroma = os.path.join(os.path.dirname(sys.executable), "chroma")
-    server = subprocess.Popen(
-        [chroma, "run", "--path", str(tmp_path / "chroma-server"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(up, timeout=60, every=0.5)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    with running_chroma(tmp_path / "chroma-server") as url:
+        yield url
 
 
 def test_two_instances_share_one_knowledge_base_on_a_chroma_server(make_bot, knowledge, tmp_path, chroma_server):

@@ -24,6 +24,7 @@ from chatbot.app.info import (
     paths_of,
 )
 from chatbot.config import Settings
+from chatbot.database import database_for
 from chatbot.knowledge.manifest import RECIPE_META, Manifest, indexed_counts
 from chatbot.models.hub import parse_hub_id, revision_of
 from chatbot.models.shapes import BaseShapes, shapes_from_folder
@@ -100,7 +101,7 @@ def describe_on_disk(settings: Settings) -> AppInfo:
     with their verdicts when the base model's folder exists."""
     s = settings
     base = base_on_disk(s)
-    manifest = Manifest(s.manifest_db)
+    manifest = Manifest(database_for(s.database_url, s.manifest_db), s.collection)
     records = manifest.all().values()
     documents, chunks, errors = indexed_counts(records)
     last = manifest.get_meta("last_sync")

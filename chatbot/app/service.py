@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from functools import cached_property
@@ -21,6 +24,8 @@ from chatbot.app.runtime import (
     local_runtime,
 )
 from chatbot.config import EMBEDDED, Settings
+from chatbot.database import database_for, migrate, ping, shared_engine
+from chatbot.database.lease import Lease
 from chatbot.engine.generation import Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
 from chatbot.rag.answer import Answer, answer_of_reply
@@ -32,6 +37,7 @@ from chatbot.rag.conversation import Turn
 from chatbot.vocabulary import BASE_ADAPTER, GenerationParams, InputError, clean_text
 
 if TYPE_CHECKING:
+    from chatbot.app.election import SyncerElection
     from chatbot.app.watcher import FolderWatcher
     from chatbot.backends.remote import RemoteAdapters, RemoteChatModel
     from chatbot.chats import ChatStore, ConversationInfo, SavedTurn
@@ -44,6 +50,7 @@ class Chatbot:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.watchers: list[FolderWatcher] = []
+        self.election: SyncerElection | None = None
         self._fits: dict[Path, tuple[int, Answerability]] = {}  # adapters' own fits by file, with its version
 
     # Knowledge side (no language model needed)
@@ -71,11 +78,12 @@ class Chatbot:
         from chatbot.knowledge.store import open_record_manager
 
         s = self.settings
+        records = shared_engine(s.record_db_url) if s.record_db_url else database_for(s.database_url, s.record_db)
         return KnowledgeSync(
             root=s.knowledge_dir,
             store=self.store,
-            records=open_record_manager(s.record_db, s.collection, s.record_db_url),
-            manifest=Manifest(s.manifest_db),
+            records=open_record_manager(records, s.collection),
+            manifest=Manifest(database_for(s.database_url, s.manifest_db), s.collection),
             chunker=chunker_for(s),
             max_bytes=int(s.max_file_mb * 1_000_000),
             lock_path=s.data_dir / "sync.lock",
@@ -83,6 +91,7 @@ class Chatbot:
             keywords=self.keywords,
             limits=load_limits_for(s),
             reader=isolated_reader(s.load_memory_mb, s.load_timeout_s).read if s.read_in_worker else load_file,
+            run_lease=self._lease("sync") if self.shared else None,
         )
 
     @cached_property
@@ -96,7 +105,8 @@ class Chatbot:
     def keywords(self):  # noqa: ANN201 - KeywordIndex
         from chatbot.knowledge.keywords import KeywordIndex
 
-        return KeywordIndex(self.settings.keywords_db)
+        s = self.settings
+        return KeywordIndex(database_for(s.database_url, s.keywords_db), s.collection)
 
     def sync(self, progress: Progress | None = None, show_progress: bool = False) -> SyncReport:
         """Make the index equal the knowledge folder (``status().sync`` shows how far it got)."""
@@ -119,20 +129,69 @@ class Chatbot:
         if watcher is None:
             return status
         state = watcher.status
-        return replace(status, watcher=state.state, watcher_syncs=state.syncs, watcher_error=state.last_error)
+        shown = state.state
+        if self.election is not None and not self.election.is_syncer and state.running:
+            shown = "another instance syncs"  # this one's watcher only wakes it when it is elected
+        return replace(status, watcher=shown, watcher_syncs=state.syncs, watcher_error=state.last_error)
 
     def watch(self, on_sync: Callable[[SyncReport], object] | None = None, debounce_s: float = 1.0) -> FolderWatcher:
         """Start watching the knowledge folder; each settled burst of changes runs one sync."""
         from chatbot.app.watcher import FolderWatcher
 
         def resync() -> None:
+            if self.election is not None and not self.election.is_syncer:
+                return  # another instance syncs this folder
             report = self.sync()
             if on_sync is not None:
                 on_sync(report)
 
         watcher = FolderWatcher(self.settings.knowledge_dir, resync, debounce_s=debounce_s).start()
         self.watchers.append(watcher)
+        if self.shared and self.election is None:
+            from chatbot.app.election import SyncerElection
+
+            self.election = SyncerElection(self._lease("syncer"), on_elected=resync).start()
         return watcher
+
+    @property
+    def shared(self) -> bool:
+        """Whether other instances may share this one's state (``database_url`` is set)."""
+        return bool(self.settings.database_url)
+
+    @cached_property
+    def instance_id(self) -> str:
+        """This process as the other instances see it (host, pid and a random tag)."""
+        return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def _lease(self, role: str) -> Lease:
+        s = self.settings
+        engine = database_for(s.database_url, s.manifest_db)
+        migrate(engine, "manifest", collection=s.collection)  # the leases table
+        return Lease(engine, f"{role}:{s.collection}", self.instance_id, ttl_s=s.sync_lease_s)
+
+    def problems(self) -> dict[str, str]:
+        """What this instance cannot reach now: ``database`` and ``vector_store``, with the reason."""
+        s = self.settings
+        found = {}
+        reason = ping(database_for(s.database_url, s.manifest_db))
+        if reason:
+            found["database"] = reason
+        try:
+            self.store._client.heartbeat()
+        except Exception as exc:  # noqa: BLE001 - whatever the client raises, the store is away
+            found["vector_store"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return found
+
+    def syncer(self) -> dict[str, Any]:
+        """Who syncs the knowledge folder: this instance, another (its id), or nobody right now."""
+        if self.election is None:
+            return {"syncer": "this instance" if self.watchers else None, "syncs_here": bool(self.watchers)}
+        try:
+            holder = self.election.holder()
+        except Exception:  # noqa: BLE001 - the database is away; problems() says so
+            holder = None
+        found = {"syncer": holder, "syncs_here": self.election.is_syncer, "instance_id": self.instance_id}
+        return {**found, "election_error": self.election.last_error} if self.election.last_error else found
 
     def watch_adapters(self, debounce_s: float = 1.0) -> FolderWatcher:
         """Start watching the adapters folder, so dropped-in or removed adapters show up at once."""
@@ -143,9 +202,12 @@ class Chatbot:
         return watcher
 
     def close(self) -> None:
-        """Stop the watchers."""
+        """Stop the watchers, and give the sync lease up."""
         while self.watchers:
             self.watchers.pop().stop()
+        if self.election is not None:
+            self.election.stop()
+            self.election = None
 
     def engine_load(self) -> dict[str, int]:
         """Answers the local engine holds now, how many it ended because their reader went away, and
@@ -350,7 +412,7 @@ class Chatbot:
     def chats(self) -> ChatStore:
         from chatbot.chats import ChatStore
 
-        return ChatStore(self.settings.data_dir / "chats.sqlite")
+        return ChatStore(database_for(self.settings.database_url, self.settings.chats_db))
 
     def remember(
         self, owner: str, conversation_id: str | None, answer: Answer, channel: str = "ui"

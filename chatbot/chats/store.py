@@ -1,12 +1,13 @@
-"""Saved conversations and feedback on answers: SQLite through SQLAlchemy, every query scoped to an owner.
+"""Saved conversations and feedback on answers, through SQLAlchemy, every query scoped to an owner.
 
 An owner is whoever the server knows the user as (a login name, an API key's name, or a
 browser's own id when there is no login); nothing here returns a row of another owner, and an
 id of someone else's conversation is "not found", exactly like an id that never existed.
 
-The database runs in WAL mode with one transaction per write, so a process killed mid-write
-leaves every earlier turn intact and no half-written one. ``PRAGMA user_version`` holds the
-schema version; a database from a newer version is refused instead of being misread.
+The database is DATA_DIR/chats.sqlite (WAL, one transaction per write: a process killed mid-write
+leaves every earlier turn intact and no half-written one), or the shared ``database_url``, where
+any instance continues any conversation. Its schema is the chats branch of the migrations
+(``chatbot.database``); a database from a newer version is refused instead of being misread.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, or_, select, text
+from sqlalchemy import Engine, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from chatbot.chats.records import (
@@ -32,7 +33,6 @@ from chatbot.chats.records import (
 )
 from chatbot.chats.tables import (
     VERDICT_CODES,
-    Base,
     Conversation,
     FeedbackRow,
     TurnRow,
@@ -41,12 +41,13 @@ from chatbot.chats.tables import (
     saved_of,
     title_of,
 )
+from chatbot.database import DatabaseError, as_engine, is_sqlite, migrate
 from chatbot.rag.answer import Answer
 from chatbot.vocabulary import AdapterId, InputError, clean_text
 
-SCHEMA_VERSION = 1
+LEGACY_SCHEMA_VERSION = 1  # PRAGMA user_version of chats.sqlite before migrations
 SEARCH_CHARS = 200
-MAX_ROW_ID = 2**63 - 1  # SQLite INTEGER: a larger id cannot name a row
+MAX_ROW_ID = 2**63 - 1  # a 64-bit row id: a larger one cannot name a row
 MAX_LISTED = 500
 
 
@@ -54,27 +55,22 @@ _KEEP: Any = object()  # set_feedback: leave this field as it is
 
 
 class ChatStore:
-    """Conversations, answers and feedback of every owner in one SQLite file."""
+    """Conversations, answers and feedback of every owner, in one database."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(self._engine, "connect", _pragmas)
-        self._migrate()
-
-    def _migrate(self) -> None:
-        with self._engine.begin() as db:
-            version = db.execute(text("PRAGMA user_version")).scalar_one()
-            if version > SCHEMA_VERSION:
+    def __init__(self, database: Engine | Path) -> None:
+        self._engine = engine = as_engine(database)
+        if is_sqlite(engine):
+            with engine.connect() as db:  # chats.sqlite of the versions before migrations
+                version = db.execute(text("PRAGMA user_version")).scalar_one()
+            if version > LEGACY_SCHEMA_VERSION:
                 raise ChatStoreError(
-                    f"{self.path} has schema version {version}; this version of the app reads up to "
-                    f"{SCHEMA_VERSION} (upgrade the app, or move the file away)"
+                    f"{engine.url.database} has schema version {version}; this version of the app reads up to "
+                    f"{LEGACY_SCHEMA_VERSION} (upgrade the app, or move the file away)"
                 )
-            if version < SCHEMA_VERSION:
-                Base.metadata.create_all(db)
-                # later versions: run the steps from `version` up here, in this transaction
-                db.execute(text(f"PRAGMA user_version = {SCHEMA_VERSION}"))
+        try:
+            migrate(engine, "chats")
+        except DatabaseError as exc:
+            raise ChatStoreError(str(exc)) from exc
 
     def close(self) -> None:
         self._engine.dispose()
@@ -107,9 +103,9 @@ class ChatStore:
             pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             in_turns = select(TurnRow.id).where(
                 TurnRow.conversation_id == Conversation.id,
-                or_(TurnRow.question.like(pattern, escape="\\"), TurnRow.answer.like(pattern, escape="\\")),
+                or_(TurnRow.question.ilike(pattern, escape="\\"), TurnRow.answer.ilike(pattern, escape="\\")),
             )
-            query = query.where(or_(Conversation.title.like(pattern, escape="\\"), in_turns.exists()))
+            query = query.where(or_(Conversation.title.ilike(pattern, escape="\\"), in_turns.exists()))
         query = query.order_by(Conversation.updated_at.desc()).limit(max(1, min(limit, MAX_LISTED)))
         with Session(self._engine) as db:
             return [info_of(row, turns, adapter) for row, turns, adapter in db.execute(query)]
@@ -257,19 +253,17 @@ class ChatStore:
                 entry["wrong_source"] += wrong != "[]"
         return counts
 
+    def feedback_stamp(self) -> list[float]:
+        """How many answers have feedback and when the last was given: changes whenever feedback does."""
+        with Session(self._engine) as db:
+            count, last = db.execute(select(func.count(), func.max(FeedbackRow.updated_at))).one()
+        return [count, last or 0.0]
+
     def _owned(self, db: Session, owner: str, conversation_id: str) -> Conversation:
         row = db.get(Conversation, conversation_id) if isinstance(conversation_id, str) else None
         if row is None or row.owner != owner:
             raise ConversationNotFoundError(f"no conversation {conversation_id!r}")
         return row
-
-
-def _pragmas(connection: Any, _record: Any) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses no committed turn
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
 
 
 def _loaded_info(row: Conversation) -> ConversationInfo:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from chatbot.chats.records import TITLE_CHARS, ConversationInfo, Feedback, SavedTurn, Verdict
@@ -12,6 +12,7 @@ from chatbot.rag.answer import Answer
 
 VERDICT_CODES: dict[Verdict | None, int] = {"up": 1, "down": -1, None: 0}
 _VERDICTS = {code: verdict for verdict, code in VERDICT_CODES.items()}
+ROW_ID = BigInteger().with_variant(Integer(), "sqlite")  # as the chats branch's migration makes it
 
 
 class Base(DeclarativeBase):
@@ -38,7 +39,7 @@ class Conversation(Base):
 class TurnRow(Base):
     __tablename__ = "turns"
 
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"), index=True)
     position: Mapped[int]
     question: Mapped[str] = mapped_column(Text)
@@ -53,7 +54,7 @@ class TurnRow(Base):
 class FeedbackRow(Base):
     __tablename__ = "feedback"
 
-    turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), primary_key=True)
+    turn_id: Mapped[int] = mapped_column(ROW_ID, ForeignKey("turns.id", ondelete="CASCADE"), primary_key=True)
     verdict: Mapped[int]  # 1 up, -1 down, 0 none
     correction: Mapped[str | None] = mapped_column(Text)
     wrong_sources: Mapped[str] = mapped_column(Text)  # JSON list of block numbers

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from chatbot.cli.root import app, fail, settings_from
+from chatbot.database import database_for
 from chatbot.files import replacing
 
 feedback_app = typer.Typer(help="What users said about answers.", no_args_is_help=True)
@@ -26,10 +27,9 @@ def feedback_export(
     from chatbot.chats import ChatStore
 
     settings = settings_from()
-    path = settings.data_dir / "chats.sqlite"
-    if not path.is_file():
-        raise fail(f"no saved conversations yet ({path} does not exist)")
-    records = ChatStore(path).feedback(owner=owner, adapter=adapter)
+    if not settings.database_url and not settings.chats_db.is_file():
+        raise fail(f"no saved conversations yet ({settings.chats_db} does not exist)")
+    records = ChatStore(database_for(settings.database_url, settings.chats_db)).feedback(owner=owner, adapter=adapter)
     lines = (json.dumps(record.to_json(), ensure_ascii=False) + "\n" for record in records)
     if out is None:
         count = sum(1 for line in lines if sys.stdout.write(line))

@@ -55,6 +55,7 @@ def eval_settings(settings: Settings, knowledge: Path, max_new_tokens: int, seed
             "cache_dir": settings.models_cache_dir,
             "chroma_url": None,
             "record_db_url": None,
+            "database_url": None,  # the eval's own index, never the shared database's
             "max_new_tokens": max_new_tokens,
             "temperature": 0.0,
             "seed": seed,

@@ -1,4 +1,4 @@
-"""What the last sync saw of each file: content hash, counts, time and error, in SQLite."""
+"""What the last sync saw of each file: content hash, counts, time and error, per collection, in SQL."""
 
 from __future__ import annotations
 
@@ -7,20 +7,31 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatbot.knowledge.sqlite_file import SqliteFile
+from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, delete, insert, select, update
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    pages INTEGER,
-    chunks INTEGER NOT NULL DEFAULT 0,
-    indexed_at REAL,
-    error TEXT
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-"""
+from chatbot.database import as_engine, migrate
+
+_meta = MetaData()  # the tables of the manifest branch's migration
+_files = Table(
+    "knowledge_files",
+    _meta,
+    Column("collection", String(200), primary_key=True),
+    Column("path", String(4096), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("pages", Integer),
+    Column("chunks", Integer, nullable=False),
+    Column("indexed_at", Float),
+    Column("error", Text),
+)
+_notes = Table(
+    "knowledge_meta",
+    _meta,
+    Column("collection", String(200), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("value", Text),
+)
+_FIELDS = ("path", "sha256", "size", "pages", "chunks", "indexed_at", "error")
 
 
 @dataclass(frozen=True)
@@ -52,43 +63,56 @@ def indexed_counts(records: Iterable[FileRecord]) -> tuple[int, int, dict[str, s
     return documents, chunks, errors
 
 
-class Manifest(SqliteFile):
-    """The files table; a row is written only after its file's chunks are committed."""
+class Manifest:
+    """The files table of one collection; a row is written only after its file's chunks are committed."""
 
-    def __init__(self, db_path: Path) -> None:
-        super().__init__(db_path, _SCHEMA)
+    def __init__(self, database: Engine | Path, collection: str) -> None:
+        engine = as_engine(database)
+        migrate(engine, "manifest", collection=collection)
+        self.engine = engine
+        self.collection = collection
+
+    def _mine(self, table: Table):  # noqa: ANN202 - a SQL condition
+        return table.c.collection == self.collection
 
     def all(self) -> dict[str, FileRecord]:
-        with self._connect() as db:
-            rows = db.execute("SELECT path, sha256, size, pages, chunks, indexed_at, error FROM files")
+        columns = [_files.c[name] for name in _FIELDS]
+        with self.engine.connect() as db:
+            rows = db.execute(select(*columns).where(self._mine(_files)))
             return {row[0]: FileRecord(*row) for row in rows}
 
     def record_indexed(self, path: str, sha256: str, size: int, pages: int | None, chunks: int) -> None:
-        with self._connect() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                (path, sha256, size, pages, chunks, time.time()),
-            )
+        values = {
+            "sha256": sha256,
+            "size": size,
+            "pages": pages,
+            "chunks": chunks,
+            "indexed_at": time.time(),
+            "error": None,
+        }
+        self._put(path, values)
 
     def record_error(self, path: str, sha256: str, size: int, error: str) -> None:
         """Remember a failed attempt; counts and time of the last good index are kept."""
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO files (path, sha256, size, chunks, error) VALUES (?, ?, ?, 0, ?) "
-                "ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size, "
-                "error=excluded.error",
-                (path, sha256, size, error),
-            )
+        self._put(path, {"sha256": sha256, "size": size, "error": error}, new={"chunks": 0})
+
+    def _put(self, path: str, values: dict, new: dict | None = None) -> None:
+        with self.engine.begin() as db:
+            where = (self._mine(_files), _files.c.path == path)
+            if not db.execute(update(_files).where(*where).values(**values)).rowcount:
+                db.execute(insert(_files).values(collection=self.collection, path=path, **(new or {}), **values))
 
     def forget(self, paths: list[str]) -> None:
-        with self._connect() as db:
-            db.executemany("DELETE FROM files WHERE path = ?", [(path,) for path in paths])
+        with self.engine.begin() as db:
+            for start in range(0, len(paths), 500):
+                db.execute(delete(_files).where(self._mine(_files), _files.c.path.in_(paths[start : start + 500])))
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._connect() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        with self.engine.begin() as db:
+            where = (self._mine(_notes), _notes.c.key == key)
+            if not db.execute(update(_notes).where(*where).values(value=value)).rowcount:
+                db.execute(insert(_notes).values(collection=self.collection, key=key, value=value))
 
     def get_meta(self, key: str) -> str | None:
-        with self._connect() as db:
-            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            return row[0] if row else None
+        with self.engine.connect() as db:
+            return db.execute(select(_notes.c.value).where(self._mine(_notes), _notes.c.key == key)).scalar()

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import chromadb
 from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import NotFoundError
 from langchain_chroma import Chroma
 from langchain_classic.indexes import SQLRecordManager
 from langchain_core.embeddings import Embeddings
+from sqlalchemy import Engine
+
+from chatbot.database import migrate
+
+log = logging.getLogger(__name__)
 
 
 def open_client(chroma_dir: Path, chroma_url: str | None = None) -> ClientAPI:
@@ -43,12 +51,49 @@ def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / norm if norm else 0.0
 
 
+class _ReopeningCollection:
+    """The collection's methods, re-opened by name once when a call finds the collection gone."""
+
+    def __init__(self, store: SharedChroma) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store._current_collection(), name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except NotFoundError:
+                self._store.reopen()
+                return getattr(self._store._current_collection(), name)(*args, **kwargs)
+
+        return call
+
+
+class SharedChroma(Chroma):
+    """LangChain's Chroma store for a collection another instance may re-create (its index reset for
+    a new embedding model, or a first sync): a call that finds the old collection gone re-opens it."""
+
+    def _current_collection(self) -> chromadb.Collection:
+        return super()._collection
+
+    @property
+    def _collection(self) -> Any:
+        return _ReopeningCollection(self)
+
+    def reopen(self) -> None:
+        log.info("the collection %s was re-created elsewhere; re-opening it", self._collection_name)
+        self._Chroma__ensure_collection()  # type: ignore[attr-defined]
+
+
 def open_vector_store(
     chroma_dir: Path, collection: str, embeddings: Embeddings, chroma_url: str | None = None
 ) -> Chroma:
     """Open (or create) the collection, in cosine distance (see :func:`similarity`)."""
     client = open_client(chroma_dir, chroma_url)
-    return Chroma(
+    return SharedChroma(
         client=client,
         collection_name=collection,
         embedding_function=embeddings,
@@ -89,14 +134,8 @@ def record_recipe(store: Chroma, recipe: str) -> None:
     store._collection.modify(metadata={RECIPE_KEY: recipe})
 
 
-def open_record_manager(record_db: Path, collection: str, db_url: str | None = None) -> SQLRecordManager:
-    """The record manager of LangChain's indexing API: SQLite beside the vectors, or ``db_url``.
-
-    Instances that share one Chroma server must share the record manager too (one SQLAlchemy URL).
-    """
-    if not db_url:
-        record_db.parent.mkdir(parents=True, exist_ok=True)
-        db_url = f"sqlite:///{record_db}"
-    manager = SQLRecordManager(f"chroma/{collection}", db_url=db_url)
-    manager.create_schema()
-    return manager
+def open_record_manager(engine: Engine, collection: str) -> SQLRecordManager:
+    """The record manager of LangChain's indexing API, in ``engine``'s database (its table made by
+    the records branch's migration). Instances that share one Chroma server must share it too."""
+    migrate(engine, "records")
+    return SQLRecordManager(f"chroma/{collection}", engine=engine)

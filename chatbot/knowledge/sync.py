@@ -26,6 +26,7 @@ from langchain_core.indexing import index
 from langchain_core.indexing.base import RecordManager
 from tqdm.auto import tqdm
 
+from chatbot.database.lease import Heartbeat, Lease, LeaseHolder
 from chatbot.digest import file_sha256
 from chatbot.knowledge.chunking import Chunker
 from chatbot.knowledge.keywords import KeywordIndex
@@ -88,9 +89,13 @@ class KnowledgeStatus:
     files: list[FileRecord]  # every file the last sync saw, errors included
     errors: dict[str, str]
     sync: SyncState
-    watcher: str = "off"  # off, idle, waiting (a burst is settling), syncing, stopped
+    watcher: str = "off"  # off, idle, waiting (a burst is settling), syncing, stopped, another instance syncs
     watcher_syncs: int = 0
     watcher_error: str | None = None
+
+
+def _waiting(holder: LeaseHolder | None) -> None:
+    log.info("waiting for the sync of %s to end", holder.holder if holder else "another instance")
 
 
 def _chunk_key(document: Document) -> str:
@@ -113,8 +118,10 @@ class KnowledgeSync:
         keywords: KeywordIndex | None = None,
         limits: LoadLimits | None = None,
         reader: Callable[[Path, LoadLimits], list[Page]] = load_file,
+        run_lease: Lease | None = None,
     ) -> None:
-        """``reader`` reads one file within the limits (``load_file``, or a worker process's: ``isolated``)."""
+        """``reader`` reads one file within the limits (``load_file``, or a worker process's: ``isolated``);
+        ``run_lease``, where instances share the index, lets one of them sync at a time."""
         self.root = root
         self.reader = reader
         self.limits = limits or LoadLimits()
@@ -127,6 +134,8 @@ class KnowledgeSync:
         self.max_bytes = max_bytes
         self._lock_path = lock_path
         self._thread_lock = threading.Lock()
+        self._run_lease = run_lease
+        self._heartbeat: Heartbeat | None = None
         self.state = SyncState()
 
     @cached_property
@@ -136,20 +145,35 @@ class KnowledgeSync:
 
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
-        """One sync at a time, across threads and processes (CLI beside a running server)."""
+        """One sync at a time, across threads and processes (CLI beside a running server) and, with a
+        run lease, across the instances that share the index."""
         self._lock_path.parent.mkdir(parents=True, exist_ok=True)
         with self._thread_lock, self._lock_path.open("w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                if self._run_lease is None:
+                    yield
+                    return
+                with self._run_lease.held(on_wait=_waiting) as heartbeat:
+                    self._heartbeat = heartbeat
+                    try:
+                        yield
+                    finally:
+                        self._heartbeat = None
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _still_ours(self) -> None:
+        """Stop before the next write when another instance may have taken the sync over."""
+        if self._heartbeat is not None:
+            self._heartbeat.check()
 
     def sync(self, progress: Progress | None = None, show_progress: bool = False) -> SyncReport:
         """Bring the collection in line with the folder (see the module docstring); ``state`` shows how far it got."""
         state = self.state
 
         def track(stage: str, done: int, total: int) -> None:
+            self._still_ours()
             state.stage, state.done, state.total = stage, done, total
             if progress is not None:
                 progress(stage, done, total)
@@ -191,6 +215,7 @@ class KnowledgeSync:
             documents, loaded = self._load(changed, report, progress, show_progress)
             self._index(documents, loaded, known, report, progress, show_progress)
             gone = sorted(set(known) - set(scan.files))
+            self._still_ours()
             self._delete(gone, report)
             if self.keywords is not None:
                 self.keywords.reconcile(self.store)
@@ -248,6 +273,7 @@ class KnowledgeSync:
         def counted(docs: Iterable[Document]) -> Iterator[Document]:
             bar = tqdm(docs, total=len(documents), desc="embedding", unit="chunk", disable=not show_progress)
             for done, document in enumerate(bar, 1):
+                self._still_ours()
                 if progress and done % 16 == 0:
                     progress("embedding", done, len(documents))
                 yield document

@@ -18,6 +18,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from httpx import TransportError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chatbot.app.service import Chatbot
@@ -147,6 +149,8 @@ def create_app(bot: Chatbot, instance: str | None = None) -> FastAPI:
     )
     api.add_exception_handler(BodyTooLarge, lambda _request, exc: JSONResponse(too_large_body(exc.limit), 413))
     api.add_exception_handler(StarletteHTTPException, _http_error)
+    for away in (DBAPIError, TransportError):  # the database or the Chroma server: 503 with the reason
+        api.add_exception_handler(away, lambda _request, exc: api_error(exc).response())
     # Gradio's upload route streams files to disk under its own max_file_size; every other body is bounded here.
     api.add_middleware(BodyLimit, limit=s.max_request_kb * 1024, exempt=("/gradio_api/upload", "/upload"))
     _v1_fallback(api)
@@ -156,10 +160,16 @@ def create_app(bot: Chatbot, instance: str | None = None) -> FastAPI:
     api.include_router(create_file_router(bot, lambda request: login_check[0](request)))
 
     @api.get("/health")
-    def health() -> dict:
+    def health() -> JSONResponse:
+        """200 when this instance can answer; 503 with the reasons when the database or vector store is away."""
+        body: dict[str, Any] = {**bot.engine_load(), **bot.syncer()}
+        if instance:
+            body["instance"] = instance
+        problems = bot.problems()
+        if problems:
+            return JSONResponse({"status": "unavailable", "unavailable": problems, **body}, status_code=503)
         status = bot.status()
-        body = {"status": "ok", "documents": status.documents, "chunks": status.chunks, **bot.engine_load()}
-        return {**body, "instance": instance} if instance else body
+        return JSONResponse({"status": "ok", "documents": status.documents, "chunks": status.chunks, **body})
 
     if s.ui_auth and not s.api_credentials:
         log.warning("ui_auth is set but api_key is not: the /v1 API is open to anyone who can reach the server")
@@ -229,11 +239,12 @@ def run(settings: Settings) -> None:
     started = time.perf_counter()
     bot = Chatbot(settings)
     bot.load()  # before the sync, so its embedding runs on the model's thread
-    report = bot.sync(show_progress=sys.stderr.isatty())  # a first index or a re-build can take minutes
-    if report.rebuilt:
-        log.warning("re-indexed every file: %s", report.rebuilt)
-    for path, reason in report.errors.items():
-        log.warning("not indexed: %s: %s", path, reason)
+    if not bot.shared:  # instances sharing a database: the elected syncer syncs, in the background
+        report = bot.sync(show_progress=sys.stderr.isatty())  # a first index or a re-build can take minutes
+        if report.rebuilt:
+            log.warning("re-indexed every file: %s", report.rebuilt)
+        for path, reason in report.errors.items():
+            log.warning("not indexed: %s: %s", path, reason)
     bot.chain  # noqa: B018
     bot.watch()
     bot.watch_adapters()

@@ -28,6 +28,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
+from httpx import TransportError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from chatbot.adapters.domains import UnknownAdapterError
@@ -79,6 +81,16 @@ def finish_reason(answer: Answer) -> str:
     return "length" if answer.truncated and not answer.abstained else "stop"
 
 
+def unavailable_error(exc: BaseException) -> APIError | None:
+    """503 with the reason when a shared service the answer needs is away (it recovers by itself)."""
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc, OperationalError)):
+        reason = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        return APIError(503, f"the database is unavailable: {reason}", "database_unavailable", "server_error")
+    if isinstance(exc, TransportError) or (isinstance(exc, ValueError) and "Chroma server" in str(exc)):
+        return APIError(503, f"the vector store is unavailable: {exc}", "vector_store_unavailable", "server_error")
+    return None
+
+
 def api_error(exc: BaseException) -> APIError:
     """The OpenAI-shaped error for a failure of the chain (unknown adapter, bad input, shutdown, bug)."""
     if isinstance(exc, APIError):
@@ -91,6 +103,9 @@ def api_error(exc: BaseException) -> APIError:
         return APIError(400, str(exc), exc.code, param=exc.param)
     if isinstance(exc, EngineClosedError):
         return APIError(503, str(exc), "server_shutting_down", "server_error")
+    unavailable = unavailable_error(exc)
+    if unavailable is not None:
+        return unavailable
     log.error("request failed", exc_info=exc)
     return APIError(500, f"the answer failed: {type(exc).__name__}: {exc}", "internal_error", "server_error")
 

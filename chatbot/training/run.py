@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatbot.config import Settings, load_settings
+from chatbot.database import database_for
 from chatbot.qa import QAItem, write_qa_jsonl
 from chatbot.training.examples import Messages, read_chat_jsonl, write_chat_jsonl
 from chatbot.training.resume import BuiltExamples, inputs_key, load_built, request_arguments, save_built
@@ -150,9 +151,14 @@ def _inputs_key(settings: Settings, request: TrainRequest) -> str:
     """What the built examples depend on: the command, its files, the knowledge and the chats."""
     files = [p for p in (request.data, request.raft, request.grounding) if p is not None]
     folders = [request.knowledge or settings.knowledge_dir] if request.raft or request.from_feedback else []
-    if request.from_feedback:
-        files += [settings.data_dir / "chats.sqlite", settings.data_dir / "chats.sqlite-wal"]
-    return inputs_key(settings, request_arguments(request), files, folders)
+    arguments = request_arguments(request)
+    if request.from_feedback and settings.database_url:  # the feedback lives in the shared database
+        from chatbot.chats import ChatStore
+
+        arguments["feedback"] = ChatStore(database_for(settings.database_url, settings.chats_db)).feedback_stamp()
+    elif request.from_feedback:
+        files += [settings.chats_db, settings.chats_db.with_name(settings.chats_db.name + "-wal")]
+    return inputs_key(settings, arguments, files, folders)
 
 
 def _build_examples(settings: Settings, request: TrainRequest, name: str) -> BuiltExamples:
@@ -253,11 +259,11 @@ def feedback_training(settings: Settings, request: TrainRequest) -> tuple[Feedba
     from chatbot.chats import ChatStore
     from chatbot.training.feedback import feedback_examples
 
-    path = settings.data_dir / "chats.sqlite"
-    if not path.is_file():
+    path = settings.chats_db
+    if not settings.database_url and not path.is_file():
         raise ValueError(f"no saved conversations yet ({path} does not exist): chat, give feedback, then train")
     adapter = request.feedback_adapter or request.domain
-    records = list(ChatStore(path).feedback(adapter=adapter))
+    records = list(ChatStore(database_for(settings.database_url, path)).feedback(adapter=adapter))
     bot = Chatbot(settings)
     report = bot.sync(show_progress=True)  # the facts come from the knowledge folder as it is now
     if report.errors:
