@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 CONNECT_TIMEOUT_S = 5  # a database server that does not answer fails a request fast (503), not after minutes
 
@@ -28,7 +29,8 @@ def open_engine(database: str | Path) -> Engine:
     try:
         url = make_url(database)
         if url.get_backend_name() == "sqlite":
-            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            # a connection per use, as sqlite3 itself: a file deleted or moved away is never written through an old one
+            engine = create_engine(url, poolclass=NullPool, connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
         connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if url.get_backend_name() == "postgresql" else {}
@@ -70,11 +72,17 @@ _engines: dict[str, Engine] = {}
 
 
 def shared_engine(database: str | Path) -> Engine:
-    """The process's one engine (connection pool) for a URL or SQLite file, opened on first use."""
-    key = str(database if isinstance(database, str) else database.resolve())
-    if key not in _engines:
-        _engines[key] = open_engine(database)
-    return _engines[key]
+    """The process's one engine (connection pool) for a server URL, opened on first use; a SQLite
+    file's engine holds no connections, so each caller gets its own."""
+    if isinstance(database, Path):
+        return open_engine(database)
+    engine = _engines.get(database)
+    if engine is None:
+        engine = open_engine(database)
+        if is_sqlite(engine):
+            return engine
+        _engines[database] = engine
+    return engine
 
 
 def database_for(database_url: str | None, default_file: Path) -> Engine:
