@@ -1,4 +1,4 @@
-"""Imports run one way: server/ui -> app -> rag/backends -> engine/adapters/knowledge/models -> config."""
+"""Imports run one way: server/ui -> app -> rag/backends -> engine/adapters/knowledge/models -> database/config."""
 
 import ast
 from pathlib import Path
@@ -11,6 +11,7 @@ LAYERS = {
     "digest": 0,
     "files": 0,
     "qa": 0,
+    "database": 0,  # SQL engines, migrations and leases: every store's foundation
     "models": 1,
     "knowledge": 1,
     "engine": 1,
