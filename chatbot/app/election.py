@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from chatbot.database import reason
 from chatbot.database.lease import Lease
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class SyncerElection:
             self.last_error = None
         except Exception as exc:  # noqa: BLE001 - the database is away: not the syncer until it is back
             held = False
-            self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.last_error = reason(exc)
         elected, lost = held and not self.is_syncer, self.is_syncer and not held
         self.is_syncer = held  # before the sync below starts: it syncs only while this is true
         if elected:

@@ -179,7 +179,7 @@ class Chatbot:
         try:
             self.store._client.heartbeat()
         except Exception as exc:  # noqa: BLE001 - whatever the client raises, the store is away
-            found["vector_store"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            found["vector_store"] = reason(exc)
         return found
 
     def syncer(self) -> dict[str, Any]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+T = TypeVar("T")
 CONNECT_TIMEOUT_S = 5  # a database server that does not answer fails a request fast (503), not after minutes
 
 
@@ -50,7 +52,22 @@ def ping(engine: Engine) -> str | None:
             db.execute(text("SELECT 1"))
         return None
     except SQLAlchemyError as exc:
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        return reason(exc)
+
+
+def reason(exc: BaseException) -> str:
+    """A failure in one line: its type and the first line of its message (drivers add pages of context)."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+SQL_BATCH = 500  # values per statement: SQLite refuses too many at once ("too many SQL variables")
+
+
+def batches(items: Sequence[T], size: int = SQL_BATCH) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size``, for statements that take a list of values."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _redacted(database: str) -> str:

@@ -13,10 +13,9 @@ from pathlib import Path
 from langchain_chroma import Chroma
 from sqlalchemy import Column, Engine, MetaData, String, Table, Text, delete, insert, select, text
 
-from chatbot.database import as_engine, migrate
+from chatbot.database import as_engine, batches, migrate
 from chatbot.text import content_words
 
-_BATCH = 500
 _chunks = Table(  # the keywords branch's migration makes it (FTS5 on SQLite)
     "keyword_chunks",
     MetaData(),
@@ -60,10 +59,10 @@ class KeywordIndex:
         missing, extra = sorted(stored - indexed), sorted(indexed - stored)
         mine = _chunks.c.collection == self.collection
         with self.engine.begin() as db:
-            for start in range(0, len(extra), _BATCH):
-                db.execute(delete(_chunks).where(mine, _chunks.c.id.in_(extra[start : start + _BATCH])))
-            for start in range(0, len(missing), _BATCH):
-                batch = store.get(ids=missing[start : start + _BATCH], include=["documents"])
+            for ids in batches(extra):
+                db.execute(delete(_chunks).where(mine, _chunks.c.id.in_(ids)))
+            for ids in batches(missing):
+                batch = store.get(ids=list(ids), include=["documents"])
                 rows = [
                     {"collection": self.collection, "id": i, "text": document}
                     for i, document in zip(batch["ids"], batch["documents"], strict=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, String, Table, Text, delete, insert, select, update
 
-from chatbot.database import as_engine, migrate
+from chatbot.database import as_engine, batches, migrate
 
 _meta = MetaData()  # the tables of the manifest branch's migration
 _files = Table(
@@ -104,8 +104,8 @@ class Manifest:
 
     def forget(self, paths: list[str]) -> None:
         with self.engine.begin() as db:
-            for start in range(0, len(paths), 500):
-                db.execute(delete(_files).where(self._mine(_files), _files.c.path.in_(paths[start : start + 500])))
+            for batch in batches(paths):
+                db.execute(delete(_files).where(self._mine(_files), _files.c.path.in_(batch)))
 
     def set_meta(self, key: str, value: str) -> None:
         with self.engine.begin() as db:

@@ -26,6 +26,7 @@ from langchain_core.indexing import index
 from langchain_core.indexing.base import RecordManager
 from tqdm.auto import tqdm
 
+from chatbot.database import batches
 from chatbot.database.lease import Heartbeat, Lease, LeaseHolder
 from chatbot.digest import file_sha256
 from chatbot.knowledge.chunking import Chunker
@@ -354,10 +355,9 @@ class KnowledgeSync:
         return reason, False
 
     def _drop_records(self, keys: list[str]) -> None:
-        """Delete record-manager entries in batches: SQLite refuses one statement with too many values
-        (300,000 keys at once: "too many SQL variables")."""
-        for start in range(0, len(keys), 500):
-            self.records.delete_keys(keys[start : start + 500])
+        """Delete record-manager entries in batches (300,000 keys at once: "too many SQL variables")."""
+        for batch in batches(keys):
+            self.records.delete_keys(list(batch))
 
     def _repair(self) -> int:
         """Undo what an interrupted sync left: vectors with no record, records with no vector."""
