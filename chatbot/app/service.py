@@ -24,7 +24,7 @@ from chatbot.app.runtime import (
     local_runtime,
 )
 from chatbot.config import EMBEDDED, Settings
-from chatbot.database import database_for, migrate, ping, shared_engine
+from chatbot.database import database_for, migrate, ping, reason, shared_engine
 from chatbot.database.lease import Lease
 from chatbot.engine.generation import Generator
 from chatbot.knowledge.sync import KnowledgeStatus, KnowledgeSync, Progress, SyncReport
@@ -173,9 +173,9 @@ class Chatbot:
         """What this instance cannot reach now: ``database`` and ``vector_store``, with the reason."""
         s = self.settings
         found = {}
-        reason = ping(database_for(s.database_url, s.manifest_db))
-        if reason:
-            found["database"] = reason
+        away = ping(database_for(s.database_url, s.manifest_db))
+        if away:
+            found["database"] = away
         try:
             self.store._client.heartbeat()
         except Exception as exc:  # noqa: BLE001 - whatever the client raises, the store is away
