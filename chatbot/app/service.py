@@ -410,9 +410,9 @@ class Chatbot:
     # Saved conversations
     @cached_property
     def chats(self) -> ChatStore:
-        from chatbot.chats import ChatStore
+        from chatbot.chats import open_chats
 
-        return ChatStore(database_for(self.settings.database_url, self.settings.chats_db))
+        return open_chats(self.settings)
 
     def remember(
         self, owner: str, conversation_id: str | None, answer: Answer, channel: str = "ui"

@@ -1,4 +1,4 @@
-"""Saved conversations and the users' feedback on answers (SQLite, per owner)."""
+"""Saved conversations and the users' feedback on answers (SQLite or the shared database, per owner)."""
 
 from chatbot.chats.records import (
     ChatStoreError,
@@ -9,7 +9,7 @@ from chatbot.chats.records import (
     SavedTurn,
     source_changes,
 )
-from chatbot.chats.store import ChatStore
+from chatbot.chats.store import ChatStore, open_chats
 
 __all__ = [
     "ChatStore",
@@ -19,5 +19,6 @@ __all__ = [
     "Feedback",
     "FeedbackRecord",
     "SavedTurn",
+    "open_chats",
     "source_changes",
 ]

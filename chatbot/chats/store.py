@@ -41,7 +41,8 @@ from chatbot.chats.tables import (
     saved_of,
     title_of,
 )
-from chatbot.database import DatabaseError, as_engine, is_sqlite, migrate
+from chatbot.config import Settings
+from chatbot.database import DatabaseError, as_engine, database_for, is_sqlite, migrate
 from chatbot.rag.answer import Answer
 from chatbot.vocabulary import AdapterId, InputError, clean_text
 
@@ -264,6 +265,16 @@ class ChatStore:
         if row is None or row.owner != owner:
             raise ConversationNotFoundError(f"no conversation {conversation_id!r}")
         return row
+
+
+def open_chats(settings: Settings, existing: bool = False) -> ChatStore:
+    """The conversations of ``settings``: the shared ``database_url``, else DATA_DIR/chats.sqlite.
+
+    With ``existing``, :class:`ChatStoreError` when that file was never made (nothing saved yet).
+    """
+    if existing and not settings.database_url and not settings.chats_db.is_file():
+        raise ChatStoreError(f"no saved conversations yet ({settings.chats_db} does not exist)")
+    return ChatStore(database_for(settings.database_url, settings.chats_db))
 
 
 def _loaded_info(row: Conversation) -> ConversationInfo:

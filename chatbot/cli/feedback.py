@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from chatbot.cli.root import app, fail, settings_from
-from chatbot.database import database_for
 from chatbot.files import replacing
 
 feedback_app = typer.Typer(help="What users said about answers.", no_args_is_help=True)
@@ -24,12 +23,12 @@ def feedback_export(
     owner: Annotated[str | None, typer.Option(help="Only this user's (login or API key name).")] = None,
 ) -> None:
     """Every answer with feedback, newest first, one JSON object per line."""
-    from chatbot.chats import ChatStore
+    from chatbot.chats import ChatStoreError, open_chats
 
-    settings = settings_from()
-    if not settings.database_url and not settings.chats_db.is_file():
-        raise fail(f"no saved conversations yet ({settings.chats_db} does not exist)")
-    records = ChatStore(database_for(settings.database_url, settings.chats_db)).feedback(owner=owner, adapter=adapter)
+    try:
+        records = open_chats(settings_from(), existing=True).feedback(owner=owner, adapter=adapter)
+    except ChatStoreError as exc:
+        raise fail(str(exc)) from exc
     lines = (json.dumps(record.to_json(), ensure_ascii=False) + "\n" for record in records)
     if out is None:
         count = sum(1 for line in lines if sys.stdout.write(line))

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatbot.config import Settings, load_settings
-from chatbot.database import database_for
 from chatbot.qa import QAItem, write_qa_jsonl
 from chatbot.training.examples import Messages, read_chat_jsonl, write_chat_jsonl
 from chatbot.training.resume import BuiltExamples, inputs_key, load_built, request_arguments, save_built
@@ -153,9 +152,9 @@ def _inputs_key(settings: Settings, request: TrainRequest) -> str:
     folders = [request.knowledge or settings.knowledge_dir] if request.raft or request.from_feedback else []
     arguments = request_arguments(request)
     if request.from_feedback and settings.database_url:  # the feedback lives in the shared database
-        from chatbot.chats import ChatStore
+        from chatbot.chats import open_chats
 
-        arguments["feedback"] = ChatStore(database_for(settings.database_url, settings.chats_db)).feedback_stamp()
+        arguments["feedback"] = open_chats(settings).feedback_stamp()
     elif request.from_feedback:
         files += [settings.chats_db, settings.chats_db.with_name(settings.chats_db.name + "-wal")]
     return inputs_key(settings, arguments, files, folders)
@@ -256,14 +255,15 @@ def grounding_training(
 def feedback_training(settings: Settings, request: TrainRequest) -> tuple[FeedbackExamples, list[QAItem]]:
     """Examples from the feedback on the domain's answers, over the knowledge base as it is now."""
     from chatbot.app.service import Chatbot
-    from chatbot.chats import ChatStore
+    from chatbot.chats import ChatStoreError, open_chats
     from chatbot.training.feedback import feedback_examples
 
-    path = settings.chats_db
-    if not settings.database_url and not path.is_file():
-        raise ValueError(f"no saved conversations yet ({path} does not exist): chat, give feedback, then train")
+    try:
+        chats = open_chats(settings, existing=True)
+    except ChatStoreError as exc:
+        raise ValueError(f"{exc}: chat, give feedback, then train") from exc
     adapter = request.feedback_adapter or request.domain
-    records = list(ChatStore(database_for(settings.database_url, path)).feedback(adapter=adapter))
+    records = list(chats.feedback(adapter=adapter))
     bot = Chatbot(settings)
     report = bot.sync(show_progress=True)  # the facts come from the knowledge folder as it is now
     if report.errors:
