@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -92,7 +92,9 @@ class Lease:
         return LeaseHolder(row.holder, row.acquired_at, row.expires_at)
 
     @contextmanager
-    def held(self, wait_s: float = 0.5, on_wait: object = None) -> Iterator[Heartbeat]:
+    def held(
+        self, wait_s: float = 0.5, on_wait: Callable[[LeaseHolder | None], object] | None = None
+    ) -> Iterator[Heartbeat]:
         """Wait for the lease, hold it (renewed in the background) for the block, then release it.
 
         The block should check ``heartbeat.check()`` between steps: it raises :class:`LeaseLost`
@@ -100,7 +102,7 @@ class Lease:
         """
         waited = False
         while not self.acquire():
-            if not waited and callable(on_wait):
+            if not waited and on_wait is not None:
                 on_wait(self.current())
             waited = True
             time.sleep(wait_s)

@@ -90,17 +90,18 @@ class Manifest:
             "indexed_at": time.time(),
             "error": None,
         }
-        self._put(path, values)
+        self._put(_files, {"path": path}, values)
 
     def record_error(self, path: str, sha256: str, size: int, error: str) -> None:
         """Remember a failed attempt; counts and time of the last good index are kept."""
-        self._put(path, {"sha256": sha256, "size": size, "error": error}, new={"chunks": 0})
+        self._put(_files, {"path": path}, {"sha256": sha256, "size": size, "error": error}, new={"chunks": 0})
 
-    def _put(self, path: str, values: dict, new: dict | None = None) -> None:
+    def _put(self, table: Table, key: dict, values: dict, new: dict | None = None) -> None:
+        """Update this collection's row of ``key`` with ``values``, or insert it (with ``new`` too)."""
         with self.engine.begin() as db:
-            where = (self._mine(_files), _files.c.path == path)
-            if not db.execute(update(_files).where(*where).values(**values)).rowcount:
-                db.execute(insert(_files).values(collection=self.collection, path=path, **(new or {}), **values))
+            where = [self._mine(table), *(table.c[name] == value for name, value in key.items())]
+            if not db.execute(update(table).where(*where).values(**values)).rowcount:
+                db.execute(insert(table).values(collection=self.collection, **key, **(new or {}), **values))
 
     def forget(self, paths: list[str]) -> None:
         with self.engine.begin() as db:
@@ -108,10 +109,7 @@ class Manifest:
                 db.execute(delete(_files).where(self._mine(_files), _files.c.path.in_(batch)))
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.engine.begin() as db:
-            where = (self._mine(_notes), _notes.c.key == key)
-            if not db.execute(update(_notes).where(*where).values(value=value)).rowcount:
-                db.execute(insert(_notes).values(collection=self.collection, key=key, value=value))
+        self._put(_notes, {"key": key}, {"value": value})
 
     def get_meta(self, key: str) -> str | None:
         with self.engine.connect() as db:
