@@ -144,6 +144,14 @@ class Settings(BaseSettings):
         description="Pick the retrieved sentence that best answers each question (the answer's evidence); a "
         "declined answer quotes it instead of a bare 'I don't know' (docs/evaluation.md, 'Evidence sentences').",
     )
+    evidence_margin: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Quote the second-best evidence sentence too when its score is within this of the best "
+        "(the picker cannot tell them apart); 0: always one sentence (docs/evaluation.md, 'Two sentences when "
+        "the picker is unsure').",
+    )
     evidence_agreement: float | None = Field(
         None,
         ge=0.0,

@@ -215,7 +215,7 @@ def test_a_decline_quotes_the_sentence_that_answers_and_an_answer_carries_it_as_
         "The herons are fed at 10:30 and again at 15:00 every day. Their nests are in the tall reeds.\n"
     )
     (knowledge / "bread.md").write_text("# Bread\n\nBread dough rises best at 27 degrees Celsius for two hours.\n")
-    bot = make_bot(answerability_threshold=0.999)  # every answer the model writes is withheld
+    bot = make_bot(answerability_threshold=0.999, evidence_margin=0.0)  # every answer withheld; one sentence
     bot.sync()
     answer = bot.ask("When are the herons fed?")
     assert answer.abstained and answer.quoted and answer.withheld is not None
@@ -225,6 +225,16 @@ def test_a_decline_quotes_the_sentence_that_answers_and_an_answer_carries_it_as_
     assert answer.to_json()["evidence"][0]["text"] == fed and answer.to_json()["quoted"] is True
     nothing = bot.ask("What is the airspeed of an unladen swallow in the Andes?")
     assert nothing.answer == DONT_KNOW and not nothing.quoted  # nothing relevant: nothing to quote
+
+    unsure = make_bot(answerability_threshold=0.999, evidence_margin=1.0).ask("When are the herons fed?")
+    first, second = unsure.evidence  # any second sentence is within a margin of 1: both are quoted
+    assert first.text == fed and second.text != fed and unsure.quoted
+    assert unsure.answer == (
+        f"{QUOTE_OPENING} The closest passages in your documents say: "
+        f"\u201c{fed}\u201d [{first.n}] \u201c{second.text}\u201d [{second.n}]"
+    )
+    assert {(s.n, s.cited_by) for s in unsure.sources} == {(first.n, "quote"), (second.n, "quote")}
+    assert len(unsure.sources) == len({first.n, second.n})  # one source per quoted block
 
     shown = make_bot(answerability_threshold=0.0, quote_evidence=True)
     answered = shown.ask("When are the herons fed?")

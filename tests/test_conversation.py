@@ -216,8 +216,15 @@ def test_a_checked_answer_shows_its_evidence_sentence_under_it_once():
     evidence = [Evidence(2, "zoo.md", None, None, fed, 1.2)]
     blocks = [_source(1, "bread.md"), _source(2, "zoo.md", snippet=fed)]
     answer = Answer("When are the herons fed?", "At 10:30 [2].", "base", [blocks[1]], blocks, evidence=evidence)
-    assert answer.reply == "At 10:30 [2].\n\n" + EVIDENCE_LINE.format(fed, 2)
+    assert answer.reply == f"At 10:30 [2].\n\nFrom your documents: \u201c{fed}\u201d [2]"
     assert answer_of_reply(answer.reply) == answer.answer  # what a conversation's history keeps
+    pond = "The herons live at the north pond."
+    two = [*evidence, Evidence(1, "bread.md", None, None, pond, 1.15)]  # the picker was unsure: both shown
+    both = Answer("When are the herons fed?", "At 10:30 [2].", "base", [blocks[1]], blocks, evidence=two)
+    assert both.reply == "At 10:30 [2].\n\n" + EVIDENCE_LINE.format(f"\u201c{fed}\u201d [2] \u201c{pond}\u201d [1]")
+    assert answer_of_reply(both.reply) == both.answer
+    said = Answer("q", f"{fed} [2]", "base", [blocks[1]], blocks, evidence=two)  # only what it does not say
+    assert said.reply == f"{fed} [2]\n\nFrom your documents: \u201c{pond}\u201d [1]"
     assert answer.to_json()["reply"] == answer.reply
     copied = Answer("q", f"{fed} [2]", "base", [blocks[1]], blocks, evidence=evidence)
     assert copied.reply == copied.answer  # the answer already says the sentence: not twice

@@ -45,6 +45,18 @@ def test_the_question_words_a_sentence_holds_count_when_the_cosine_ties():
     assert best_quotes("Where are the herons fed?", ["# Herons", ""], flat) == []
 
 
+def test_a_second_sentence_is_quoted_only_when_it_scores_as_close_as_the_margin():
+    from chatbot.rag.evidence import Quote, shown_quotes
+
+    best, near = Quote(1, "The herons are fed at 10:30.", 1.30), Quote(2, "Feeding is free.", 1.22)
+    assert shown_quotes([best, near], 0.1) == [best, near]
+    assert shown_quotes([best, near], 0.05) == [best]  # hard negative: just outside the margin
+    assert shown_quotes([best, near], 0.0) == [best]  # 0: always one sentence
+    far = Quote(2, "The zoo opens at nine.", 0.70)
+    assert shown_quotes([best, far], 0.1) == [best] and shown_quotes([best], 0.1) == [best]
+    assert shown_quotes([], 0.1) == []
+
+
 GUIDE = [
     "The bot says I don't know when no passage scores above min_relevance, or when the checks withhold "
     "the model's answer because no passage supports it.",

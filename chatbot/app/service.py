@@ -300,6 +300,7 @@ class Chatbot:
             answerability_threshold=s.answerability_threshold,
             evidence=self.evidence_embeddings.embed_documents if s.quote_evidence else None,
             evidence_agreement=self.evidence_agreement,
+            evidence_margin=s.evidence_margin,
         )
 
     def request(

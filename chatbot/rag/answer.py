@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -67,7 +67,12 @@ def focus_snippet(content: str, quote: str | None = None, limit: int = SNIPPET_C
     return ("…" if start else "") + text[start:end].strip() + ("…" if end < len(text) else "")
 
 
-EVIDENCE_LINE = "From your documents: \u201c{}\u201d [{}]"  # under a checked answer, its evidence sentence
+EVIDENCE_LINE = "From your documents: {}"  # under a checked answer: its evidence, as quoted_sentences writes it
+
+
+def quoted_sentences(evidence: Sequence[Evidence]) -> str:
+    """Evidence sentences as a reply quotes them: each verbatim in curly quotes with its block's ``[n]``."""
+    return " ".join(f"\u201c{quote.text}\u201d [{quote.n}]" for quote in evidence)
 
 
 @dataclass
@@ -109,14 +114,15 @@ class Answer:
     @property
     def reply(self) -> str:
         """What a person is shown (the page, ``chatbot ask``, the API's ``content``): the answer, and
-        under an answer that passed the checks its best evidence sentence, quoted with its block,
-        unless the answer already says that sentence. A decline's quote is its answer already."""
+        under an answer that passed the checks its evidence sentences, quoted with their blocks,
+        but those the answer already says. A decline's quote is its answer already."""
         if self.abstained or self.quoted or not self.evidence:
             return self.answer
-        best = self.evidence[0]
-        if " ".join(best.text.lower().split()) in " ".join(self.answer.lower().split()):
+        said = " ".join(self.answer.lower().split())
+        unsaid = [quote for quote in self.evidence if " ".join(quote.text.lower().split()) not in said]
+        if not unsaid:
             return self.answer
-        return f"{self.answer}\n\n{EVIDENCE_LINE.format(best.text, best.n)}"
+        return f"{self.answer}\n\n{EVIDENCE_LINE.format(quoted_sentences(unsaid))}"
 
     @property
     def why(self) -> str | None:
@@ -168,7 +174,7 @@ class Answer:
 
 def answer_of_reply(reply: str) -> str:
     """The answer part of a shown reply (its evidence line removed), for a conversation's history."""
-    return reply.split("\n\n" + EVIDENCE_LINE.split("\u201c")[0], 1)[0]
+    return reply.split("\n\n" + EVIDENCE_LINE.format("\u201c"), 1)[0]
 
 
 def last_answer(events: Iterable[str | Answer]) -> Answer:

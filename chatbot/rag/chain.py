@@ -15,7 +15,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnablePassthrough
 
-from chatbot.rag.answer import Answer, Evidence, SourceRef, last_answer
+from chatbot.rag.answer import Answer, Evidence, SourceRef, last_answer, quoted_sentences
 from chatbot.rag.answerability import Answerability, model_signals, signals
 from chatbot.rag.checked import keep_checked
 from chatbot.rag.citations import (
@@ -34,7 +34,7 @@ from chatbot.rag.conversation import (
     refers_back,
     usable_rewrite,
 )
-from chatbot.rag.evidence import Embed, best_quotes
+from chatbot.rag.evidence import SECOND_MARGIN, Embed, best_quotes, shown_quotes
 from chatbot.rag.grounding import check_citations, judge, unfounded_specifics
 from chatbot.rag.prompting import PLAIN_PROMPT, RAG_PROMPT, fit_blocks, format_blocks
 from chatbot.rag.tidy import is_context_dump, tidy
@@ -44,7 +44,8 @@ from chatbot.vocabulary import BASE_ADAPTER, AdapterId, GenerationStats, ModelCa
 DONT_KNOW = "I don't know. The knowledge base has nothing relevant to this question."
 NOT_ANSWERED = "I don't know. The passages I found do not answer this question."  # an answer withheld
 QUOTE_OPENING = "I couldn't write an answer I can check."  # ... then the passage that best answers
-QUOTED = QUOTE_OPENING + " The closest passage in your documents says: \u201c{}\u201d [{}]"
+QUOTED = QUOTE_OPENING + " The closest passage in your documents says: {}"  # then quoted_sentences
+QUOTED_TWO = QUOTE_OPENING + " The closest passages in your documents say: {}"
 # Why an answer was declined (Answer.decline_reason); the UI and API show them as they are.
 NOTHING_RETRIEVED = "no passage of the knowledge base matched the question"
 MODEL_DECLINED = "the model found no answer in the passages"
@@ -103,11 +104,14 @@ class RagChain:
         answerability_threshold: float | None = None,
         evidence: Embed | None = None,
         evidence_agreement: float = 0.0,
+        evidence_margin: float = SECOND_MARGIN,
     ) -> None:
         """``evidence``: the embedding function that picks the quoted sentences (None: no quotes);
         ``evidence_agreement``: the share of an answer's new content words its evidence sentence must
-        hold for the answer to be shown (0: no such check)."""
+        hold for the answer to be shown (0: no such check); ``evidence_margin``: how close the second
+        best sentence must score to the best to be quoted too (0: one sentence)."""
         self.retriever = retriever
+        self.evidence_margin = evidence_margin
         self.evidence = evidence
         self.evidence_agreement = evidence_agreement
         self.llm = llm
@@ -295,7 +299,8 @@ class RagChain:
         return answer
 
     def _evidence(self, question: str, blocks: list[Document], texts: list[str]) -> list[Evidence]:
-        """The sentence of ``blocks`` that best answers ``question`` (none without a candidate)."""
+        """The sentences of ``blocks`` that best answer ``question``: the best, and the second when it
+        scores within ``evidence_margin`` of it (none without a candidate)."""
         assert self.evidence is not None
         return [
             Evidence(
@@ -306,7 +311,7 @@ class RagChain:
                 quote.text,
                 quote.score,
             )
-            for quote in best_quotes(question, texts, self.evidence)
+            for quote in shown_quotes(best_quotes(question, texts, self.evidence, count=2), self.evidence_margin)
         ]
 
     @staticmethod
@@ -314,12 +319,17 @@ class RagChain:
         """A declined answer shows its best evidence sentence instead of a bare "I don't know"."""
         if not answer.abstained or not answer.evidence:
             return
-        best = answer.evidence[0]
         if answer.withheld is None and answer.answer != NOT_ANSWERED:
             answer.withheld = answer.answer  # the model's own decline
-        answer.answer = QUOTED.format(best.text, best.n)
-        source = SourceRef.from_document(best.n, blocks[best.n - 1], best.text)
-        answer.sources = [replace(source, cited_by="quote")]
+        shown = answer.evidence
+        answer.answer = (QUOTED if len(shown) == 1 else QUOTED_TWO).format(quoted_sentences(shown))
+        quotes: dict[int, list[str]] = {}
+        for quote in shown:
+            quotes.setdefault(quote.n, []).append(quote.text)
+        answer.sources = [
+            replace(SourceRef.from_document(n, blocks[n - 1], " ".join(texts)), cited_by="quote")
+            for n, texts in quotes.items()
+        ]
         answer.quoted = True
 
     @staticmethod

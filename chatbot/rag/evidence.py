@@ -26,6 +26,7 @@ MIN_CHARS, MAX_CHARS = 20, 400  # a quote is a sentence, never a heading or a wh
 LABEL_WORDS = 8  # an unpunctuated line shorter than this is a heading or label, not a sentence
 MAX_SENTENCES = 60  # per question: the first sentences of the blocks in rank order, bounded
 COSINE, OVERLAP = 1.0, 0.5
+SECOND_MARGIN = 0.1  # a second sentence is quoted when it scores this close to the best (docs/evaluation.md)
 
 
 @dataclass(frozen=True)
@@ -97,3 +98,13 @@ def score_sentences(question: str, candidates: list[tuple[int, str]], embed: Emb
 def best_quotes(question: str, blocks: Sequence[str], embed: Embed, count: int = 1) -> list[Quote]:
     """The ``count`` best evidence sentences of ``blocks`` for ``question`` (none without a candidate)."""
     return score_sentences(question, candidate_sentences(blocks), embed)[:count]
+
+
+def shown_quotes(ranked: Sequence[Quote], margin: float = SECOND_MARGIN) -> list[Quote]:
+    """What a reply quotes from ``ranked`` (best first): the best sentence, and the second too when
+    it scores within ``margin`` of it (the picker cannot tell them apart; 0: never), best first
+    they were ranked."""
+    shown = list(ranked[:1])
+    if margin > 0 and len(ranked) > 1 and ranked[0].score - ranked[1].score <= margin:
+        shown.append(ranked[1])
+    return shown
