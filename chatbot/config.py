@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     # Retrieval
     top_k: int = Field(4, ge=1, le=50)
     min_relevance: float = Field(0.35, ge=-1.0, le=1.0, description="Chunks below this cosine similarity are ignored.")
+    quote_relevance: float = Field(
+        0.2,
+        ge=-1.0,
+        le=1.0,
+        description="When no chunk reaches min_relevance, the reply quotes the nearest sentence of the chunks "
+        "down to this similarity, labelled as the nearest passage (the model never reads them); at or above "
+        "min_relevance: a bare 'I don't know' (docs/evaluation.md, 'Quoting the nearest passage').",
+    )
     retrieval_mode: Literal["vector", "hybrid"] = Field(
         "vector", description="vector: embeddings only; hybrid: BM25 keywords + vectors, fused by rank."
     )

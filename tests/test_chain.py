@@ -3,7 +3,7 @@
 import pytest
 
 from chatbot.adapters.domains import UnknownAdapterError
-from chatbot.rag.chain import DONT_KNOW, NOT_ANSWERED, QUOTE_OPENING
+from chatbot.rag.chain import DONT_KNOW, NEAR_OPENING, NOT_ANSWERED, NOTHING_RETRIEVED, ONLY_NEAR, QUOTE_OPENING
 
 FACT = "The Zorblax reactor on Kepler station runs at a core temperature of 4812 kelvin."
 
@@ -225,6 +225,20 @@ def test_a_decline_quotes_the_sentence_that_answers_and_an_answer_carries_it_as_
     assert answer.to_json()["evidence"][0]["text"] == fed and answer.to_json()["quoted"] is True
     nothing = bot.ask("What is the airspeed of an unladen swallow in the Andes?")
     assert nothing.answer == DONT_KNOW and not nothing.quoted  # nothing relevant: nothing to quote
+
+    # nothing reaches min_relevance: the nearest passage above quote_relevance is quoted, unread by the model
+    near = make_bot(min_relevance=0.95, quote_relevance=0.2, evidence_margin=0.0).ask("When are the herons fed?")
+    assert near.abstained and near.quoted and near.decline_reason == ONLY_NEAR and near.withheld is None
+    assert near.answer == f"{NEAR_OPENING} The nearest passage says: \u201c{fed}\u201d [1]"
+    assert near.retrieved == [] and "generation_s" not in near.timings  # the model was not asked
+    assert [(s.source, s.cited_by) for s in near.sources] == [("zoo.md", "quote")]
+    assert "the nearest one is quoted" in near.why
+    off = make_bot(min_relevance=0.95, quote_relevance=0.95).ask("When are the herons fed?")
+    assert off.answer == DONT_KNOW and not off.quoted and off.decline_reason == NOTHING_RETRIEVED
+    far = make_bot(min_relevance=0.95, quote_relevance=0.2).ask(
+        "What is the airspeed of an unladen swallow in the Andes?"
+    )
+    assert far.answer == DONT_KNOW and not far.quoted  # off-topic: below the quote floor too
 
     unsure = make_bot(answerability_threshold=0.999, evidence_margin=1.0).ask("When are the herons fed?")
     first, second = unsure.evidence  # any second sentence is within a margin of 1: both are quoted

@@ -64,6 +64,17 @@ def test_ask_shows_a_withheld_answer_as_declined(cli_env, monkeypatch):
     assert data["withheld"][:40] not in output  # the model's text is not shown as an answer
 
 
+def test_ask_names_the_block_of_a_nearest_passage_quote(cli_env, monkeypatch):
+    from chatbot.rag.chain import NEAR_OPENING
+
+    monkeypatch.setenv("CHATBOT_MIN_RELEVANCE", "0.95")  # no chunk reaches it: the nearest passage is quoted
+    code, output = run("ask", "How do I refresh the knowledge base?")
+    assert code == 0 and output.startswith(NEAR_OPENING)
+    assert "the nearest one is quoted" in output and "Passages considered:" not in output
+    block = output.split("Quoted from:")[1].strip().splitlines()[0]
+    assert block.startswith("[1] ") and ".md" in block and "(score" in block
+
+
 def test_the_terminal_view_returns_the_chains_answer(cli_env):
     from chatbot.app.service import Chatbot
     from chatbot.cli.answer_text import final_answer

@@ -1,5 +1,7 @@
 """Conversations: follow-ups searched with their history, OpenAI message lists, chat-page rendering."""
 
+from dataclasses import replace
+
 import pytest
 
 from chatbot.rag.answer import Answer, SourceRef
@@ -207,6 +209,29 @@ def test_a_declined_answer_shows_why_the_withheld_text_and_the_passages_consider
     payload = answer.to_json()
     assert payload["abstained"] and payload["decline_reason"].startswith("the answer states")
     assert payload["withheld"].startswith("About 25,000")
+
+
+def test_a_nearest_passage_quote_shows_its_block_not_nothing_relevant():
+    from chatbot.rag.chain import NEAR_QUOTED, ONLY_NEAR
+
+    sentence = "Only safetensors weights are loaded."
+    quoted = replace(_source(1, "adapters.md", quote=sentence), cited_by="quote")
+    answer = Answer(
+        "Can I use .bin adapter weights?",
+        NEAR_QUOTED.format(f"\u201c{sentence}\u201d [1]"),
+        "base",
+        sources=[quoted],
+        abstained=True,
+        decline_reason=ONLY_NEAR,
+        quoted=True,
+    )
+    panel = sources_markdown(answer)
+    assert "adapters.md" in panel and "Nothing in the knowledge base was relevant" not in panel
+    assert "the nearest one is quoted" in panel
+    assert sources_title(answer) == "Sources (the nearest passage, quoted · 1)"
+    assert f"[[1]]({document_url(quoted)})" in answer_markdown(answer, "Base model")  # its [1] links the file
+    bare = Answer("What is the weather?", DONT_KNOW, "base", abstained=True, decline_reason="no passage")
+    assert sources_markdown(bare) == "_Nothing in the knowledge base was relevant._"
 
 
 def test_a_checked_answer_shows_its_evidence_sentence_under_it_once():

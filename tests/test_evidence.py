@@ -143,6 +143,7 @@ def test_every_decline_reason_reads_as_plain_words_naming_what_went_wrong():
     question = "How long do quokkas live in the wild?"
     templates = {
         chain.NOTHING_RETRIEVED: "no passage in your documents is close enough to the question about \u2018long\u2019",
+        chain.ONLY_NEAR: "\u2018wild\u2019 to answer from (min_relevance); the nearest one is quoted, so check",
         chain.MODEL_DECLINED: "the model said the passages do not answer it",
         chain.CONTEXT_DUMP: "the draft answer copied the passages instead of answering",
         chain.UNFOUNDED.format("23, Perth"): "the draft answer named \u201823\u2019 and \u2018Perth\u2019, which no",

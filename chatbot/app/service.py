@@ -301,6 +301,7 @@ class Chatbot:
             evidence=self.evidence_embeddings.embed_documents if s.quote_evidence else None,
             evidence_agreement=self.evidence_agreement,
             evidence_margin=s.evidence_margin,
+            quote_relevance=s.quote_relevance if s.quote_relevance < s.min_relevance else None,
         )
 
     def request(

@@ -50,6 +50,10 @@ def print_answer(answer: Answer) -> None:
             typer.echo("\nPassages considered:")
             for source in answer.retrieved:
                 typer.echo(_line(source))
+        elif answer.quoted and answer.sources:  # nothing reached min_relevance: the nearest passage's block
+            typer.echo("\nQuoted from:")
+            for source in answer.sources:
+                typer.echo(_line(source))
         return
     if answer.truncated:
         typer.secho("(cut short at the token limit)", fg=typer.colors.YELLOW)

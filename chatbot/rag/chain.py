@@ -46,8 +46,12 @@ NOT_ANSWERED = "I don't know. The passages I found do not answer this question."
 QUOTE_OPENING = "I couldn't write an answer I can check."  # ... then the passage that best answers
 QUOTED = QUOTE_OPENING + " The closest passage in your documents says: {}"  # then quoted_sentences
 QUOTED_TWO = QUOTE_OPENING + " The closest passages in your documents say: {}"
+NEAR_OPENING = "No passage in your documents is close enough to answer from."  # nothing reached min_relevance
+NEAR_QUOTED = NEAR_OPENING + " The nearest passage says: {}"
+NEAR_QUOTED_TWO = NEAR_OPENING + " The nearest passages say: {}"
 # Why an answer was declined (Answer.decline_reason); the UI and API show them as they are.
 NOTHING_RETRIEVED = "no passage of the knowledge base matched the question"
+ONLY_NEAR = "only passages below min_relevance matched the question: the nearest is quoted, unread by the model"
 MODEL_DECLINED = "the model found no answer in the passages"
 CONTEXT_DUMP = "the model pasted the passages back instead of answering"
 UNFOUNDED = "the answer states numbers or names that no passage holds: {}"
@@ -105,12 +109,16 @@ class RagChain:
         evidence: Embed | None = None,
         evidence_agreement: float = 0.0,
         evidence_margin: float = SECOND_MARGIN,
+        quote_relevance: float | None = None,
     ) -> None:
         """``evidence``: the embedding function that picks the quoted sentences (None: no quotes);
         ``evidence_agreement``: the share of an answer's new content words its evidence sentence must
         hold for the answer to be shown (0: no such check); ``evidence_margin``: how close the second
-        best sentence must score to the best to be quoted too (0: one sentence)."""
+        best sentence must score to the best to be quoted too (0: one sentence); ``quote_relevance``:
+        when no block reaches the retriever's floor, the reply quotes the nearest sentence of the
+        blocks down to this similarity, which the model never reads (None: a bare decline)."""
         self.retriever = retriever
+        self.quote_relevance = quote_relevance
         self.evidence_margin = evidence_margin
         self.evidence = evidence
         self.evidence_agreement = evidence_agreement
@@ -136,8 +144,19 @@ class RagChain:
             return RunnablePassthrough.assign(context=lambda x: format_blocks(x["blocks"])) | RAG_PROMPT
         return PLAIN_PROMPT
 
-    def retrieve(self, question: str, scope: dict[str, Any] | None = None) -> list[Document]:
-        return self.retriever.invoke(question, filter=scope) if scope else self.retriever.invoke(question)
+    def retrieve(self, question: str, scope: dict[str, Any] | None = None, **options: Any) -> list[Document]:
+        """The blocks for ``question`` within ``scope``; ``options`` go to the retriever (``floor=``)."""
+        return (
+            self.retriever.invoke(question, filter=scope, **options)
+            if scope
+            else self.retriever.invoke(question, **options)
+        )
+
+    def near(self, query: str, scope: dict[str, Any] | None = None) -> list[Document]:
+        """The blocks between ``quote_relevance`` and the floor, for a quote when none reached the floor."""
+        if self.quote_relevance is None or self.evidence is None:
+            return []
+        return self.retrieve(query, scope, floor=self.quote_relevance)
 
     def condense(self, history: list[Turn], question: str, turns: int = 2, max_new_tokens: int = 48) -> str | None:
         """The model's standalone rewrite of a follow-up question (None when unusable)."""
@@ -172,20 +191,14 @@ class RagChain:
         if request.use_retrieval:
             if request.search_query is None:
                 request = replace(request, search_query=self.standalone_query(request))
-            blocks = self.fit(self.retrieve(request.search_query or request.question, request.scope))
+            query = request.search_query or request.question
+            blocks = self.fit(self.retrieve(query, request.scope))
             timings["retrieval_s"] = time.perf_counter() - started
             if not blocks:
+                answer = self._nearest(request, self.near(query, request.scope), timings)
                 timings["total_s"] = time.perf_counter() - started
-                yield DONT_KNOW
-                yield Answer(
-                    request.question,
-                    DONT_KNOW,
-                    request.adapter,
-                    timings=timings,
-                    abstained=True,
-                    decline_reason=NOTHING_RETRIEVED,
-                    search_query=request.search_query,
-                )
+                yield answer.answer
+                yield answer
                 return
         stats = GenerationStats()
         call = ModelCall(request.adapter, request.generation, stats, request.cancelled)
@@ -298,6 +311,25 @@ class RagChain:
             self._quote(answer, blocks)
         return answer
 
+    def _nearest(self, request: ChainRequest, near: list[Document], timings: dict[str, float]) -> Answer:
+        """The reply when no block reached the floor: the nearest passage's best sentences quoted, else
+        a bare "I don't know"."""
+        answer = Answer(
+            request.question,
+            DONT_KNOW,
+            request.adapter,
+            timings=timings,
+            abstained=True,
+            decline_reason=NOTHING_RETRIEVED,
+            search_query=request.search_query,
+        )
+        if near:
+            answer.evidence = self._evidence(request.question, near, [doc.page_content for doc in near])
+            if answer.evidence:
+                answer.decline_reason = ONLY_NEAR
+                self._quote(answer, near, NEAR_QUOTED, NEAR_QUOTED_TWO)
+        return answer
+
     def _evidence(self, question: str, blocks: list[Document], texts: list[str]) -> list[Evidence]:
         """The sentences of ``blocks`` that best answer ``question``: the best, and the second when it
         scores within ``evidence_margin`` of it (none without a candidate)."""
@@ -315,14 +347,15 @@ class RagChain:
         ]
 
     @staticmethod
-    def _quote(answer: Answer, blocks: list[Document]) -> None:
-        """A declined answer shows its best evidence sentence instead of a bare "I don't know"."""
+    def _quote(answer: Answer, blocks: list[Document], one: str = QUOTED, two: str = QUOTED_TWO) -> None:
+        """A declined answer shows its best evidence sentences (``one`` or ``two``: the reply around
+        them) instead of a bare "I don't know"."""
         if not answer.abstained or not answer.evidence:
             return
-        if answer.withheld is None and answer.answer != NOT_ANSWERED:
+        if answer.withheld is None and answer.answer not in (NOT_ANSWERED, DONT_KNOW):
             answer.withheld = answer.answer  # the model's own decline
         shown = answer.evidence
-        answer.answer = (QUOTED if len(shown) == 1 else QUOTED_TWO).format(quoted_sentences(shown))
+        answer.answer = (one if len(shown) == 1 else two).format(quoted_sentences(shown))
         quotes: dict[int, list[str]] = {}
         for quote in shown:
             quotes.setdefault(quote.n, []).append(quote.text)

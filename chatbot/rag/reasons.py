@@ -38,9 +38,15 @@ def plain_reason(reason: str | None, question: str) -> str | None:
     """The reader's sentence for ``reason`` (None for an answer that was not declined)."""
     if reason is None:
         return None
-    if reason.startswith("no passage of the knowledge base matched"):
+    near = reason.startswith("only passages below min_relevance matched")
+    if near or reason.startswith("no passage of the knowledge base matched"):
         words = sorted(content_words(question), key=question.lower().find)
         about = f" about {_quoted(words)}" if words else ""
+        if near:
+            return (
+                f"no passage in your documents is close enough to the question{about} to answer from "
+                "(min_relevance); the nearest one is quoted, so check that it is what you asked"
+            )
         return f"no passage in your documents is close enough to the question{about} (min_relevance)"
     if reason.startswith("the answer states numbers or names that no passage holds: "):
         names = [name.strip() for name in reason.split(": ", 1)[1].split(", ") if name.strip()]

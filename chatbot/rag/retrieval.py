@@ -30,7 +30,8 @@ class ScoredRetriever(BaseRetriever):
 
     Each document carries its similarity in ``metadata["score"]``. Pass ``filter=`` (a Chroma
     ``where`` clause) to ``invoke`` to limit the search, e.g. to a domain's part of the folder,
-    and ``k=`` to change how many come back. With ``keywords`` the ranking is hybrid.
+    ``k=`` to change how many come back and ``floor=`` to lower or raise ``min_relevance`` for
+    one search. With ``keywords`` the ranking is hybrid.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -46,13 +47,14 @@ class ScoredRetriever(BaseRetriever):
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
         k, where = kwargs.get("k", self.top_k), kwargs.get("filter")
+        floor = float(kwargs.get("floor", self.min_relevance))
         if self.keywords is None:
             pairs = self.store.similarity_search_with_score(query, k=k, filter=where)
             scored = [_scored(doc, similarity(distance)) for doc, distance in pairs]
-            return [doc for doc in scored if doc.metadata["score"] >= self.min_relevance]
-        return self._hybrid(query, k, where)
+            return [doc for doc in scored if doc.metadata["score"] >= floor]
+        return self._hybrid(query, k, where, floor)
 
-    def _hybrid(self, query: str, k: int, where: dict | None) -> list[Document]:
+    def _hybrid(self, query: str, k: int, where: dict | None, floor: float) -> list[Document]:
         embedding = self.store.embeddings.embed_query(query)
         pairs = self.store.similarity_search_by_vector_with_relevance_scores(
             embedding, k=max(k, self.candidates), filter=where
@@ -75,4 +77,4 @@ class ScoredRetriever(BaseRetriever):
             for rank, doc_id in enumerate(ranking, 1):
                 fused[doc_id] = fused.get(doc_id, 0.0) + weight / (RRF_K + rank)
         ranked = sorted(fused, key=lambda doc_id: -fused[doc_id])
-        return [by_id[i] for i in ranked if by_id[i].metadata["score"] >= self.min_relevance][:k]
+        return [by_id[i] for i in ranked if by_id[i].metadata["score"] >= floor][:k]

@@ -131,6 +131,9 @@ def sources_markdown(answer: Answer, changes: dict[str, str] | None = None) -> s
 
     if not answer.used_retrieval:
         return "_Retrieval was off for this answer._"
+    if not answer.retrieved and answer.quoted and answer.sources:  # nothing reached min_relevance
+        nearest = [f"_No passage was close enough to answer from: {html.escape(answer.why or '')}._"]
+        return "\n\n".join(nearest + [line(source) for source in answer.sources])
     if not answer.retrieved:
         return "_Nothing in the knowledge base was relevant._"
     if answer.abstained:
@@ -160,4 +163,6 @@ def sources_title(answer: Answer) -> str:
     label = "" if answer.adapter == BASE_ADAPTER else f"{answer.adapter} · "
     if answer.abstained and answer.retrieved:
         return f"{label}Sources (declined · {len(answer.retrieved)} passages considered)"
+    if answer.quoted:
+        return f"{label}Sources (the nearest passage, quoted · {len(answer.sources)})"
     return f"{label}Sources ({len(answer.sources)} cited)"
