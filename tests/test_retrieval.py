@@ -50,3 +50,17 @@ def test_hybrid_finds_exact_codes_and_keeps_the_floor(make_bot, topics):
     assert hybrid.keywords.search("hand", 3)  # "Tighten it by hand." matches the word
     assert hybrid.chain.retrieve("hand") == []
     assert hybrid.chain.retrieve("zzqx vprt") == []
+
+
+@pytest.mark.parametrize("mode", ["vector", "hybrid"])
+def test_a_floor_given_to_one_search_replaces_min_relevance_for_it_only(make_bot, topics, mode):
+    bot = make_bot(retrieval_mode=mode, min_relevance=0.95)
+    bot.sync()
+    question = "How long does the e-bike battery last?"
+    assert bot.chain.retrieve(question) == []  # nothing reaches 0.95
+    lowered = bot.chain.retrieve(question, floor=0.2)
+    assert lowered and lowered[0].metadata["source"] == "bikes.md"
+    assert all(0.2 <= doc.metadata["score"] < 0.95 for doc in lowered)
+    assert bot.chain.retrieve(question) == []  # the next search has the setting's floor again
+    scoped = bot.chain.retrieve(question, {"source": "garden.md"}, floor=-1.0)
+    assert {doc.metadata["source"] for doc in scoped} == {"garden.md"}  # the scope still applies
