@@ -159,6 +159,8 @@ def test_every_decline_reason_reads_as_plain_words_naming_what_went_wrong():
         assert expected in said[reason] and said[reason] != reason, reason
     assert len(set(said.values())) == len(templates)  # each reason its own sentence
     assert "quokkas" in said[chain.NOTHING_RETRIEVED] and "wild" in said[chain.NOTHING_RETRIEVED]
+    mine = plain_reason(chain.ONLY_NEAR, "How do I add my own documents?")
+    assert "about \u2018add\u2019 and \u2018documents\u2019 to answer from" in mine  # not 'my'
     many = plain_reason(chain.UNFOUNDED.format("1, 2, 3, 4, 5, 6"), question)
     assert "and 2 more" in many
     assert plain_reason(None, question) is None

@@ -12,6 +12,8 @@ import re
 from chatbot.text import content_words
 
 _MAX_NAMES = 4
+# pronouns (the checks' word lists keep them) are not what a question is about: a reason does not name them
+_PRONOUNS = frozenset("i me my mine myself he him his she her hers they them theirs it".split())
 # the opening of each fixed reason of chatbot.rag.chain, and what a reader is told instead
 _FIXED = {
     "no passage supports what the answer says": "no passage says what the draft answer said",
@@ -40,7 +42,7 @@ def plain_reason(reason: str | None, question: str) -> str | None:
         return None
     near = reason.startswith("only passages below min_relevance matched")
     if near or reason.startswith("no passage of the knowledge base matched"):
-        words = sorted(content_words(question), key=question.lower().find)
+        words = sorted(content_words(question) - _PRONOUNS, key=question.lower().find)
         about = f" about {_quoted(words)}" if words else ""
         if near:
             return (
