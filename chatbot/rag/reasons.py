@@ -13,7 +13,7 @@ from chatbot.text import content_words
 
 _MAX_NAMES = 4
 # pronouns (the checks' word lists keep them) are not what a question is about: a reason does not name them
-_PRONOUNS = frozenset("i me my mine myself he him his she her hers they them theirs it".split())
+_PRONOUNS = frozenset("me my mine myself he him his she her hers they them theirs".split())
 # the opening of each fixed reason of chatbot.rag.chain, and what a reader is told instead
 _FIXED = {
     "no passage supports what the answer says": "no passage says what the draft answer said",

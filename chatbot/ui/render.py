@@ -132,7 +132,7 @@ def sources_markdown(answer: Answer, changes: dict[str, str] | None = None) -> s
     if not answer.used_retrieval:
         return "_Retrieval was off for this answer._"
     if not answer.retrieved and answer.quoted and answer.sources:  # nothing reached min_relevance
-        nearest = [f"_No passage was close enough to answer from: {html.escape(answer.why or '')}._"]
+        nearest = [f"_Quoted instead: {html.escape(answer.why or 'the nearest passage')}._"]
         return "\n\n".join(nearest + [line(source) for source in answer.sources])
     if not answer.retrieved:
         return "_Nothing in the knowledge base was relevant._"
